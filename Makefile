@@ -1,0 +1,44 @@
+# spoold: two commands on a fresh machine with Python 3.11+:
+#   make run    set up a venv, a local spool and the example jobs, then run the daemon
+#   make test   set up a venv, then lint, type-check and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG := config/spoold.toml
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit burst clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/spoold init --config $(CONFIG)
+	$(BIN)/python examples/submit_examples.py --config $(CONFIG)
+	$(BIN)/spoold run --config $(CONFIG)
+
+burst: $(STAMP)
+	$(BIN)/spoold init --config $(CONFIG)
+	$(BIN)/python examples/submit_examples.py --config $(CONFIG)
+	$(BIN)/spoold run --burst --config $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict spoold
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m 'not slow'
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

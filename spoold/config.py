@@ -1,0 +1,280 @@
+"""The TOML configuration: where it is found, what each key means, and its checks.
+
+Defaults are declared once, as data (``_SCHEMA``). Every key is checked when
+the file is loaded, and a problem is one line that names the key; a key
+nobody owns is an error, not silence. The loaded ``Config`` is frozen and
+passed down explicitly. This module uses the standard library only, because
+the client imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("/etc/spoold/spoold.toml")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator in one line."""
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    dir: Path
+    max_job_bytes: int
+    rescan_interval: float
+    fsync: bool
+    allowed_uids: tuple[int, ...]
+    allowed_gids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int
+    max_retries: int
+    retry_delay: float
+    backoff: str
+    max_delay: float
+    timeout: float
+    shutdown_timeout: float
+    python_path: tuple[Path, ...]
+    memory_limit: int
+    max_jobs_per_process: int
+    max_interruptions: int
+    user: str
+    group: str
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    file: Path | None
+    level: str
+    rotation: str
+    retention: str
+    serialize: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    spool: SpoolSettings
+    worker: WorkerSettings
+    log: LogSettings
+    allow: Mapping[str, frozenset[str]]
+
+    def is_allowed(self, class_path: str, method: str) -> bool:
+        return method in self.allow.get(class_path, frozenset()) and not method.startswith("_")
+
+
+# -- checks: each returns the clean value or raises ValueError("what is wrong") --
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}")
+        return value
+
+    return check
+
+
+def _number(minimum: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise ValueError(f"expected a number >= {minimum}")
+        return float(value)
+
+    return check
+
+
+def _positive_number(value: Any) -> float:
+    number = _number(0)(value)
+    if number == 0:
+        raise ValueError("expected a number > 0")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError("expected one of " + ", ".join(f'"{o}"' for o in options))
+        return str(value)
+
+    return check
+
+
+def _id_list(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(_is_int(v) and v >= 0 for v in value):
+        raise ValueError("expected a list of numeric ids, such as [1000, 1001]")
+    return tuple(value)
+
+
+def _string_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def _level(value: Any) -> str:
+    levels = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+    if not isinstance(value, str) or value.upper() not in levels:
+        raise ValueError("expected one of " + ", ".join(levels))
+    return value.upper()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_SCHEMA: dict[str, dict[str, tuple[Any, Callable[[Any], Any]]]] = {
+    "spool": {
+        "dir": ("/var/spool/spoold", _string),
+        "max_job_bytes": (1048576, _integer(64)),
+        "rescan_interval": (5.0, _positive_number),
+        "fsync": (True, _boolean),
+        "allowed_uids": ([], _id_list),
+        "allowed_gids": ([], _id_list),
+    },
+    "worker": {
+        "concurrency": (4, _integer(1)),
+        "max_retries": (3, _integer(0)),
+        "retry_delay": (2.0, _number(0)),
+        "backoff": ("fixed", _choice("fixed", "exponential")),
+        "max_delay": (3600.0, _number(0)),
+        "timeout": (3600.0, _number(0)),
+        "shutdown_timeout": (30.0, _number(0)),
+        "python_path": ([], _string_list),
+        "memory_limit": (0, _integer(0)),
+        "max_jobs_per_process": (1, _integer(1)),
+        "max_interruptions": (5, _integer(1)),
+        "user": ("", _string),
+        "group": ("", _string),
+    },
+    "log": {
+        "file": ("/var/log/spoold/spoold.log", _string),
+        "level": ("INFO", _level),
+        "rotation": ("50 MB", _string),
+        "retention": ("14 days", _string),
+        "serialize": (False, _boolean),
+    },
+}
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """``--config``, else ``$SPOOLD_CONFIG``, else /etc/spoold/spoold.toml."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("SPOOLD_CONFIG")
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> Config:
+    """Read and check the file at ``path``; raise ConfigError naming the problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        return config_from_mapping(data, base=path.resolve().parent, path=path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
+    """Build a Config from parsed TOML; relative paths resolve against ``base``."""
+    unknown = set(data) - set(_SCHEMA) - {"allow"}
+    if unknown:
+        raise ConfigError(f"[{sorted(unknown)[0]}]: unknown section")
+    spool = _section(data, "spool")
+    worker = _section(data, "worker")
+    log = _section(data, "log")
+    return Config(
+        path=path,
+        spool=SpoolSettings(**{**spool, "dir": _resolve(base, spool["dir"])}),
+        worker=WorkerSettings(
+            **{**worker, "python_path": tuple(_resolve(base, p) for p in worker["python_path"])}
+        ),
+        log=LogSettings(**{**log, "file": _resolve(base, log["file"]) if log["file"] else None}),
+        allow=_allowlist(data.get("allow", {})),
+    )
+
+
+def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    given = data.get(name, {})
+    if not isinstance(given, dict):
+        raise ConfigError(f"[{name}]: expected a table")
+    schema = _SCHEMA[name]
+    for key in given:
+        if key not in schema:
+            raise ConfigError(f"[{name}] {key}: unknown key (known: {', '.join(schema)})")
+    values = {}
+    for key, (default, check) in schema.items():
+        raw = given.get(key, default)
+        try:
+            values[key] = check(raw)
+        except ValueError as exc:
+            raise ConfigError(f"[{name}] {key}: {exc}, got {raw!r}") from None
+    return values
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _allowlist(table: Any) -> dict[str, frozenset[str]]:
+    if not isinstance(table, dict):
+        raise ConfigError('[allow]: expected a table of "module.Class" = ["method", ...]')
+    allow = {}
+    for class_path, methods in table.items():
+        _check_class_path(class_path)
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise ConfigError(f'[allow] "{class_path}": expected a list of method names')
+        for method in methods:
+            _check_method(class_path, method)
+        allow[class_path] = frozenset(methods)
+    return allow
+
+
+def _check_class_path(class_path: str) -> None:
+    parts = class_path.split(".")
+    if len(parts) < 2 or not all(_IDENTIFIER.fullmatch(p) for p in parts):
+        raise ConfigError(
+            f'[allow] "{class_path}": expected a dotted path such as "app.jobs.SomeClass"'
+        )
+
+
+def _check_method(class_path: str, method: str) -> None:
+    if not _IDENTIFIER.fullmatch(method):
+        raise ConfigError(f'[allow] "{class_path}": "{method}" is not a method name')
+    if method.startswith("_"):
+        raise ConfigError(
+            f'[allow] "{class_path}": "{method}" starts with "_"; such methods can never be allowed'
+        )

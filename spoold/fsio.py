@@ -1,0 +1,149 @@
+"""Atomic, durable file operations: the only way spoold writes or moves a file.
+
+Every write is tmp file + fsync + no-clobber rename + fsync of the folder, so
+a reader (or a reboot) sees either the whole file or none of it, and an
+existing file is never replaced. Moves use ``renameat2(RENAME_NOREPLACE)``,
+falling back to link + unlink on filesystems without it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    _renameat2.restype = ctypes.c_int
+
+# Prefix of every temporary file the daemon and the client make. Readers skip
+# dotfiles, and the daemon removes its own leftovers (this prefix) at start.
+TEMP_PREFIX = ".spoold-"
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``; raise FileExistsError rather than replace ``dst``."""
+    if _renameat2 is not None:
+        if (
+            _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+            == 0
+        ):
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), str(dst))
+    os.link(src, dst)  # raises FileExistsError when dst exists
+    os.unlink(src)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (creations, renames, unlinks) durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_new(
+    folder: Path, name: str, data: bytes, *, durable: bool = True, mode: int = 0o640
+) -> Path:
+    """Create ``folder/name`` holding ``data``, whole or not at all; never replace.
+
+    Raises FileExistsError if the name is taken (the temporary file is removed).
+    """
+    target = folder / name
+    temp = folder / f"{TEMP_PREFIX}{name}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        _write_all(fd, data)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        rename_noreplace(temp, target)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    if durable:
+        fsync_dir(folder)
+    return target
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class UnsafeFile(Exception):
+    """A file in the spool that spoold refuses to read (a link, a FIFO, too big...)."""
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """The bytes of a job file and the facts about it read from the same open file."""
+
+    data: bytes
+    mtime: float
+    uid: int
+    gid: int
+
+
+def read_regular(path: Path, max_bytes: int) -> FileContent:
+    """Read a plain file of at most ``max_bytes`` without following links or blocking.
+
+    Raises FileNotFoundError if it is gone, UnsafeFile with a reason for
+    anything that is not a plain, singly-linked file within the size cap.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile("is a symbolic link; spoold never follows links") from None
+        if exc.errno in (errno.ENXIO, errno.EOPNOTSUPP):
+            raise UnsafeFile("is not a regular file (a socket or device)") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        _check_plain(info, max_bytes)
+        data = _read_capped(fd, max_bytes)
+    finally:
+        os.close(fd)
+    return FileContent(data=data, mtime=info.st_mtime, uid=info.st_uid, gid=info.st_gid)
+
+
+def _check_plain(info: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFile("is not a regular file")
+    if info.st_nlink != 1:
+        raise UnsafeFile(f"has {info.st_nlink} hard links; a job file must have exactly one")
+    if info.st_size > max_bytes:
+        raise UnsafeFile(f"is {info.st_size} bytes, more than max_job_bytes ({max_bytes})")
+
+
+def _read_capped(fd: int, max_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = os.read(fd, max(65536, max_bytes + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:  # the file grew after fstat
+            raise UnsafeFile(f"grew past max_job_bytes ({max_bytes}) while being read")

@@ -1,0 +1,34 @@
+"""Job ids: sortable by submission time, unique without any coordination.
+
+An id is a UTC timestamp to the millisecond plus 40 random bits, for example
+``20261129T201512.123Z-3f9a1c2b7e``. Sorting ids sorts jobs by the time they
+were made; the random part makes two clients that write in the same
+millisecond collide about once in a trillion pairs, and the spool's
+no-clobber renames catch even that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+_VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def new_job_id(now: float | None = None) -> str:
+    """Return a fresh id for a job made at ``now`` (Unix seconds)."""
+    millis = int((time.time() if now is None else now) * 1000)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(millis // 1000))
+    return f"{stamp}.{millis % 1000:03d}Z-{os.urandom(5).hex()}"
+
+
+def is_valid_id(candidate: str) -> bool:
+    """True if ``candidate`` is safe to use as a file name stem and an id."""
+    return bool(_VALID_ID.fullmatch(candidate)) and ".." not in candidate
+
+
+def id_from_filename(name: str) -> str | None:
+    """The id a job file name carries (``<id>.json``), or None if it is unusable."""
+    stem = name.removesuffix(".json")
+    return stem if stem != name and is_valid_id(stem) else None

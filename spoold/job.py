@@ -1,0 +1,308 @@
+"""The job file format: parsing, validation, defaults, and the record.
+
+``parse_job`` turns bytes into a ``Job`` or raises ``Rejected`` with a
+reason that says exactly what is wrong; it never imports anything and never
+lets another exception escape. A job file holds the submitted fields; the
+daemon adds its own bookkeeping (``DAEMON_KEYS``) as the job moves, and a
+record is the submitted fields plus what happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from spoold.config import Config
+
+# Fields the daemon owns. A submitted file's copies of them are dropped at
+# intake, so a client cannot forge a job's history or status.
+DAEMON_KEYS = frozenset(
+    {
+        "id",
+        "status",
+        "attempts",
+        "result",
+        "reason",
+        "history",
+        "due_at",
+        "raw",
+        "raw_encoding",
+        "finished_at",
+        "received_at",
+    }
+)
+OUTCOMES = ("ok", "error", "timeout", "crashed", "interrupted")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPTIONAL_FIELDS = (
+    "priority",
+    "run_at",
+    "max_retries",
+    "retry_delay",
+    "backoff",
+    "timeout",
+    "memory_limit",
+    "enqueued_at",
+)
+
+
+class Rejected(Exception):
+    """A job file that can never run; the message is the record's ``reason``."""
+
+
+class Incomplete(Rejected):
+    """Bytes that are not (yet) a whole JSON document: maybe still being written."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job and the daemon's bookkeeping about it."""
+
+    id: str
+    class_path: str
+    method: str
+    params: list[Any] | dict[str, Any]
+    submitted: dict[str, Any]
+    enqueued_at: float
+    priority: int = 0
+    run_at: float | None = None
+    max_retries: int | None = None
+    retry_delay: float | None = None
+    backoff: str | None = None
+    timeout: float | None = None
+    memory_limit: int | None = None
+    history: tuple[dict[str, Any], ...] = field(default=())
+    due_at: float | None = None
+
+    @property
+    def attempts(self) -> int:
+        return len(self.history)
+
+    def state_document(self) -> dict[str, Any]:
+        """What the daemon writes to scheduled/ and active/: submitted fields + bookkeeping."""
+        doc = {**self.submitted, "id": self.id, "history": list(self.history)}
+        if self.due_at is not None:
+            doc["due_at"] = self.due_at
+        return doc
+
+    def record(self, status: str, finished_at: float, **outcome: Any) -> dict[str, Any]:
+        """The done/ or failed/ record: the job as submitted plus what happened."""
+        return {
+            **self.submitted,
+            "id": self.id,
+            "status": status,
+            "attempts": self.attempts,
+            **outcome,
+            "history": list(self.history),
+            "finished_at": finished_at,
+        }
+
+
+def parse_job(raw: bytes, *, job_id: str, mtime: float, trusted: bool = False) -> Job:
+    """Validate ``raw`` as a job file; raise Rejected (or Incomplete) with the reason.
+
+    ``trusted`` is for files the daemon wrote itself (scheduled/, active/):
+    their bookkeeping (history, due time) is kept instead of dropped.
+    """
+    document = _decode(raw)
+    submitted = {k: v for k, v in document.items() if k not in DAEMON_KEYS}
+    fields = _check_fields(submitted, mtime)
+    history, due_at = _bookkeeping(document) if trusted else ((), None)
+    return Job(id=job_id, submitted=submitted, history=history, due_at=due_at, **fields)
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise Incomplete("the file is empty")
+    try:
+        document = json.loads(raw, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(raw.rstrip()):
+            raise Incomplete(f"not valid JSON: the document ends too soon ({exc.msg})") from None
+        raise Rejected(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError:
+        raise Rejected("not valid JSON: the bytes are not UTF-8 text") from None
+    except RecursionError:
+        raise Rejected("not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
+        raise Rejected(f"not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise Rejected(f"the job must be a JSON object, not {_json_type(document)}")
+    return document
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _check_fields(doc: Mapping[str, Any], mtime: float) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "class_path": _class_path(doc.get("class")),
+        "method": _method(doc.get("method")),
+        "params": _params(doc.get("params", [])),
+        "enqueued_at": mtime,
+    }
+    for name in _OPTIONAL_FIELDS:
+        if doc.get(name) is not None:
+            fields[name] = _FIELD_CHECKS[name](doc[name])
+    return fields
+
+
+def _class_path(value: Any) -> str:
+    if value is None:
+        raise Rejected('missing field "class"')
+    if not isinstance(value, str):
+        raise Rejected(f'field "class" must be a string, not {_json_type(value)}')
+    parts = value.split(".")
+    if len(parts) < 2 or not all(_IDENTIFIER.fullmatch(p) for p in parts):
+        raise Rejected(
+            f'field "class" must be a dotted path such as "app.jobs.SomeClass", got {value!r:.200}'
+        )
+    return value
+
+
+def _method(value: Any) -> str:
+    if value is None:
+        raise Rejected('missing field "method"')
+    if not isinstance(value, str):
+        raise Rejected(f'field "method" must be a string, not {_json_type(value)}')
+    if not _IDENTIFIER.fullmatch(value):
+        raise Rejected(f'field "method" must be a plain method name, got {value!r:.200}')
+    if value.startswith("_"):
+        raise Rejected(f'field "method" names a private method ({value!r:.200}); those never run')
+    return value
+
+
+def _params(value: Any) -> list[Any] | dict[str, Any]:
+    if isinstance(value, list | dict):
+        return value
+    raise Rejected(f'field "params" must be an array or an object, not {_json_type(value)}')
+
+
+def _int_field(name: str, minimum: int | None) -> Any:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Rejected(f'field "{name}" must be an integer, not {_json_type(value)}')
+        if minimum is not None and value < minimum:
+            raise Rejected(f'field "{name}" must be >= {minimum}, got {value}')
+        return value
+
+    return check
+
+
+def _seconds_field(name: str) -> Any:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Rejected(f'field "{name}" must be a number of seconds, not {_json_type(value)}')
+        if value < 0:
+            raise Rejected(f'field "{name}" must be >= 0, got {value}')
+        return float(value)
+
+    return check
+
+
+def _backoff(value: Any) -> str:
+    if value not in ("fixed", "exponential"):
+        raise Rejected(f'field "backoff" must be "fixed" or "exponential", got {value!r:.100}')
+    return str(value)
+
+
+def parse_time(value: Any) -> float:
+    """``run_at``: Unix seconds, or ISO-8601 text with a time zone."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise Rejected(f'field "run_at" must be a time, not {_json_type(value)}')
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected(f'field "run_at" is not an ISO-8601 time: {value!r:.100}') from None
+    if moment.tzinfo is None:
+        raise Rejected(
+            f'field "run_at" needs a time zone (such as "Z" or "+01:00"): {value!r:.100}'
+        )
+    return moment.timestamp()
+
+
+_FIELD_CHECKS: dict[str, Any] = {
+    "priority": _int_field("priority", None),
+    "run_at": parse_time,
+    "max_retries": _int_field("max_retries", 0),
+    "retry_delay": _seconds_field("retry_delay"),
+    "backoff": _backoff,
+    "timeout": _seconds_field("timeout"),
+    "memory_limit": _int_field("memory_limit", 0),
+    "enqueued_at": _seconds_field("enqueued_at"),
+}
+
+
+def _bookkeeping(doc: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], float | None]:
+    history = doc.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise Rejected('the daemon\'s "history" field is damaged')
+    due_at = doc.get("due_at")
+    if due_at is not None and (isinstance(due_at, bool) or not isinstance(due_at, int | float)):
+        raise Rejected('the daemon\'s "due_at" field is damaged')
+    return tuple(history), due_at
+
+
+def _json_type(value: Any) -> str:
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return name
+    return "a number"
+
+
+def check_allowed(job: Job, config: Config) -> None:
+    """Raise Rejected unless the job's class and method are on the allowlist."""
+    if job.class_path not in config.allow:
+        raise Rejected(f'class "{job.class_path}" is not on the allowlist')
+    if not config.is_allowed(job.class_path, job.method):
+        raise Rejected(f'method "{job.method}" of class "{job.class_path}" is not on the allowlist')
+
+
+def rejection_record(
+    job_id: str, reason: str, raw: bytes, *, file_name: str, received_at: float
+) -> dict[str, Any]:
+    """The failed/ record of a file that was rejected, keeping its original bytes."""
+    record: dict[str, Any] = {}
+    try:
+        document = json.loads(raw)
+        if isinstance(document, dict):
+            record.update({k: v for k, v in document.items() if k not in DAEMON_KEYS})
+    except (ValueError, RecursionError):
+        pass
+    record.update(
+        {"id": job_id, "status": "rejected", "reason": reason, "attempts": 0, "history": []}
+    )
+    try:
+        record["raw"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        record["raw"] = base64.b64encode(raw).decode("ascii")
+        record["raw_encoding"] = "base64"
+    record.update({"file": file_name, "received_at": received_at, "finished_at": received_at})
+    return record
+
+
+def raw_bytes(record: Mapping[str, Any]) -> bytes:
+    """The original bytes kept in a rejection record."""
+    raw = str(record.get("raw", ""))
+    return base64.b64decode(raw) if record.get("raw_encoding") == "base64" else raw.encode("utf-8")
+
+
+def encode(document: Mapping[str, Any]) -> bytes:
+    """Serialize a job file or record the way spoold writes them."""
+    return json.dumps(document, indent=1, ensure_ascii=False, default=repr).encode("utf-8") + b"\n"

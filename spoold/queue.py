@@ -1,0 +1,96 @@
+"""In-memory order over the spool: which waiting job runs next, and when.
+
+The disk is the truth; this is only an index of it, rebuilt from the
+folders at every start. ``ReadyQueue`` orders runnable jobs by priority
+(higher first), then age; ``DueQueue`` holds jobs waiting for a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from spoold.job import Job
+
+
+@dataclass(order=True)
+class ReadyEntry:
+    sort_key: tuple[int, float, int]
+    state: str = field(compare=False)  # the folder the file is in: incoming or scheduled
+    name: str = field(compare=False)
+    job: Job | None = field(compare=False, default=None)  # parsed copy, when kept in memory
+
+
+class ReadyQueue:
+    """Runnable jobs, highest priority first, then oldest first."""
+
+    def __init__(self) -> None:
+        self._heap: list[ReadyEntry] = []
+        self._names: set[tuple[str, str]] = set()
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __contains__(self, location: tuple[str, str]) -> bool:
+        return location in self._names
+
+    def push(
+        self, state: str, name: str, priority: int, enqueued_at: float, job: Job | None
+    ) -> None:
+        if (state, name) in self._names:
+            return
+        key = (-priority, enqueued_at, next(self._order))
+        heapq.heappush(self._heap, ReadyEntry(key, state, name, job))
+        self._names.add((state, name))
+
+    def pop(self) -> ReadyEntry:
+        entry = heapq.heappop(self._heap)
+        self._names.discard((entry.state, entry.name))
+        return entry
+
+
+@dataclass(order=True)
+class DueEntry:
+    due_at: float
+    order: int
+    name: str = field(compare=False)
+    priority: int = field(compare=False)
+    enqueued_at: float = field(compare=False)
+
+
+class DueQueue:
+    """Jobs in scheduled/, by the time they become runnable."""
+
+    def __init__(self) -> None:
+        self._heap: list[DueEntry] = []
+        self._names: set[str] = set()
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def push(self, name: str, due_at: float, priority: int, enqueued_at: float) -> None:
+        if name in self._names:
+            return
+        heapq.heappush(self._heap, DueEntry(due_at, next(self._order), name, priority, enqueued_at))
+        self._names.add(name)
+
+    def next_due(self) -> float | None:
+        return self._heap[0].due_at if self._heap else None
+
+    def pop_due(self, now: float) -> list[DueEntry]:
+        """Remove and return every entry due at or before ``now``."""
+        due = []
+        while self._heap and self._heap[0].due_at <= now:
+            entry = heapq.heappop(self._heap)
+            self._names.discard(entry.name)
+            due.append(entry)
+        return due
+
+    def names(self) -> set[str]:
+        return set(self._names)
