@@ -77,6 +77,7 @@ class Job:
     memory_limit: int | None = None
     history: tuple[dict[str, Any], ...] = field(default=())
     due_at: float | None = None
+    clean: bool = True  # False: the submitted file carried daemon-owned fields (dropped here)
 
     @property
     def attempts(self) -> int:
@@ -112,7 +113,10 @@ def parse_job(raw: bytes, *, job_id: str, mtime: float, trusted: bool = False) -
     submitted = {k: v for k, v in document.items() if k not in DAEMON_KEYS}
     fields = _check_fields(submitted, mtime)
     history, due_at = _bookkeeping(document) if trusted else ((), None)
-    return Job(id=job_id, submitted=submitted, history=history, due_at=due_at, **fields)
+    clean = trusted or len(submitted) == len(document)
+    return Job(
+        id=job_id, submitted=submitted, history=history, due_at=due_at, clean=clean, **fields
+    )
 
 
 def _decode(raw: bytes) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""The daemon's end of the launcher: start it, send it requests, read its reports."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from spoold.protocol import FrameReader, Message, encode_frame
+
+
+class LauncherGone(Exception):
+    """The launcher process exited; the attempts it ran are lost."""
+
+
+class LauncherClient:
+    """Starts ``python -m spoold.launcher`` before any thread exists, and talks to it."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "spoold.launcher", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.sock = ours
+        self._reader = FrameReader()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def run(self, key: str, request: dict[str, Any], timeout: float) -> None:
+        self._send({"op": "run", "key": key, "request": request, "timeout": timeout})
+
+    def kill(self, key: str, grace: float) -> None:
+        self._send({"op": "kill", "key": key, "grace": grace})
+
+    def _send(self, message: Message) -> None:
+        # Blocking is safe: the launcher never blocks, so it always reads.
+        try:
+            self.sock.sendall(encode_frame(message))
+        except (BrokenPipeError, ConnectionResetError):
+            raise LauncherGone("the launcher is gone") from None
+
+    def receive(self) -> list[Message]:
+        """Messages available now (call when the socket is readable)."""
+        try:
+            data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return []
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            raise LauncherGone(f"the launcher exited (status {self.process.poll()})")
+        return list(self._reader.feed(data))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ask the launcher to stop (it kills what still runs) and reap it."""
+        with contextlib.suppress(OSError):
+            self.sock.sendall(encode_frame({"op": "exit"}))
+        self.sock.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,124 @@
+"""Filing outcomes: the decisions at the end of a job's stay in active/, with their log lines.
+
+Every way a job can leave ``active/`` is one method here: rejected, done,
+failed for good, or back to ``scheduled/`` to wait (a retry, a future
+``run_at``, an interrupted attempt to rerun). The daemon's loop and the
+start-up recovery share them, so a job is filed the same way whichever
+path brought it here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from spoold import policy
+from spoold.intake import Refused
+from spoold.job import Job, rejection_record
+from spoold.logs import job_logger
+from spoold.queue import DueQueue
+from spoold.store import JobStore
+
+
+@dataclass
+class Tally:
+    """What this run of the daemon filed; burst mode's exit status comes from it."""
+
+    done: int = 0
+    failed: int = 0
+    rejected: int = 0
+
+
+class Filer:
+    """Files jobs out of active/ through the store and says so in the log."""
+
+    def __init__(self, store: JobStore, due: DueQueue) -> None:
+        self.store = store
+        self.due = due
+        self.tally = Tally()
+        self.rescheduled: set[str] = set()  # retries and reruns this run put in scheduled/
+
+    def reject(self, refused: Refused, *, file_name: str) -> None:
+        """File the rejection record of a file already moved to active/<id>.json."""
+        now = time.time()
+        record = rejection_record(
+            refused.job_id, refused.reason, refused.raw, file_name=file_name, received_at=now
+        )
+        job = Job(
+            id=refused.job_id, class_path="", method="", params=[], submitted={}, enqueued_at=now
+        )
+        filed_as = self.store.file_record(job, "failed", record)
+        self.tally.rejected += 1
+        job_logger(filed_as).warning("job {} rejected: {}", filed_as, refused.reason)
+
+    def succeeded(self, job: Job, entry: dict[str, Any]) -> None:
+        result = entry.pop("result", None)
+        job = replace(job, history=(*job.history, entry))
+        record = job.record("done", entry["finished_at"], result=result)
+        filed_as = self.store.file_record(job, "done", record)
+        self.tally.done += 1
+        took = entry["finished_at"] - entry["started_at"]
+        job_logger(filed_as).success("job {} succeeded in {:.3f}s", filed_as, took)
+
+    def failed(self, job: Job, reason: str, traceback: str | None = None) -> None:
+        record = job.record("failed", time.time(), reason=reason)
+        filed_as = self.store.file_record(job, "failed", record)
+        self.tally.failed += 1
+        log = job_logger(filed_as)
+        log.error("job {} failed for good after {} attempt(s): {}", filed_as, job.attempts, reason)
+        if traceback:
+            log.debug("job {} traceback of the last attempt:\n{}", filed_as, traceback)
+
+    def schedule(self, job: Job, due_at: float) -> None:
+        job = replace(job, due_at=due_at)
+        self.store.schedule(job)
+        self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at)
+
+    def attempt_failed(self, job: Job, entry: dict[str, Any], limits: policy.Limits) -> None:
+        """An attempt ended in error, timeout or crash: retry later, or fail for good."""
+        job = replace(job, history=(*job.history, entry))
+        failures = policy.failed_attempts(job.history)
+        error = entry.get("error") or entry["outcome"]
+        if policy.should_retry(job.history, limits):
+            delay = policy.retry_delay(failures, limits)
+            job_logger(job.id).warning(
+                "job {} failed (attempt {}, {}): {}; retry {} of {} in {:.1f}s",
+                job.id,
+                job.attempts,
+                entry["outcome"],
+                error,
+                failures,
+                limits.max_retries,
+                delay,
+            )
+            self.schedule(job, entry["finished_at"] + delay)
+            self.rescheduled.add(f"{job.id}.json")
+            return
+        reason = f"{entry['outcome']} on attempt {job.attempts} (retries exhausted): {error}"
+        self.failed(job, reason, entry.get("traceback"))
+
+    def interrupted(self, job: Job, entry: dict[str, Any], max_interruptions: int) -> None:
+        """An attempt cut short by the daemon's stop or death: rerun it, unless that recurs."""
+        job = replace(job, history=(*job.history, entry))
+        in_a_row = policy.interruptions_in_a_row(job.history)
+        if in_a_row >= max_interruptions:
+            self.failed(
+                job,
+                f"interrupted by the daemon's death {in_a_row} times in a row; "
+                "it may be what brings the daemon down",
+            )
+            return
+        job_logger(job.id).warning(
+            "job {} was interrupted ({}); it will run again", job.id, entry.get("cause")
+        )
+        self.schedule(job, time.time())
+        self.rescheduled.add(f"{job.id}.json")
+
+    def deferred(self, job: Job) -> None:
+        """A job whose run_at is still ahead: wait in scheduled/."""
+        assert job.run_at is not None
+        when = datetime.fromtimestamp(job.run_at, UTC).isoformat(timespec="seconds")
+        job_logger(job.id).info("job {} scheduled for {}", job.id, when)
+        self.schedule(job, job.run_at)

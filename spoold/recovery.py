@@ -1,0 +1,85 @@
+"""Start-up recovery: rebuild the daemon's picture from the folders alone.
+
+Runs before the first job starts. It tidies what a crash left (the daemon's
+own temporary files, a client's tmp/ file older than 36 hours), finishes
+moves a crash cut in half (a job in active/ whose record or scheduled copy
+already exists), turns every other job found in active/ into an
+``interrupted`` attempt to rerun, and loads scheduled/ into the due queue.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from loguru import logger
+
+from spoold.config import Config
+from spoold.intake import Accepted, NotYet, Refused, examine
+from spoold.job import Job
+from spoold.outcomes import Filer
+from spoold.policy import DAEMON_DIED
+from spoold.spool import Spool
+
+CLIENT_TMP_MAX_AGE = 36 * 3600  # Maildir's rule for abandoned tmp/ files
+
+
+def tidy(spool: Spool) -> None:
+    for path in spool.remove_own_temp_files():
+        logger.info("removed {}, a temporary file left by an earlier crash", path)
+    for path in spool.remove_stale_client_files(CLIENT_TMP_MAX_AGE):
+        logger.warning("removed {}: a client left it in tmp/ more than 36 hours ago", path)
+
+
+def recover_active(spool: Spool, config: Config, filer: Filer) -> None:
+    for name in spool.job_names("active"):
+        if _finish_cut_move(spool, name):
+            continue
+        verdict = examine(spool, "active", name, config, now=time.time(), closed=True)
+        if isinstance(verdict, Refused | NotYet):
+            refused = (
+                verdict if isinstance(verdict, Refused) else Refused(name[:-5], "incomplete", b"")
+            )
+            filer.reject(refused, file_name=name)
+        elif isinstance(verdict, Accepted):
+            _rerun(spool, verdict.job, name, config, filer)
+
+
+def _finish_cut_move(spool: Spool, name: str) -> bool:
+    """A copy further along exists: the crash came after it was written. Drop this one."""
+    for state in ("done", "failed", "scheduled"):
+        if spool.exists(state, name):
+            os.unlink(spool.path("active", name))
+            logger.info("finished moving {} to {}/ (cut short by a crash)", name, state)
+            return True
+    return False
+
+
+def _rerun(spool: Spool, job: Job, name: str, config: Config, filer: Filer) -> None:
+    if job.run_at is not None and job.run_at > time.time() and not job.history:
+        filer.deferred(job)  # it was on its way to scheduled/ and never ran
+        return
+    claimed_at = os.stat(spool.path("active", name), follow_symlinks=False).st_ctime
+    entry = {
+        "attempt": job.attempts + 1,
+        "started_at": claimed_at,
+        "finished_at": time.time(),
+        "outcome": "interrupted",
+        "cause": DAEMON_DIED,
+        "error": "the daemon stopped or died while this attempt ran",
+    }
+    filer.interrupted(job, entry, config.worker.max_interruptions)
+
+
+def load_scheduled(spool: Spool, config: Config, filer: Filer) -> list[str]:
+    """Index scheduled/; return the names of files there that are not valid jobs."""
+    damaged = []
+    for name in spool.job_names("scheduled"):
+        verdict = examine(spool, "scheduled", name, config, now=time.time(), closed=True)
+        if isinstance(verdict, Accepted):
+            job = verdict.job
+            due = job.due_at if job.due_at is not None else (job.run_at or 0.0)
+            filer.due.push(name, due, job.priority, job.enqueued_at)
+        elif verdict is not None:
+            damaged.append(name)
+    return damaged
