@@ -24,6 +24,7 @@ import traceback
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
 EXIT_OK = 0
 EXIT_ERROR = 1
 
@@ -52,8 +53,7 @@ def _isolate(report_fd: int) -> None:
 
 def _die_with_parent() -> None:
     """If the launcher dies, this process gets SIGKILL rather than running on unwatched."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _max_fd() -> int:
