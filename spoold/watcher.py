@@ -12,6 +12,7 @@ watch (and rescans) when it is not.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 from pathlib import Path
@@ -79,9 +80,18 @@ class Watcher:
         self.start()
 
     def stop(self) -> None:
-        if self._observer is not None:
+        if self._observer is None:
+            return
+        # Stopping races with the emitter thread, which then logs a harmless
+        # "queue_events() called when the thread is inactive" at ERROR.
+        emitter_log = logging.getLogger("watchdog.observers.inotify")
+        level = emitter_log.level
+        emitter_log.setLevel(logging.CRITICAL)
+        try:
             self._observer.stop()
             self._observer.join(timeout=5)
+        finally:
+            emitter_log.setLevel(level)
             self._observer = None
 
     def take_names(self) -> list[tuple[str, bool]]:
