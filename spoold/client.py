@@ -120,6 +120,9 @@ def _publish(root: Path, payload: bytes, *, now: float, durable: bool) -> str:
         except FileExistsError:
             os.unlink(temp)
             continue
+        except OSError:
+            os.unlink(temp)  # no incoming/ (or no room): leave nothing behind in tmp/
+            raise
         if durable:
             fsync_dir(root / "incoming")
         return job_id

@@ -246,7 +246,7 @@ def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def _resolve(base: Path, value: str) -> Path:
     path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
 def _allowlist(table: Any) -> dict[str, frozenset[str]]:

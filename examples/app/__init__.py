@@ -1,0 +1,1 @@
+"""Demo job classes for spoold: the ones ``config/spoold.toml`` allows."""

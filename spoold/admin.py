@@ -1,0 +1,199 @@
+"""What the read-only ``spoold`` commands do: find, list, count and describe jobs.
+
+Each function reads the real folders of one spool and returns small
+dataclasses for the CLI to print; nothing here talks to the daemon, because
+the folders are the truth. Files are read without following links (a link
+in the spool is reported, never opened). ``maintenance`` holds the commands
+that change the spool (retry, purge).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spoold.fsio import FileContent, UnsafeFile, read_regular
+from spoold.ids import is_valid_id
+from spoold.spool import STATES, Spool, running_daemon_pid
+
+# Records carry results, tracebacks and rejected bytes, so they may be larger
+# than max_job_bytes; the cap only stops a runaway file from eating memory.
+RECORD_READ_LIMIT = 64 * 1024 * 1024
+LISTED_STATES = ("incoming", "scheduled", "active", "done", "failed")
+# A job can move while we look; lifecycle order finds it in one pass nearly always.
+SEARCH_ORDER = ("incoming", "scheduled", "active", "done", "failed", "tmp")
+
+
+class AdminError(Exception):
+    """A problem the operator can fix, worded in one line."""
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """One job file or record as found on disk."""
+
+    id: str
+    state: str
+    path: Path
+    mtime: float
+    document: dict[str, Any] | None  # None when the file cannot be read as a JSON object
+    text: str  # the file's text (undecodable bytes replaced), for files that are not JSON
+    problem: str | None = None  # why ``document`` is None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """One line of ``spoold list``."""
+
+    id: str
+    state: str
+    status: str | None
+    target: str
+    attempts: int
+    age: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    """What ``spoold status`` reports."""
+
+    root: Path
+    counts: dict[str, int]
+    missing: list[str]
+    oldest_waiting_id: str | None
+    oldest_waiting_age: float | None
+    daemon_pid: int | None  # -1: a daemon holds the lock but its pid is unreadable
+
+
+# -- reading --
+
+
+def read_job(spool: Spool, state: str, name: str) -> StoredJob:
+    """Read ``state/name`` without following links; raise FileNotFoundError if it is gone."""
+    path = spool.path(state, name)
+    job_id = name.removesuffix(".json")
+    try:
+        content = read_regular(path, RECORD_READ_LIMIT)
+    except UnsafeFile as exc:
+        mtime = os.lstat(path).st_mtime
+        return StoredJob(job_id, state, path, mtime, None, "", problem=f"unreadable: {exc}")
+    return _decoded(job_id, state, path, content)
+
+
+def _decoded(job_id: str, state: str, path: Path, content: FileContent) -> StoredJob:
+    text = content.data.decode("utf-8", errors="replace")
+    try:
+        document = json.loads(content.data)
+    except (ValueError, RecursionError):
+        return StoredJob(job_id, state, path, content.mtime, None, text, problem="not valid JSON")
+    if not isinstance(document, dict):
+        return StoredJob(job_id, state, path, content.mtime, None, text, "not a JSON object")
+    return StoredJob(job_id, state, path, content.mtime, document, text)
+
+
+def checked_id(job_id: str) -> str:
+    """The id itself (a trailing ``.json`` dropped); AdminError if it could escape the spool."""
+    job_id = job_id.removesuffix(".json")
+    if not is_valid_id(job_id):
+        raise AdminError(f"{job_id!r} is not a job id")
+    return job_id
+
+
+def find_job(spool: Spool, job_id: str) -> StoredJob:
+    """The job ``job_id`` in whichever folder holds it; AdminError if none does."""
+    job_id = checked_id(job_id)
+    for _ in range(2):  # a second pass catches a job that moved backwards (a retry)
+        for state in SEARCH_ORDER:
+            try:
+                return read_job(spool, state, f"{job_id}.json")
+            except FileNotFoundError:
+                continue
+    raise AdminError(f"no job {job_id} in {spool.root}")
+
+
+def stored_jobs(spool: Spool, state: str) -> list[StoredJob]:
+    """Every job in a folder, oldest id first; files that vanish meanwhile are skipped."""
+    found = []
+    for name in spool.job_names(state):
+        try:
+            found.append(read_job(spool, state, name))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+# -- summaries --
+
+
+def summarize(stored: StoredJob, now: float) -> JobSummary:
+    doc = stored.document or {}
+    history = doc.get("history")
+    attempts = len(history) if isinstance(history, list) else 0
+    return JobSummary(
+        id=stored.id,
+        state=stored.state,
+        status=_text(doc.get("status")),
+        target=f"{_text(doc.get('class')) or '?'}.{_text(doc.get('method')) or '?'}",
+        attempts=attempts,
+        age=max(0.0, now - reference_time(stored)),
+        error=last_error(doc) if stored.document is not None else stored.problem,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def reference_time(
+    stored: StoredJob, keys: tuple[str, ...] = ("finished_at", "enqueued_at")
+) -> float:
+    """When a record finished, else when the job was submitted, else the file's mtime."""
+    doc = stored.document or {}
+    for key in keys:
+        value = doc.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return stored.mtime
+
+
+def last_error(doc: dict[str, Any]) -> str | None:
+    """A rejection's reason, else the last attempt's error, else the record's reason."""
+    if doc.get("status") == "rejected":
+        return _text(doc.get("reason"))
+    history = doc.get("history")
+    if isinstance(history, list) and history and isinstance(history[-1], dict):
+        error = _text(history[-1].get("error"))
+        if error:
+            return error
+    return _text(doc.get("reason"))
+
+
+def list_jobs(spool: Spool, states: tuple[str, ...], now: float | None = None) -> list[JobSummary]:
+    moment = time.time() if now is None else now
+    return [summarize(stored, moment) for state in states for stored in stored_jobs(spool, state)]
+
+
+def spool_status(spool: Spool, now: float | None = None) -> SpoolStatus:
+    moment = time.time() if now is None else now
+    counts = {state: len(spool.job_names(state)) for state in STATES}
+    waiting = list_jobs(spool, ("incoming", "scheduled"), moment)
+    oldest = max(waiting, key=lambda job: job.age, default=None)
+    return SpoolStatus(
+        root=spool.root,
+        counts=counts,
+        missing=[state for state in STATES if not spool.folder(state).is_dir()],
+        oldest_waiting_id=oldest.id if oldest else None,
+        oldest_waiting_age=oldest.age if oldest else None,
+        daemon_pid=running_daemon_pid(spool),
+    )
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``Permission denied: /var/spool/spoold/tmp`` rather than ``[Errno 13] ...``."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"

@@ -1,0 +1,232 @@
+"""The ``spoold`` command: parse the command line, do one operation, print the outcome.
+
+Thin on purpose: the grammar is in ``cli_parser``, what the admin commands
+do is in ``admin``, ``maintenance`` and ``checking``, submitting is the client,
+running is the daemon, and printing is in ``cli_output``. A user error ends as one
+line ``spoold: <message>`` on stderr and exit status 2 (usage or config) or
+1 (anything else); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from spoold import admin, cli_output, maintenance
+from spoold.admin import AdminError, describe_os_error
+from spoold.checking import check_allowlist
+from spoold.cli_parser import build_parser
+from spoold.client import run_background_job
+from spoold.config import Config, ConfigError, find_config_path, load_config
+from spoold.job import Rejected, parse_time
+from spoold.spool import Spool, SpoolLocked
+
+
+class UsageError(Exception):
+    """A command line argparse accepted but spoold cannot: exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = _HANDLERS[args.command]
+    try:
+        status = handler(args)
+        sys.stdout.flush()  # so a closed pipe is reported here, not at exit
+    except (UsageError, ConfigError) as exc:
+        return _fail(str(exc), 2)
+    except (AdminError, SpoolLocked) as exc:
+        return _fail(str(exc), 1)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
+    except OSError as exc:
+        return _fail(describe_os_error(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"spoold: {message}", file=sys.stderr)
+    return status
+
+
+def _silence_stdout() -> None:
+    # `spoold list | head` closed our stdout; Python would complain again at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(find_config_path(args.config))
+
+
+def _spool(args: argparse.Namespace) -> tuple[Config, Spool]:
+    config = _config(args)
+    return config, Spool(config.spool.dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from spoold.daemon import run_daemon  # loguru and watchdog: only when the daemon runs
+
+    return run_daemon(config, burst=args.burst)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config, spool = _spool(args)
+    params = submit_params(args.params, args.kwargs)
+    run_at = parse_at(args.at) if args.at is not None else None
+    _check_submittable(config, spool, f"{args.class_path}.{args.method}")
+    try:
+        job_id = run_background_job(
+            args.class_path,
+            args.method,
+            params,
+            spool=spool.root,
+            priority=args.priority,
+            delay=args.delay,
+            run_at=run_at,
+            max_retries=args.max_retries,
+            durable=config.spool.fsync,
+        )
+    except TypeError as exc:
+        raise UsageError(str(exc)) from None
+    cli_output.submitted(job_id, spool, as_json=args.json)
+    return 0
+
+
+def _check_submittable(config: Config, spool: Spool, target: str) -> None:
+    missing = [f"{state}/" for state in ("tmp", "incoming") if not spool.folder(state).is_dir()]
+    if missing:
+        raise AdminError(f"{spool.root} has no {' or '.join(missing)}; run 'spoold init' first")
+    class_path, _, method = target.rpartition(".")
+    if not config.is_allowed(class_path, method):
+        # Only a warning: the daemon may run with another config than this one.
+        cli_output.warn(
+            f"{target} is not on the allowlist of {config.path}; "
+            "the daemon will reject it unless its own config allows it"
+        )
+
+
+def submit_params(words: list[str], kwargs: str | None) -> list[Any] | dict[str, Any]:
+    """PARAMs as a list of JSON values (bare words are strings), or --kwargs as an object."""
+    if kwargs is None:
+        return [_param(position, word) for position, word in enumerate(words, 1)]
+    if words:
+        raise UsageError("give PARAMs or --kwargs, not both: params are a list or an object")
+    try:
+        value = json.loads(kwargs, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise UsageError(f"--kwargs is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("--kwargs must be a JSON object, such as '{\"data\": 1}'")
+    return value
+
+
+def _param(position: int, word: str) -> Any:
+    try:
+        return json.loads(word, parse_constant=_no_constant)
+    except ValueError as exc:
+        # A word that starts like JSON was meant as JSON: taking it as a string
+        # would hide the typo until the job runs.
+        if word.lstrip()[:1] in ("[", "{", '"'):
+            raise UsageError(f"PARAM {position} is not valid JSON ({exc}): {word:.60}") from None
+        return word
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_at(text: str) -> float:
+    """``--at``: Unix seconds, or an ISO-8601 time with a zone."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
+    try:
+        return parse_time(text)
+    except Rejected:
+        raise UsageError(
+            f"--at {text!r}: expected an ISO-8601 time with a zone, such as"
+            " 2026-11-29T20:15:00Z, or Unix seconds"
+        ) from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _, spool = _spool(args)
+    cli_output.status(admin.spool_status(spool), as_json=args.json)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _, spool = _spool(args)
+    states = (args.state,) if args.state else admin.LISTED_STATES
+    cli_output.job_list(admin.list_jobs(spool, states), as_json=args.json)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _, spool = _spool(args)
+    cli_output.show(admin.find_job(spool, args.job_id), as_json=args.json)
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    config, spool = _spool(args)
+    if bool(args.job_ids) == args.all_failed:
+        raise UsageError("give the ids of failed jobs, or --all-failed")
+    job_ids = maintenance.failed_ids(spool) if args.all_failed else args.job_ids
+    outcome = maintenance.retry_failed(spool, job_ids, durable=config.spool.fsync)
+    for job_id in outcome.retried:
+        print(f"retried {job_id}")
+    for error in outcome.errors:
+        _fail(error, 1)
+    return 1 if outcome.errors else 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    config, spool = _spool(args)
+    removed = maintenance.purge(spool, args.state, args.older_than, durable=config.spool.fsync)
+    noun = "record" if len(removed) == 1 else "records"
+    print(f"removed {len(removed)} {noun} from {spool.folder(args.state)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    checks = check_allowlist(config)
+    cli_output.check(config, checks, as_json=args.json)
+    return 0 if all(check.ok for check in checks) else 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    _, spool = _spool(args)
+    made = spool.create()
+    for path in made:
+        print(f"created {path}")
+    if not made:
+        print(f"{spool.root} already has every folder")
+    return 0
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "list": cmd_list,
+    "show": cmd_show,
+    "retry": cmd_retry,
+    "purge": cmd_purge,
+    "check": cmd_check,
+    "init": cmd_init,
+}

@@ -1,0 +1,140 @@
+"""How the ``spoold`` commands print: aligned lines for people, ``--json`` for scripts.
+
+Every function prints one command's outcome to stdout; warnings go to
+stderr as ``spoold: warning: ...`` so stdout stays clean for pipes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from spoold.admin import JobSummary, SpoolStatus, StoredJob
+from spoold.checking import ClassCheck
+from spoold.config import Config
+from spoold.spool import STATES, Spool
+
+_ERROR_WIDTH = 100  # a list line shows the start of the error; `show` has the rest
+
+
+def warn(message: str) -> None:
+    print(f"spoold: warning: {message}", file=sys.stderr)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def format_age(seconds: float) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: the largest unit that fits, rounded down."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def submitted(job_id: str, spool: Spool, *, as_json: bool) -> None:
+    if as_json:
+        print_json({"id": job_id, "file": str(spool.path("incoming", f"{job_id}.json"))})
+    else:
+        print(job_id)
+
+
+def status(report: SpoolStatus, *, as_json: bool) -> None:
+    if as_json:
+        print_json({**asdict(report), "daemon_running": report.daemon_pid is not None})
+        return
+    print(f"spool      {report.root}")
+    print(f"daemon     {_daemon_text(report.daemon_pid)}")
+    for state in STATES:
+        print(f"{state:<10} {report.counts[state]}")
+    if report.oldest_waiting_id:
+        age = format_age(report.oldest_waiting_age or 0.0)
+        print(f"oldest waiting job: {report.oldest_waiting_id}, submitted {age} ago")
+    if report.missing:
+        warn(f"missing folders: {', '.join(report.missing)} (run 'spoold init')")
+
+
+def _daemon_text(pid: int | None) -> str:
+    if pid is None:
+        return "not running"
+    return "running" if pid < 0 else f"running (pid {pid})"
+
+
+def job_list(jobs: list[JobSummary], *, as_json: bool) -> None:
+    if as_json:
+        print_json([asdict(job) for job in jobs])
+        return
+    id_width = max((len(job.id) for job in jobs), default=0)
+    target_width = max((len(job.target) for job in jobs), default=0)
+    for job in jobs:
+        print(_job_line(job, id_width, target_width))
+
+
+def _job_line(job: JobSummary, id_width: int, target_width: int) -> str:
+    state = job.status if job.status == "rejected" else job.state
+    attempts = "1 attempt" if job.attempts == 1 else f"{job.attempts} attempts"
+    error = (job.error or "").strip().splitlines()[:1]
+    line = (
+        f"{job.id:<{id_width}}  {state:<9}  {job.target:<{target_width}}"
+        f"  {attempts:<10}  {format_age(job.age):>4}"
+    )
+    return f"{line}  {error[0][:_ERROR_WIDTH]}" if error else line.rstrip()
+
+
+def show(stored: StoredJob, *, as_json: bool) -> None:
+    if as_json:
+        print_json(_found(stored))
+        return
+    print(f"# {stored.path}")
+    if stored.document is None:
+        print(f"# {stored.problem}; its text follows")
+        print(stored.text)
+        return
+    document, tracebacks = _split_tracebacks(stored.document)
+    print_json(document)
+    for attempt, text in tracebacks:
+        print(f"\n# traceback of attempt {attempt}:\n{text.rstrip()}")
+
+
+def _found(stored: StoredJob) -> dict[str, Any]:
+    found = {"id": stored.id, "state": stored.state, "path": str(stored.path)}
+    if stored.document is None:
+        return {**found, "document": None, "problem": stored.problem, "text": stored.text}
+    return {**found, "document": stored.document}
+
+
+def _split_tracebacks(document: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
+    """Tracebacks read badly as JSON strings: print them as text after the document."""
+    history = document.get("history")
+    if not isinstance(history, list):
+        return document, []
+    entries, tracebacks = [], []
+    for entry in history:
+        if isinstance(entry, dict) and isinstance(entry.get("traceback"), str):
+            tracebacks.append((entry.get("attempt", "?"), entry["traceback"]))
+            entries.append({**entry, "traceback": "(printed below)"})
+        else:
+            entries.append(entry)
+    return {**document, "history": entries}, tracebacks
+
+
+def check(config: Config, checks: list[ClassCheck], *, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "config": str(config.path),
+                "ok": all(c.ok for c in checks),
+                "classes": [{**asdict(c), "ok": c.ok} for c in checks],
+            }
+        )
+        return
+    print(f"config {config.path}: valid; spool {config.spool.dir}")
+    for item in checks:
+        verdict = "ok  " if item.ok else "FAIL"
+        detail = ", ".join(item.methods) if item.ok else "; ".join(item.problems)
+        print(f"{verdict} {item.class_path}: {detail}")
+    if not checks:
+        warn("the [allow] table is empty: the daemon will reject every job")

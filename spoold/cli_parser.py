@@ -1,0 +1,276 @@
+"""The ``spoold`` command line: its subcommands, options and help texts.
+
+Only the grammar lives here; ``cli`` runs the commands. Every subcommand
+takes ``--config``, and each has a description and an example in its
+``--help`` so that the help alone is enough to use it. A usage mistake is
+reported as one line, like every other user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import NoReturn
+
+from spoold.admin import LISTED_STATES, AdminError
+from spoold.maintenance import parse_age
+
+Formatter = argparse.RawDescriptionHelpFormatter
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like spoold's other errors."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.partition(" ")[2]
+        where = f"{command}: " if command else ""
+        self.exit(2, f"spoold: {where}{message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="spoold",
+        formatter_class=Formatter,
+        description=(
+            "Run background jobs from a JSON file spool: clients drop job files into\n"
+            "<spool>/incoming/, the daemon runs the allowed ones in forked workers with\n"
+            "retries, and files each outcome under done/ or failed/."
+        ),
+        epilog=(
+            "examples:\n"
+            "  spoold init --config config/spoold.toml\n"
+            "  spoold run --config config/spoold.toml\n"
+            "  spoold submit app.jobs.SomeClass some_method p1 p2 --config config/spoold.toml\n"
+            "  spoold list failed\n\n"
+            "Without --config, spoold reads $SPOOLD_CONFIG, else /etc/spoold/spoold.toml.\n"
+            "Run 'spoold COMMAND --help' for each command's options."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_run, _submit, _status, _list, _show, _retry, _purge, _check, _init):
+        add(commands)
+    return parser
+
+
+@dataclass(frozen=True)
+class HelpText:
+    summary: str  # the line in `spoold --help`
+    description: str
+    example: str
+
+
+def _command(
+    commands: argparse._SubParsersAction[Parser],
+    name: str,
+    text: HelpText,
+    *,
+    json_output: bool = False,
+) -> Parser:
+    parser = commands.add_parser(
+        name,
+        help=text.summary,
+        description=text.description,
+        epilog=f"example:\n  {text.example}",
+        formatter_class=Formatter,
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the config file (default: $SPOOLD_CONFIG, else /etc/spoold/spoold.toml)",
+    )
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return parser
+
+
+def _run(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "run",
+        HelpText(
+            "run the daemon in the foreground",
+            "Run the daemon in the foreground until SIGTERM or Ctrl-C (this is what systemd\n"
+            "starts). It logs to stderr and to [log] file. Exit status: 0 after a clean stop.",
+            "spoold run --config config/spoold.toml",
+        ),
+    )
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="run every job that is ready now, with its retries, then exit; jobs due later"
+        " stay in the spool; exit status 1 if any job failed or was rejected",
+    )
+
+
+def _submit(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "submit",
+        HelpText(
+            "enqueue a job and print its id",
+            "Write a job into the spool's incoming/ folder and print its id. The daemon\n"
+            "runs CLASS().METHOD(*PARAMs), or CLASS().METHOD(**KWARGS) with --kwargs.\n"
+            'Each PARAM is read as JSON (42, true, null, [1,2], {"a":1}, "quoted");\n'
+            "anything that is not JSON is taken as a string. Put '--' before a PARAM\n"
+            "that starts with '-'.",
+            "spoold submit app.jobs.SomeClass some_method p1 42 --priority 10 --delay 60",
+        ),
+        json_output=True,
+    )
+    parser.add_argument("class_path", metavar="CLASS", help="dotted class path, app.jobs.SomeClass")
+    parser.add_argument("method", metavar="METHOD", help="method name, some_method")
+    parser.add_argument("params", metavar="PARAM", nargs="*", help="positional arguments")
+    parser.add_argument("--kwargs", metavar="JSON", help="keyword arguments, a JSON object")
+    parser.add_argument(
+        "--priority", type=int, default=0, metavar="N", help="higher runs first (default 0)"
+    )
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=float, metavar="S", help="do not start for S seconds")
+    when.add_argument(
+        "--at",
+        metavar="TIME",
+        help="do not start before TIME: ISO-8601 with a zone (2026-11-29T20:15:00Z)"
+        " or Unix seconds",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=_count,
+        metavar="N",
+        help="retries after the first attempt (default: [worker] max_retries)",
+    )
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _status(commands: argparse._SubParsersAction[Parser]) -> None:
+    _command(
+        commands,
+        "status",
+        HelpText(
+            "show job counts per folder and whether a daemon runs",
+            "Show how many jobs each spool folder holds, the age of the oldest job waiting\n"
+            "in incoming/ or scheduled/ (since it was submitted), and whether a daemon\n"
+            "holds this spool.",
+            "spoold status --json",
+        ),
+        json_output=True,
+    )
+
+
+def _list(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "list",
+        HelpText(
+            "one line per job",
+            "Print one line per job: id, state, class.method, attempts, age, and the last\n"
+            "error. Age counts from when a record finished (done, failed) or a job was\n"
+            "submitted (incoming, scheduled, active). Jobs are listed oldest id first.",
+            "spoold list failed",
+        ),
+        json_output=True,
+    )
+    parser.add_argument(
+        "state",
+        metavar="STATE",
+        nargs="?",
+        choices=LISTED_STATES,
+        help=f"only this folder: {', '.join(LISTED_STATES)} (default: all of them)",
+    )
+
+
+def _show(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "show",
+        HelpText(
+            "print one job's file or record",
+            "Print the job file or record of job ID, from whichever folder holds it, with\n"
+            "each attempt's traceback printed in full below it.",
+            "spoold show 20261129T201512.123Z-3f9a1c2b7e",
+        ),
+        json_output=True,
+    )
+    parser.add_argument("job_id", metavar="ID", help="the job id that submit printed")
+
+
+def _retry(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "retry",
+        HelpText(
+            "put failed jobs back into incoming/",
+            "Put jobs from failed/ back into incoming/ under the same id, as they were\n"
+            "submitted; attempts start afresh and the old record is removed. A rejected\n"
+            "job goes back with its original bytes (fix the allowlist or the file first).",
+            "spoold retry 20261129T201512.123Z-3f9a1c2b7e    or    spoold retry --all-failed",
+        ),
+    )
+    parser.add_argument("job_ids", metavar="ID", nargs="*", help="ids of failed jobs")
+    parser.add_argument("--all-failed", action="store_true", help="retry every job in failed/")
+
+
+def _purge(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "purge",
+        HelpText(
+            "delete old records from done/ or failed/",
+            "Delete the records in done/ or failed/ that finished longer ago than AGE\n"
+            "(by the record's finished_at, else the file's modification time).",
+            "spoold purge done --older-than 7d",
+        ),
+    )
+    parser.add_argument("state", metavar="STATE", choices=("done", "failed"), help="done or failed")
+    parser.add_argument(
+        "--older-than",
+        required=True,
+        type=_age,
+        metavar="AGE",
+        help="a number and a unit: 30s, 15m, 12h, 7d or 2w",
+    )
+
+
+def _age(text: str) -> float:
+    try:
+        return parse_age(text)
+    except AdminError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _check(commands: argparse._SubParsersAction[Parser]) -> None:
+    _command(
+        commands,
+        "check",
+        HelpText(
+            "validate the config and the allowlist",
+            "Load and validate the config, then import each allowed class (with [worker]\n"
+            "python_path first on sys.path) and check that each allowed method exists and\n"
+            "can be called. Prints one line per class; exit status 1 on any problem.\n"
+            "Importing runs the job modules' top-level code.",
+            "spoold check --config config/spoold.toml",
+        ),
+        json_output=True,
+    )
+
+
+def _init(commands: argparse._SubParsersAction[Parser]) -> None:
+    _command(
+        commands,
+        "init",
+        HelpText(
+            "create the spool folders",
+            "Create the spool root and its folders (tmp, incoming, scheduled, active, done,\n"
+            "failed) with their modes, and print what was made. Existing folders are left\n"
+            "as they are.",
+            "spoold init --config config/spoold.toml",
+        ),
+    )
