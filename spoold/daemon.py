@@ -81,8 +81,11 @@ class Daemon:
         lock.acquire()
         try:
             self._start()
-            while not self._finished():
+            while True:
                 self._turn(time.time())
+                if self._finished():
+                    break
+                self._wait(self._timeout(time.time()))
         finally:
             self._close()
             lock.release()
@@ -147,7 +150,6 @@ class Daemon:
         self._release_due(now)
         self._start_ready()
         self.store.sync_claims()
-        self._wait(self._timeout(time.time()))
 
     def _timeout(self, now: float) -> float:
         times = [self.next_rescan, *self.incomplete.values()]

@@ -125,7 +125,9 @@ def _decode(raw: bytes) -> dict[str, Any]:
     try:
         document = json.loads(raw, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(raw.rstrip()):
+        # Cut off mid-document: the error is at the very end, or inside a
+        # string that runs to the end (the decoder points at where it began).
+        if exc.pos >= len(raw.rstrip()) or exc.msg.startswith("Unterminated string"):
             raise Incomplete(f"not valid JSON: the document ends too soon ({exc.msg})") from None
         raise Rejected(
             f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

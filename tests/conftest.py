@@ -1,0 +1,134 @@
+"""Shared fixtures: the temp spool, the daemon factory, and the process-leak check."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # a checkout without ``pip install -e .`` still tests itself
+    sys.path.insert(0, str(ROOT))
+
+from harness import Daemon, Spool, children_of, describe, processes_with_token, write_config  # noqa: E402
+
+DAEMONS = pytest.StashKey[list[Daemon]]()
+LEAK_GRACE = 5.0  # seconds a test's processes may take to go after its daemons stopped
+
+StartDaemon = Callable[..., Daemon]
+
+
+@pytest.fixture(autouse=True)
+def leak_check() -> Iterator[str]:
+    """Fail a test that leaves a child of pytest, or any process it started, behind.
+
+    Yields a token that the daemon factory puts in every daemon's environment,
+    so that orphans (a job's grandchild reparented to init) are found too.
+    Runs its check after every other fixture's teardown.
+    """
+    token = uuid.uuid4().hex
+    before = set(children_of(os.getpid()))
+    yield token
+    leaked = _wait_for_leaks_to_go(token, before)
+    for pid in leaked:
+        _kill_quietly(pid)
+    if leaked:
+        pytest.fail("processes left behind:\n" + "\n".join(leaked.values()), pytrace=False)
+
+
+def _wait_for_leaks_to_go(token: str, before: set[int]) -> dict[int, str]:
+    deadline = time.monotonic() + LEAK_GRACE
+    while True:
+        pids = set(children_of(os.getpid())) - before
+        pids |= set(processes_with_token(token))
+        pids.discard(os.getpid())
+        for pid in list(pids):
+            _reap_if_zombie(pid)
+        pids = {p for p in pids if Path(f"/proc/{p}").exists()}
+        if not pids or time.monotonic() >= deadline:
+            return {pid: describe(pid) for pid in pids}
+        time.sleep(0.05)
+
+
+def _reap_if_zombie(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _reap_if_zombie(pid)
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    """A fresh spool with its six folders, under the test's tmp dir."""
+    return Spool(tmp_path / "spool").create()
+
+
+@pytest.fixture
+def daemon_config(tmp_path: Path, spool: Spool) -> Callable[..., Path]:
+    """Write a config for ``spool`` with per-section overrides; return its path.
+
+    ``daemon_config(worker={"concurrency": 1}, allow={...})``
+    """
+    count = 0
+
+    def make(**overrides: dict[str, Any]) -> Path:
+        nonlocal count
+        count += 1
+        return write_config(tmp_path / f"config-{count}.toml", spool, overrides)
+
+    return make
+
+
+@pytest.fixture
+def start_daemon(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    leak_check: str,
+    daemon_config: Callable[..., Path],
+) -> Iterator[StartDaemon]:
+    """Start the real daemon on the test's spool; stop (and reap) each one at teardown.
+
+    ``start_daemon(*args, ready=True, config=None, **overrides)``: ``args``
+    go after ``spoold run --config CFG``; ``overrides`` are config sections
+    merged into the harness defaults (or ``config`` is a ready config path);
+    with ``ready`` it waits for READY=1.
+    """
+    started: list[Daemon] = []
+    request.node.stash[DAEMONS] = started
+
+    def start(
+        *args: str, ready: bool = True, config: Path | None = None, **overrides: dict[str, Any]
+    ) -> Daemon:
+        path = config or daemon_config(**overrides)
+        daemon = Daemon(path, tmp_path, leak_check, name=f"daemon-{len(started) + 1}")
+        started.append(daemon)
+        daemon.start(*args)
+        return daemon.wait_ready() if ready else daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a failure, attach each daemon's log to the report."""
+    report = yield
+    if report.failed:
+        for daemon in item.stash.get(DAEMONS, []):
+            report.sections.append((f"log of {daemon.name}", daemon.log_text()[-30000:]))
+    return report
