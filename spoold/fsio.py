@@ -59,11 +59,19 @@ def fsync_dir(folder: Path) -> None:
 
 
 def write_new(
-    folder: Path, name: str, data: bytes, *, durable: bool = True, mode: int = 0o640
+    folder: Path,
+    name: str,
+    data: bytes,
+    *,
+    durable: bool = True,
+    sync_folder: bool = True,
+    mode: int = 0o640,
 ) -> Path:
     """Create ``folder/name`` holding ``data``, whole or not at all; never replace.
 
     Raises FileExistsError if the name is taken (the temporary file is removed).
+    ``sync_folder=False`` leaves the folder's fsync to the caller, for a file
+    that is renamed on before anything relies on it.
     """
     target = folder / name
     temp = folder / f"{TEMP_PREFIX}{name}.{os.urandom(4).hex()}.tmp"
@@ -79,7 +87,7 @@ def write_new(
     except BaseException:
         os.unlink(temp)
         raise
-    if durable:
+    if durable and sync_folder:
         fsync_dir(folder)
     return target
 

@@ -2,8 +2,8 @@
 
 Runs before the first job starts. It tidies what a crash left (the daemon's
 own temporary files, a client's tmp/ file older than 36 hours), finishes
-moves a crash cut in half (a job in active/ whose record or scheduled copy
-already exists), turns every other job found in active/ into an
+moves out of active/ a crash cut in half (a marker ``<id>.to-<state>``, or a
+job whose copy further along exists), turns every other job in active/ into an
 ``interrupted`` attempt to rerun, and loads scheduled/ into the due queue.
 """
 
@@ -32,6 +32,8 @@ def tidy(spool: Spool) -> None:
 
 
 def recover_active(spool: Spool, config: Config, filer: Filer) -> None:
+    for line in filer.store.finish_moves():
+        logger.info(line)
     for name in spool.job_names("active"):
         if _finish_cut_move(spool, name):
             continue
@@ -46,7 +48,11 @@ def recover_active(spool: Spool, config: Config, filer: Filer) -> None:
 
 
 def _finish_cut_move(spool: Spool, name: str) -> bool:
-    """A copy further along exists: the crash came after it was written. Drop this one."""
+    """A copy further along exists: drop this one.
+
+    With the marker protocol this happens only if a power cut kept a later
+    rename but not the unlink before it (filesystems may reorder them).
+    """
     for state in ("done", "failed", "scheduled"):
         if spool.exists(state, name):
             os.unlink(spool.path("active", name))

@@ -2,23 +2,25 @@
 
 This is the narrow interface a second backend (Redis, for several hosts)
 would implement: claim a waiting job, put it back to wait for a time, file
-its record. The rule that makes crashes harmless: a job is rewritten only
-on its way *out of* ``active/``, by writing the next state's file whole
-(tmp, fsync, no-clobber rename, fsync the folder) and only then unlinking
-``active/<id>.json``. A crash between the two leaves two copies, and
-recovery keeps the one further along (a record, else ``scheduled/``).
-Claims are plain renames, so a waiting job is never in two places.
+its record. A job is always in exactly one folder. Claims are plain
+renames. A job is rewritten only on its way *out of* ``active/``: the new
+content is made whole beside it as ``active/<id>.to-<state>`` (tmp, fsync,
+rename), the old file is unlinked, and one rename moves the new one out,
+after which the destination folder is fsynced. Recovery finishes any move
+whose marker it finds, so a crash at any step loses nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from spoold.fsio import fsync_dir, rename_noreplace, write_new
-from spoold.ids import new_job_id
+from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
 from spoold.spool import Spool
 
@@ -77,34 +79,58 @@ class JobStore:
 
     def schedule(self, job: Job) -> None:
         """Move an active job to scheduled/ to wait for ``job.due_at``."""
-        write_new(
-            self.spool.folder("scheduled"),
-            f"{job.id}.json",
-            encode(job.state_document()),
-            durable=self.durable,
-        )
-        self._drop_active(job.id)
+        self._move_out(job.id, "scheduled", job.state_document())
 
     def file_record(self, job: Job, folder: str, record: dict[str, Any]) -> str:
-        """Write the job's record into done/ or failed/ and drop its active copy.
+        """Move the job out of active/ as its record in done/ or failed/.
 
         Returns the id the record was filed under: a fresh one if a record
-        with the job's id appeared meanwhile (records are never replaced).
+        with the job's id exists already (records are never replaced).
         """
         record_id = job.id
-        while True:
-            try:
-                write_new(
-                    self.spool.folder(folder),
-                    f"{record_id}.json",
-                    encode({**record, "id": record_id}),
-                    durable=self.durable,
-                )
-                break
-            except FileExistsError:
-                record_id = self.fresh_id()
-        self._drop_active(job.id)
+        while self.spool.exists(folder, f"{record_id}.json"):
+            record_id = self.fresh_id()
+        self._move_out(job.id, folder, {**record, "id": record_id}, record_id)
         return record_id
+
+    def _move_out(
+        self, job_id: str, state: str, document: dict[str, Any], new_id: str | None = None
+    ) -> None:
+        """Replace active/<id>.json by ``document`` in ``state``/, in one folder throughout.
+
+        The new content is first made whole as ``active/<id>.to-<state>``, the
+        old file is unlinked, and one rename moves the new one out. A crash
+        at any point leaves the job in active/, and recovery finishes a move
+        whose marker file exists (``finish_moves``). If the destination name
+        was taken meanwhile, FileExistsError is raised and the marker stays.
+        """
+        active = self.spool.folder("active")
+        marker = marker_name(job_id, state)
+        write_new(active, marker, encode(document), durable=self.durable, sync_folder=False)
+        self._drop_active(job_id)
+        rename_noreplace(active / marker, self.spool.path(state, f"{new_id or job_id}.json"))
+        if self.durable:
+            fsync_dir(self.spool.folder(state))
+
+    def finish_moves(self) -> list[str]:
+        """Complete the moves out of active/ that a crash cut short; describe each."""
+        report = []
+        for job_id, state in _markers(self.spool.folder("active")):
+            marker = self.spool.path("active", marker_name(job_id, state))
+            self._drop_active(job_id)
+            target = self.spool.path(state, f"{_filed_id(marker, job_id)}.json")
+            try:
+                rename_noreplace(marker, target)
+                report.append(f"finished moving {job_id} to {state}/ (cut short by a crash)")
+            except FileExistsError:
+                report.append(self._settle_duplicate(marker, target))
+        return report
+
+    def _settle_duplicate(self, marker: Path, target: Path) -> str:
+        if target.read_bytes() == marker.read_bytes():  # moved already; only the marker was left
+            marker.unlink()
+            return f"removed {marker.name}: {target} already holds it"
+        return f"left {marker.name} in active/: {target} exists with other content"
 
     def _drop_active(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -112,3 +138,29 @@ class JobStore:
 
     def active_path(self, job_id: str) -> Path:
         return self.spool.path("active", f"{job_id}.json")
+
+
+MOVE_STATES = ("scheduled", "done", "failed")
+
+
+def marker_name(job_id: str, state: str) -> str:
+    return f"{job_id}.to-{state}"
+
+
+def _markers(folder: Path) -> list[tuple[str, str]]:
+    found = []
+    for name in sorted(os.listdir(folder)):
+        job_id, dot, state = name.rpartition(".to-")
+        if dot and state in MOVE_STATES and not name.startswith("."):
+            found.append((job_id, state))
+    return found
+
+
+def _filed_id(marker: Path, job_id: str) -> str:
+    """The id a record marker was to be filed under (it may differ from the job's)."""
+    try:
+        document = json.loads(marker.read_bytes())
+    except (OSError, ValueError):
+        return job_id
+    filed = document.get("id") if isinstance(document, dict) else None
+    return filed if isinstance(filed, str) and is_valid_id(filed) else job_id

@@ -1,0 +1,78 @@
+"""Claiming: taking a waiting file into active/, under an id nobody else uses.
+
+A claim is the one step that makes a job the daemon's. It gives the job a
+fresh id if its id is already used anywhere (the spool never holds two jobs
+or records under one id), and a file that is refused is claimed too, so
+that its rejection record is filed by the same crash-safe path as every
+other way out of active/.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from loguru import logger
+
+from spoold.config import Config
+from spoold.intake import Accepted, Refused, examine, is_directory
+from spoold.job import Job, Rejected, check_allowed
+from spoold.logs import job_logger
+from spoold.outcomes import Filer
+from spoold.queue import ReadyEntry
+from spoold.spool import Spool
+from spoold.store import JobStore
+
+
+class Claims:
+    def __init__(self, spool: Spool, store: JobStore, filer: Filer) -> None:
+        self.spool = spool
+        self.store = store
+        self.filer = filer
+        self.ignored: set[str] = set()  # folders someone made inside a waiting folder
+
+    def claim(self, state: str, name: str, job: Job) -> Job | None:
+        """Move ``state/name`` to active/; None if it vanished meanwhile."""
+        if self.store.id_taken(job.id, source=(state, name)):
+            fresh = self.store.fresh_id()
+            job_logger(job.id).warning(
+                "job {} renamed to {}: the id is already taken", job.id, fresh
+            )
+            job = replace(job, id=fresh, clean=False)
+        try:
+            return self.store.claim(state, name, job)
+        except FileNotFoundError:
+            return None  # removed by hand meanwhile
+
+    def claim_ready(self, entry: ReadyEntry, config: Config) -> Job | None:
+        """Re-check a ready job (the allowlist may have been reloaded since) and claim it."""
+        job = entry.job
+        if job is None:
+            verdict = examine(
+                self.spool, entry.state, entry.name, config, now=time.time(), closed=True
+            )
+            if not isinstance(verdict, Accepted):
+                if isinstance(verdict, Refused):
+                    self.reject(entry.state, entry.name, verdict)
+                return None
+            job = verdict.job
+        try:
+            check_allowed(job, config)
+        except Rejected as exc:
+            self.reject(entry.state, entry.name, Refused(job.id, str(exc), b""))
+            return None
+        return self.claim(entry.state, entry.name, job)
+
+    def reject(self, state: str, name: str, refused: Refused) -> None:
+        """Claim a refused file and file its rejection record."""
+        if is_directory(self.spool, state, name):
+            if name not in self.ignored:
+                self.ignored.add(name)
+                logger.warning("{}/{} is a folder, not a job file; leaving it alone", state, name)
+            return
+        job_id = self.store.fresh_id() if self.store.id_taken(refused.job_id) else refused.job_id
+        try:
+            self.store.move_to_active(state, name, job_id)
+        except FileNotFoundError:
+            return
+        self.filer.reject(replace(refused, job_id=job_id), file_name=name)

@@ -1,0 +1,126 @@
+"""Dispatching: hand claimed jobs to the launcher and route what it reports.
+
+Keeps the running attempts, sends each one's request with its limits,
+logs its start, and files its outcome (done, retry, failed, or rerun after
+an interruption) when the launcher reports it. If the launcher dies, its
+attempts are failed as ``crashed`` and a new launcher is started.
+"""
+
+from __future__ import annotations
+
+import selectors
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from spoold import policy
+from spoold.config import Config
+from spoold.job import Job
+from spoold.launcher_client import LauncherClient, LauncherGone
+from spoold.logs import job_logger
+from spoold.outcomes import Filer
+
+
+@dataclass
+class Running:
+    job: Job
+    limits: policy.Limits
+
+
+class Dispatcher:
+    def __init__(self, config: Config, filer: Filer, selector: selectors.BaseSelector) -> None:
+        self.config = config
+        self.filer = filer
+        self.selector = selector
+        self.running: dict[str, Running] = {}
+        self.launcher = self._new_launcher()
+
+    def _new_launcher(self) -> LauncherClient:
+        launcher = LauncherClient()
+        self.selector.register(launcher.fileno(), selectors.EVENT_READ, self)
+        return launcher
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    def launch(self, job: Job) -> None:
+        limits = policy.limits_for(job, self.config.worker)
+        request = {
+            "class": job.class_path,
+            "method": job.method,
+            "params": job.params,
+            "python_path": [str(p) for p in self.config.worker.python_path],
+            "memory_limit": limits.memory_limit,
+        }
+        self.running[job.id] = Running(job, limits)
+        try:
+            self.launcher.run(job.id, request, limits.timeout)
+        except LauncherGone:
+            self._launcher_died()
+
+    def on_readable(self) -> None:
+        """Handle what the launcher reported (a dead launcher is replaced here)."""
+        try:
+            messages = self.launcher.receive()
+        except LauncherGone:
+            self._launcher_died()
+            return
+        for message in messages:
+            self._on_message(message)
+
+    def stop_all(self, *, grace: float, why: str) -> None:
+        if self.running:
+            logger.warning("{}: stopping {} running job(s); they will run again", why, len(self))
+        for job_id in self.running:
+            self.launcher.kill(job_id, grace)
+
+    def close(self) -> None:
+        self.selector.unregister(self.launcher.fileno())
+        self.launcher.close()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        running = self.running.get(message["key"])
+        if running is None:
+            return
+        job = running.job
+        if message["op"] == "started":
+            job_logger(job.id).info(
+                "job {} started: {}.{} attempt {} (pid {})",
+                job.id, job.class_path, job.method, job.attempts + 1, message["pid"],
+            )  # fmt: skip
+            return
+        del self.running[job.id]
+        outcome = {k: v for k, v in message.items() if k not in ("op", "key")}
+        self._route(running, {"attempt": job.attempts + 1, **outcome})
+
+    def _route(self, running: Running, entry: dict[str, Any]) -> None:
+        job = running.job
+        try:
+            if entry["outcome"] == "ok":
+                self.filer.succeeded(job, entry)
+            elif entry["outcome"] == "interrupted":
+                entry.update(
+                    cause=policy.SHUTDOWN, error="killed at shutdown after shutdown_timeout"
+                )
+                self.filer.interrupted(job, entry, self.config.worker.max_interruptions)
+            else:
+                self.filer.attempt_failed(job, entry, running.limits)
+        except OSError as exc:
+            job_logger(job.id).error(
+                "job {}: cannot file its outcome ({}); kept in active/; reruns at next start",
+                job.id, exc,
+            )  # fmt: skip
+
+    def _launcher_died(self) -> None:
+        logger.critical("the launcher process died; failing its attempts and starting a new one")
+        self.selector.unregister(self.launcher.fileno())
+        self.launcher.close(timeout=1)
+        now = time.time()
+        for running in list(self.running.values()):
+            del self.running[running.job.id]
+            entry = {"attempt": running.job.attempts + 1, "started_at": now, "finished_at": now,
+                     "outcome": "crashed", "error": "the launcher process died"}  # fmt: skip
+            self._route(running, entry)
+        self.launcher = self._new_launcher()

@@ -1,0 +1,104 @@
+"""Receiving: notice files in incoming/, judge them, and queue or refuse them.
+
+Watchdog's events name the files to look at; a listing of the folder at
+start, every ``rescan_interval`` and whenever the watch has stopped working
+catches whatever the events missed. A file that is not yet a whole
+document is looked at again when its writer closes it, or after a grace
+period.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from spoold.claims import Claims
+from spoold.config import Config
+from spoold.intake import Accepted, NotYet, Refused, examine
+from spoold.job import Job
+from spoold.logs import job_logger
+from spoold.outcomes import Filer
+from spoold.queue import ReadyQueue
+from spoold.spool import Spool, is_job_name
+from spoold.watcher import Watcher
+
+PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
+
+
+class Receiver:
+    def __init__(
+        self, config: Config, spool: Spool, claims: Claims, ready: ReadyQueue, filer: Filer
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.claims = claims
+        self.ready = ready
+        self.filer = filer
+        self.incomplete: dict[str, float] = {}  # name -> when to look at it again
+        self.next_rescan = 0.0
+
+    def start(self, wake_fd: int) -> None:
+        self.watcher = Watcher(self.spool.folder("incoming"), wake_fd)
+        self.watcher.start()
+
+    def stop(self) -> None:
+        if hasattr(self, "watcher"):
+            self.watcher.stop()
+
+    def turn(self, now: float) -> None:
+        """Look at everything that may have arrived since the last turn."""
+        self._take_events(now)
+        if now >= self.next_rescan or not self.watcher.healthy():
+            self.rescan(now)
+        for name, when in list(self.incomplete.items()):
+            if when <= now:
+                self._look_at(name, now, closed=False)
+
+    def next_wakeup(self) -> float:
+        return min([self.next_rescan, *self.incomplete.values()])
+
+    def rescan(self, now: float) -> None:
+        if not self.watcher.healthy():
+            self._restart_watcher()
+        for name in self.spool.job_names("incoming"):
+            if name not in self.incomplete:
+                self._look_at(name, now, closed=False)
+        self.next_rescan = now + self.config.spool.rescan_interval
+
+    def _take_events(self, now: float) -> None:
+        for name, closed in self.watcher.take_names():
+            if not name:
+                self.next_rescan = now  # the folder itself changed: list it again
+            elif is_job_name(name):
+                self._look_at(name, now, closed=closed)
+
+    def _restart_watcher(self) -> None:
+        logger.warning("the watch on incoming/ stopped working; restarting it and rescanning")
+        self.spool.create()
+        try:
+            self.watcher.restart()
+        except OSError as exc:
+            logger.error("cannot watch incoming/ ({}); relying on rescans", exc)
+
+    def _look_at(self, name: str, now: float, *, closed: bool) -> None:
+        if ("incoming", name) in self.ready or name in self.claims.ignored:
+            return
+        verdict = examine(self.spool, "incoming", name, self.config, now=now, closed=closed)
+        self.incomplete.pop(name, None)
+        if isinstance(verdict, NotYet):
+            self.incomplete[name] = verdict.look_again_at
+        elif isinstance(verdict, Refused):
+            self.claims.reject("incoming", name, verdict)
+        elif isinstance(verdict, Accepted):
+            self._accept(name, verdict.job, now)
+
+    def _accept(self, name: str, job: Job, now: float) -> None:
+        job_logger(job.id).info(
+            "job {} received: {}.{} (priority {})", job.id, job.class_path, job.method, job.priority
+        )
+        if job.run_at is not None and job.run_at > now:
+            claimed = self.claims.claim("incoming", name, job)
+            if claimed is not None:
+                self.filer.deferred(claimed)
+            return
+        cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
+        self.ready.push("incoming", name, job.priority, job.enqueued_at, cached)
