@@ -46,10 +46,7 @@ class Filer:
         record = rejection_record(
             refused.job_id, refused.reason, refused.raw, file_name=file_name, received_at=now
         )
-        job = Job(
-            id=refused.job_id, class_path="", method="", params=[], submitted={}, enqueued_at=now
-        )
-        filed_as = self.store.file_record(job, "failed", record)
+        filed_as = self.store.file_record(refused.job_id, "failed", record)
         self.tally.rejected += 1
         job_logger(filed_as).warning("job {} rejected: {}", filed_as, refused.reason)
 
@@ -57,14 +54,14 @@ class Filer:
         result = entry.pop("result", None)
         job = replace(job, history=(*job.history, entry))
         record = job.record("done", entry["finished_at"], result=result)
-        filed_as = self.store.file_record(job, "done", record)
+        filed_as = self.store.file_record(job.id, "done", record)
         self.tally.done += 1
         took = entry["finished_at"] - entry["started_at"]
         job_logger(filed_as).success("job {} succeeded in {:.3f}s", filed_as, took)
 
     def failed(self, job: Job, reason: str, traceback: str | None = None) -> None:
         record = job.record("failed", time.time(), reason=reason)
-        filed_as = self.store.file_record(job, "failed", record)
+        filed_as = self.store.file_record(job.id, "failed", record)
         self.tally.failed += 1
         log = job_logger(filed_as)
         log.error("job {} failed for good after {} attempt(s): {}", filed_as, job.attempts, reason)

@@ -81,16 +81,16 @@ class JobStore:
         """Move an active job to scheduled/ to wait for ``job.due_at``."""
         self._move_out(job.id, "scheduled", job.state_document())
 
-    def file_record(self, job: Job, folder: str, record: dict[str, Any]) -> str:
+    def file_record(self, job_id: str, folder: str, record: dict[str, Any]) -> str:
         """Move the job out of active/ as its record in done/ or failed/.
 
         Returns the id the record was filed under: a fresh one if a record
         with the job's id exists already (records are never replaced).
         """
-        record_id = job.id
+        record_id = job_id
         while self.spool.exists(folder, f"{record_id}.json"):
             record_id = self.fresh_id()
-        self._move_out(job.id, folder, {**record, "id": record_id}, record_id)
+        self._move_out(job_id, folder, {**record, "id": record_id}, record_id)
         return record_id
 
     def _move_out(
