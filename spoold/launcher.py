@@ -76,6 +76,11 @@ class Launcher:
                 self._from_daemon()
             elif isinstance(tag, tuple):
                 kind, child = tag
+                # One batch can hold a child's exit and then its pipe's end of file:
+                # after the exit closed the pipe, that event is stale (and its fd
+                # number may already belong to a new attempt).
+                if self.children.get(child.key) is not child:
+                    continue
                 self._on_report_data(child) if kind == "report" else self._on_exit(child)
 
     def _next_timeout(self) -> float | None:

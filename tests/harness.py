@@ -31,7 +31,7 @@ POLL = 0.02
 T = TypeVar("T")
 Record = dict[str, Any]
 
-# The test job classes (tests/jobs/testjobs.py) the default config allows.
+# The test job classes (tests/jobs/) the default config allows.
 TESTJOBS_ALLOW: dict[str, list[str]] = {
     "testjobs.Noop": ["run"],
     "testjobs.Recorder": ["run"],
@@ -48,6 +48,7 @@ TESTJOBS_ALLOW: dict[str, list[str]] = {
     "testjobs.SetResult": ["run"],
     "testjobs.Rendezvous": ["run"],
     "testjobs.Partial": ["allowed"],
+    "tiny.Quick": ["run"],
 }
 
 

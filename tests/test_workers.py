@@ -175,3 +175,19 @@ def test_python_path_from_the_config_is_honoured(spool: Spool, start_daemon: Sta
     assert entry["outcome"] == "error"
     assert "ModuleNotFoundError" in entry["error"]
     assert "testjobs" in entry["error"]
+
+
+def test_a_fast_stream_of_jobs_runs_each_once_without_losing_the_launcher(
+    spool: Spool, start_daemon: StartDaemon
+) -> None:
+    """A backlog of quick jobs run back to back: each ends done after one attempt, and the
+    launcher never dies. (A child's exit and its report arriving in the same select() once
+    killed it: a backlog keeps the launcher busy enough for that to happen.)"""
+    ids = [spool.submit("tiny.Quick", params=[n], durable=False) for n in range(1000)]
+    daemon = start_daemon(worker={"concurrency": 2}, log={"level": "INFO"})
+    wait_for(lambda: len(spool.job_ids("done")) + len(spool.job_ids("failed")) >= len(ids), 120,
+             spool.summary)  # fmt: skip
+    records = spool.records("done")
+    assert sorted(records) == sorted(ids), spool.summary()
+    assert {record["attempts"] for record in records.values()} == {1}
+    assert "launcher process died" not in daemon.log_text()
