@@ -79,9 +79,11 @@ class Launcher:
                 # One batch can hold a child's exit and then its pipe's end of file:
                 # after the exit closed the pipe, that event is stale (and its fd
                 # number may already belong to a new attempt).
-                if self.children.get(child.key) is not child:
-                    continue
-                self._on_report_data(child) if kind == "report" else self._on_exit(child)
+                if self._is_live(child):
+                    self._on_report_data(child) if kind == "report" else self._on_exit(child)
+
+    def _is_live(self, child: Child) -> bool:
+        return self.children.get(child.key) is child
 
     def _next_timeout(self) -> float | None:
         times = [
