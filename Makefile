@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG := config/spoold.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit burst clean
+.PHONY: run test lint typecheck unit burst chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ unit: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest -q
+
+chaos: $(STAMP)
+	$(BIN)/pytest -q -m chaos -s
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ from loguru import logger
 
 from spoold import policy
 from spoold.config import Config
+from spoold.faults import crash_point
 from spoold.job import Job
 from spoold.launcher_client import LauncherClient, LauncherGone
 from spoold.logs import job_logger
@@ -59,6 +60,7 @@ class Dispatcher:
             self.launcher.run(job.id, request, limits.timeout)
         except LauncherGone:
             self._launcher_died()
+        crash_point("after_launch")
 
     def on_readable(self) -> None:
         """Handle what the launcher reported (a dead launcher is replaced here)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from loguru import logger
 
+from spoold import faults
 from spoold.claims import Claims
 from spoold.config import Config
 from spoold.intake import Accepted, NotYet, Refused, examine
@@ -38,6 +39,9 @@ class Receiver:
 
     def start(self, wake_fd: int) -> None:
         self.watcher = Watcher(self.spool.folder("incoming"), wake_fd)
+        if faults.watch_disabled():
+            logger.warning("test fault: running without the watch on incoming/ (rescans only)")
+            return
         self.watcher.start()
 
     def stop(self) -> None:
@@ -47,7 +51,9 @@ class Receiver:
     def turn(self, now: float) -> None:
         """Look at everything that may have arrived since the last turn."""
         self._take_events(now)
-        if now >= self.next_rescan or not self.watcher.healthy():
+        if faults.reached("watcher_dies"):
+            self.watcher.stop()
+        if now >= self.next_rescan or not self._watch_healthy():
             self.rescan(now)
         for name, when in list(self.incomplete.items()):
             if when <= now:
@@ -56,8 +62,11 @@ class Receiver:
     def next_wakeup(self) -> float:
         return min([self.next_rescan, *self.incomplete.values()])
 
+    def _watch_healthy(self) -> bool:
+        return self.watcher.healthy() or faults.watch_disabled()
+
     def rescan(self, now: float) -> None:
-        if not self.watcher.healthy():
+        if not self._watch_healthy():
             self._restart_watcher()
         for name in self.spool.job_names("incoming"):
             if name not in self.incomplete:

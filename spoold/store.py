@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from spoold.faults import crash_point
 from spoold.fsio import fsync_dir, rename_noreplace, write_new
 from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
@@ -51,6 +52,7 @@ class JobStore:
         """Claim a waiting file by renaming it to ``active/<job_id>.json``."""
         rename_noreplace(self.spool.path(state, name), self.active_path(job_id))
         self._unsynced.add(state)
+        crash_point("after_claim")
 
     def claim(self, state: str, name: str, job: Job) -> Job:
         """Move a waiting job into active/ under its id (a rename, or a clean rewrite)."""
@@ -107,8 +109,11 @@ class JobStore:
         active = self.spool.folder("active")
         marker = marker_name(job_id, state)
         write_new(active, marker, encode(document), durable=self.durable, sync_folder=False)
+        crash_point("after_marker")
         self._drop_active(job_id)
+        crash_point("after_unlink")
         rename_noreplace(active / marker, self.spool.path(state, f"{new_id or job_id}.json"))
+        crash_point("after_move")
         if self.durable:
             fsync_dir(self.spool.folder(state))
 

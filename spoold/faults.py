@@ -1,0 +1,45 @@
+"""Test-only fault points: make the daemon die, or lose its watch, at a chosen step.
+
+``SPOOLD_FAULT=<point>[:<n>]`` makes the daemon SIGKILL itself the n-th time
+(default: the first) it passes ``<point>``, exactly as a crash or a power
+cut would stop it there. ``SPOOLD_FAULT=no_watch`` runs without the inotify
+watch, on rescans alone. Unset (always, outside tests), a point costs one
+comparison. The points and what each proves are listed in
+docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = (
+    "after_claim",  # a waiting file was renamed into active/, nothing started yet
+    "after_launch",  # the attempt was handed to the launcher
+    "after_marker",  # active/<id>.to-<state> is written, active/<id>.json still there
+    "after_unlink",  # active/<id>.json is gone, the marker not yet moved out
+    "after_move",  # the marker was renamed to its destination, folder not yet fsynced
+    "watcher_dies",  # not a crash: the watch on incoming/ stops (the daemon must notice)
+)
+
+_name, _, _count = os.environ.get("SPOOLD_FAULT", "").partition(":")
+_remaining = int(_count or 1) if _name else 0
+
+
+def reached(point: str) -> bool:
+    """True (once) when ``point`` is the armed fault and its turn has come."""
+    global _remaining  # noqa: PLW0603 - one process-wide countdown, set from the environment
+    if point != _name or _remaining <= 0:
+        return False
+    _remaining -= 1
+    return _remaining == 0
+
+
+def crash_point(point: str) -> None:
+    """Die here by SIGKILL if this is the armed fault point."""
+    if reached(point):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def watch_disabled() -> bool:
+    return _name == "no_watch"
