@@ -241,6 +241,9 @@ def default_sections(spool: Spool) -> dict[str, dict[str, Any]]:
             "timeout": 30.0,
             "shutdown_timeout": 5.0,
             "python_path": [str(JOBS_DIR)],
+            # Tests run as root; jobs then need an explicit user. "root" is the opt-in
+            # (the jobs write into the test's own root-owned tmp_path).
+            **({"user": "root"} if os.geteuid() == 0 else {}),
         },
         "log": {"file": "", "level": "DEBUG"},
         "allow": dict(TESTJOBS_ALLOW),
