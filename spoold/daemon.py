@@ -23,6 +23,7 @@ from spoold import recovery
 from spoold.claims import Claims
 from spoold.config import Config, ConfigError, load_config
 from spoold.dispatcher import Dispatcher
+from spoold.identity import JobIdentity, job_identity
 from spoold.intake import Refused
 from spoold.launcher import KILL_GRACE
 from spoold.logs import setup_logging
@@ -44,14 +45,18 @@ class Flags:
 
 def run_daemon(config: Config, *, burst: bool = False) -> int:
     """Run until stopped (with ``burst``: until the ready work is done); return the exit status."""
+    identity, warnings = job_identity(config.worker, os.geteuid())
     setup_logging(config.log)
-    return Daemon(config, burst=burst).run()
+    for warning in warnings:
+        logger.warning(warning)
+    return Daemon(config, burst=burst, identity=identity).run()
 
 
 class Daemon:
-    def __init__(self, config: Config, *, burst: bool) -> None:
+    def __init__(self, config: Config, *, burst: bool, identity: JobIdentity) -> None:
         self.config = config
         self.burst = burst
+        self.identity = identity
         self.spool = Spool(config.spool.dir)
         self.store = JobStore(self.spool, durable=config.spool.fsync)
         self.ready = ReadyQueue()
@@ -82,7 +87,7 @@ class Daemon:
     def _start(self) -> None:
         recovery.tidy(self.spool)
         # The launcher is a fresh interpreter started before any thread exists.
-        self.dispatcher = Dispatcher(self.config, self.filer, self.selector)
+        self.dispatcher = Dispatcher(self.config, self.filer, self.selector, self.identity)
         recovery.recover_active(self.spool, self.config, self.filer)
         for name in recovery.load_scheduled(self.spool, self.config, self.filer):
             self.claims.reject(
@@ -200,11 +205,15 @@ class Daemon:
             new = load_config(self.config.path) if self.config.path else self.config
             if new.spool.dir != self.config.spool.dir:
                 raise ConfigError("[spool] dir: cannot change while running; restart instead")
+            identity, warnings = job_identity(new.worker, os.geteuid())
             setup_logging(new.log)
+            for warning in warnings:
+                logger.warning(warning)
         except ConfigError as exc:
             logger.error("reload refused, keeping the running configuration: {}", exc)
         else:
             self.config = self.receiver.config = self.dispatcher.config = new
+            self.identity = self.dispatcher.identity = identity
             self.store.durable = new.spool.fsync
             logger.info("configuration reloaded: {} allowed class(es)", len(new.allow))
         notify("READY=1")

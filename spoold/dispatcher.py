@@ -18,6 +18,7 @@ from loguru import logger
 from spoold import policy
 from spoold.config import Config
 from spoold.faults import crash_point
+from spoold.identity import JobIdentity
 from spoold.job import Job
 from spoold.launcher_client import LauncherClient, LauncherGone
 from spoold.logs import job_logger
@@ -31,8 +32,11 @@ class Running:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, filer: Filer, selector: selectors.BaseSelector) -> None:
+    def __init__(
+        self, config: Config, filer: Filer, selector: selectors.BaseSelector, identity: JobIdentity
+    ) -> None:
         self.config = config
+        self.identity = identity
         self.filer = filer
         self.selector = selector
         self.running: dict[str, Running] = {}
@@ -54,6 +58,7 @@ class Dispatcher:
             "params": job.params,
             "python_path": [str(p) for p in self.config.worker.python_path],
             "memory_limit": limits.memory_limit,
+            **self.identity.as_request(),
         }
         self.running[job.id] = Running(job, limits)
         try:

@@ -6,9 +6,19 @@ import contextlib
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from spoold.protocol import FrameReader, Message, encode_frame
+
+# -P keeps the daemon's working directory off sys.path, so no job import can pick up
+# a module from wherever the daemon happened to be started; spoold itself is found
+# where the daemon found it.
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_START = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from spoold.launcher import main; main(sys.argv[1:])"
+)
 
 
 class LauncherGone(Exception):
@@ -21,7 +31,7 @@ class LauncherClient:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "spoold.launcher", str(theirs.fileno())],
+            [sys.executable, "-P", "-c", _START, _PACKAGE_PARENT, str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
         )

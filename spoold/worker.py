@@ -23,6 +23,8 @@ import sys
 import traceback
 from typing import Any
 
+from spoold.identity import switch_to
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
 EXIT_OK = 0
@@ -35,6 +37,7 @@ def run_attempt(request: dict[str, Any], report_fd: int) -> None:
     try:
         _isolate(report_fd)
         _apply_limits(request)
+        switch_to(request)  # after the limits (a user may not raise them), before any job code
         sys.path[:0] = request.get("python_path", [])
         code = _call_and_report(request, report_fd)
     finally:

@@ -1,0 +1,127 @@
+"""Least privilege (SPEC.md [worker] user/group): a root daemon runs jobs as the configured
+user, refuses to start without one, and warns when told to run them as root. A job running
+as that user cannot write into the spool's state folders nor read another job's record.
+
+These tests run as root (as CI does) and create a real unprivileged user for the jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import StartDaemon
+from harness import Spool, daemon_env, job, write_config
+
+JOB_USER = "spoold-testjob"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+@pytest.fixture(scope="module")
+def job_user() -> pwd.struct_passwd:
+    """A real unprivileged system user for the jobs, created if missing."""
+    try:
+        return pwd.getpwnam(JOB_USER)
+    except KeyError:
+        pass
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is not available to create an unprivileged user")
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", JOB_USER],
+        check=True,
+    )
+    return pwd.getpwnam(JOB_USER)
+
+
+@pytest.fixture
+def open_spool() -> Iterator[Spool]:
+    """A spool whose parent folders anyone may traverse (pytest's tmp folders are root-only,
+    which would deny the job for the wrong reason)."""
+    base = Path(f"/tmp/spoold-privileges-{uuid.uuid4().hex[:8]}")
+    base.mkdir(mode=0o755)
+    base.chmod(0o755)
+    try:
+        yield Spool(base / "spool").create()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_root_daemon_without_a_job_user_refuses_to_start(spool: Spool, tmp_path: Path) -> None:
+    """Started as root with [worker] user unset: one line naming the key, nothing started."""
+    config = write_config(tmp_path / "nouser.toml", spool, {"worker": {"user": ""}})
+    result = subprocess.run(
+        [sys.executable, "-m", "spoold", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env=daemon_env(tmp_path, "privileges", None),
+    )  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert len(lines) == 1, result.stderr
+    assert "[worker] user" in lines[0] and "root" in lines[0]
+    assert not (spool.root / ".spoold.lock").exists()
+
+
+def test_an_unknown_job_user_is_refused(spool: Spool, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "ghost.toml", spool, {"worker": {"user": "no-such-user-x"}})
+    result = subprocess.run(
+        [sys.executable, "-m", "spoold", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env=daemon_env(tmp_path, "privileges", None),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "[worker] user: no such user 'no-such-user-x'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_running_jobs_as_root_is_an_explicit_choice_with_a_warning(
+    spool: Spool, start_daemon: StartDaemon
+) -> None:
+    daemon = start_daemon(worker={"user": "root"})
+    assert 'jobs run as root ([worker] user = "root")' in daemon.log_text()
+    job_id = spool.drop_job("as-root", job("Noop"))
+    assert spool.wait_record(job_id)["status"] == "done"
+
+
+def test_a_job_runs_as_the_configured_user_and_cannot_touch_the_spool(
+    open_spool: Spool, start_daemon: StartDaemon, job_user: pwd.struct_passwd
+) -> None:
+    """The job's uid, gid and groups are the job user's alone; the spool's state folders
+    (owned by root, no access for others) refuse it writes, listings and reads."""
+    secret = open_spool.folder("done") / "secret.json"
+    secret.write_text('{"id": "secret", "status": "done"}')
+    secret.chmod(0o640)
+    start_daemon(
+        spool={"dir": str(open_spool.root)},
+        worker={"user": JOB_USER, "group": ""},
+        allow={"privjobs.Whoami": ["run"]},
+    )
+    job_id = open_spool.drop_job(
+        "whoami",
+        job("Whoami", params=[str(open_spool.root), "secret"]) | {"class": "privjobs.Whoami"},
+    )
+    record = open_spool.wait_record(job_id)
+    seen = record["result"]
+    assert record["status"] == "done", record
+    assert (seen["uid"], seen["euid"], seen["gid"]) == (
+        job_user.pw_uid,
+        job_user.pw_uid,
+        job_user.pw_gid,
+    )
+    assert seen["groups"] == [job_user.pw_gid]
+    assert seen["home"] == job_user.pw_dir
+    assert seen["see_spool_root"] is True, (
+        "the test spool must be reachable, or the rest proves nothing"
+    )
+    denied = {
+        k: seen[k]
+        for k in ("write_done", "write_failed", "read_record", "list_done", "write_active")
+    }
+    assert set(denied.values()) == {"PermissionError"}, denied
+    assert not (open_spool.folder("done") / "intruder.json").exists()
