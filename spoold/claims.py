@@ -15,7 +15,7 @@ from dataclasses import replace
 from loguru import logger
 
 from spoold.config import Config
-from spoold.intake import Accepted, Refused, examine, is_directory
+from spoold.intake import Accepted, Refused, Trouble, examine, is_directory
 from spoold.job import Job, Rejected, check_allowed
 from spoold.logs import job_logger
 from spoold.outcomes import Filer
@@ -54,7 +54,9 @@ class Claims:
             if not isinstance(verdict, Accepted):
                 if isinstance(verdict, Refused):
                     self.reject(entry.state, entry.name, verdict)
-                return None
+                elif isinstance(verdict, Trouble) and entry.state == "scheduled":
+                    self.filer.due.push(entry.name, time.time() + 1.0, 0, 0.0)  # try again soon
+                return None  # (an unreadable incoming/ file is found again by the rescan)
             job = verdict.job
         try:
             check_allowed(job, config)

@@ -28,6 +28,7 @@ from spoold.intake import Refused
 from spoold.launcher import KILL_GRACE
 from spoold.logs import setup_logging
 from spoold.outcomes import Filer
+from spoold.policy import Backoff
 from spoold.queue import DueQueue, ReadyQueue
 from spoold.receiver import Receiver
 from spoold.spool import Spool, SpoolLock
@@ -66,6 +67,7 @@ class Daemon:
         self.receiver = Receiver(config, self.spool, self.claims, self.ready, self.filer)
         self.selector = selectors.DefaultSelector()
         self.flags = Flags()
+        self.trouble = Backoff()
         self.stopping_since: float | None = None
         self.kills_sent = 0
 
@@ -114,6 +116,9 @@ class Daemon:
         self.flags.reload = True
 
     def _close(self) -> None:
+        if getattr(self, "dispatcher", None) and self.dispatcher.unfiled:
+            logger.warning("{} outcome(s) could not be filed; those jobs rerun at the next start",
+                           len(self.dispatcher.unfiled))  # fmt: skip
         self.receiver.stop()
         if hasattr(self, "dispatcher"):
             self.dispatcher.close()
@@ -134,15 +139,26 @@ class Daemon:
 
     def _turn(self, now: float) -> None:
         self._handle_flags(now)
-        self.receiver.turn(now)
-        for entry in self.due.pop_due(now):
-            self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
-        self._start_ready()
-        self.store.sync_claims()
+        if self.trouble.waiting(now):
+            return
+        try:
+            self.receiver.turn(now)
+            for entry in self.due.pop_due(now):
+                self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
+            self.dispatcher.retry_unfiled(now)
+            self._start_ready(now)
+            self.store.sync_claims()
+        except OSError as exc:  # out of descriptors, disk, memory: wait, then carry on
+            delay = self.trouble.hit(now)
+            logger.opt(exception=exc).error("{}; trying again in {:.1f}s", exc, delay)
+        else:
+            self.trouble.clear()
 
-    def _start_ready(self) -> None:
+    def _start_ready(self, now: float) -> None:
         while self.ready and self.stopping_since is None:
             if len(self.dispatcher) >= self.config.worker.concurrency:
+                return
+            if not self.dispatcher.can_launch(now):
                 return
             job = self.claims.claim_ready(self.ready.pop(), self.config)
             if job is not None:
@@ -150,17 +166,17 @@ class Daemon:
 
     def _finished(self) -> bool:
         if self.stopping_since is not None:
-            return not self.dispatcher
+            return not self.dispatcher.running  # held-back outcomes stay in active/, to rerun
         if not self.burst:
             return False
         waiting_retries = self.filer.rescheduled & self.due.names()
         return not (self.dispatcher or self.ready or self.receiver.incomplete or waiting_retries)
 
     def _timeout(self, now: float) -> float:
-        times = [self.receiver.next_wakeup()]
-        next_due = self.due.next_due()
-        if next_due is not None:
-            times.append(next_due)
+        times = [self.receiver.next_wakeup(), self.trouble.until or now + 3600]
+        for moment in (self.due.next_due(), self.dispatcher.next_wakeup()):
+            if moment is not None:
+                times.append(moment)
         if self.stopping_since is not None and not self.kills_sent:
             times.append(self.stopping_since + self.config.worker.shutdown_timeout)
         return max(0.0, min(times) - now)

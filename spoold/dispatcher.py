@@ -4,6 +4,11 @@ Keeps the running attempts, sends each one's request with its limits,
 logs its start, and files its outcome (done, retry, failed, or rerun after
 an interruption) when the launcher reports it. If the launcher dies, its
 attempts are failed as ``crashed`` and a new launcher is started.
+
+The daemon's own trouble never fails a job: an outcome that cannot be filed
+(disk full) is kept and filed again after a backoff, and no new attempt
+starts meanwhile; a job the launcher could not start (out of processes)
+goes back to scheduled/ unchanged and launches pause for a backoff.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ class Dispatcher:
         self.filer = filer
         self.selector = selector
         self.running: dict[str, Running] = {}
+        self.unfiled: list[tuple[Running, dict[str, Any]]] = []
+        self.filing_trouble = policy.Backoff()
+        self.launch_trouble = policy.Backoff()
         self.launcher = self._new_launcher()
 
     def _new_launcher(self) -> LauncherClient:
@@ -48,7 +56,32 @@ class Dispatcher:
         return launcher
 
     def __len__(self) -> int:
-        return len(self.running)
+        return len(self.running) + len(self.unfiled)
+
+    def can_launch(self, now: float) -> bool:
+        return not self.unfiled and not self.launch_trouble.waiting(now)
+
+    def next_wakeup(self) -> float | None:
+        pending = [b.until for b in (self.filing_trouble, self.launch_trouble) if b.until]
+        return min(pending) if pending else None
+
+    def retry_unfiled(self, now: float) -> None:
+        """File the outcomes a resource shortage held back, once its backoff has passed."""
+        if not self.unfiled or self.filing_trouble.waiting(now):
+            return
+        waiting, self.unfiled = self.unfiled, []
+        error = None
+        for running, entry in waiting:
+            error = self._file(running, entry) or error
+            if error is not None and (running, entry) not in self.unfiled:
+                self.unfiled.append((running, entry))
+        if error is None:
+            self.filing_trouble.clear()
+            logger.info("filing works again: {} held-back outcome(s) filed", len(waiting))
+            return
+        delay = self.filing_trouble.hit(now)  # once per round, however many are waiting
+        logger.error("{} outcome(s) still cannot be filed ({}); trying again in {:.1f}s",
+                     len(self.unfiled), error, delay)  # fmt: skip
 
     def launch(self, job: Job) -> None:
         limits = policy.limits_for(job, self.config.worker)
@@ -92,7 +125,12 @@ class Dispatcher:
         if running is None:
             return
         job = running.job
+        if message["op"] == "not_started":
+            del self.running[job.id]
+            self._put_back(running, message["error"])
+            return
         if message["op"] == "started":
+            self.launch_trouble.clear()
             job_logger(job.id).info(
                 "job {} started: {}.{} attempt {} (pid {})",
                 job.id, job.class_path, job.method, job.attempts + 1, message["pid"],
@@ -103,6 +141,18 @@ class Dispatcher:
         self._route(running, {"attempt": job.attempts + 1, **outcome})
 
     def _route(self, running: Running, entry: dict[str, Any]) -> None:
+        error = self._file(running, entry)
+        if error is None:
+            return
+        self.unfiled.append((running, entry))
+        delay = self.filing_trouble.hit(time.time())
+        job_logger(running.job.id).error(
+            "job {}: cannot file its outcome ({}); kept in active/, trying again in {:.1f}s",
+            running.job.id, error, delay,
+        )  # fmt: skip
+
+    def _file(self, running: Running, entry: dict[str, Any]) -> OSError | None:
+        """File one outcome; the OSError that stopped it, if any (the job stays in active/)."""
         job = running.job
         try:
             if entry["outcome"] == "ok":
@@ -115,10 +165,22 @@ class Dispatcher:
             else:
                 self.filer.attempt_failed(job, entry, running.limits)
         except OSError as exc:
-            job_logger(job.id).error(
-                "job {}: cannot file its outcome ({}); kept in active/; reruns at next start",
-                job.id, exc,
-            )  # fmt: skip
+            return exc
+        return None
+
+    def _put_back(self, running: Running, error: str) -> None:
+        job = running.job
+        delay = self.launch_trouble.hit(time.time())
+        try:
+            self.filer.store.unclaim(job)
+        except OSError as exc:
+            job_logger(job.id).error("job {} could not start ({}) nor go back to wait ({}); "
+                                     "it reruns at the next start", job.id, error, exc)  # fmt: skip
+            return
+        self.filer.due.push(f"{job.id}.json", time.time() + delay, job.priority, job.enqueued_at)
+        self.filer.rescheduled.add(f"{job.id}.json")
+        job_logger(job.id).warning("job {} could not start ({}); it waits {:.1f}s and tries again",
+                                   job.id, error, delay)  # fmt: skip
 
     def _launcher_died(self) -> None:
         logger.critical("the launcher process died; failing its attempts and starting a new one")

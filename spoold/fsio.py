@@ -65,31 +65,48 @@ def write_new(
     *,
     durable: bool = True,
     sync_folder: bool = True,
+    replace: bool = False,
     mode: int = 0o640,
 ) -> Path:
     """Create ``folder/name`` holding ``data``, whole or not at all; never replace.
 
     Raises FileExistsError if the name is taken (the temporary file is removed).
     ``sync_folder=False`` leaves the folder's fsync to the caller, for a file
-    that is renamed on before anything relies on it.
+    that is renamed on before anything relies on it. ``replace=True`` swaps an
+    existing file for the new one atomically instead of refusing.
     """
     target = folder / name
     temp = folder / f"{TEMP_PREFIX}{name}.{os.urandom(4).hex()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        _write_all(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        rename_noreplace(temp, target)
+        try:
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(temp, target)
+        else:
+            rename_noreplace(temp, target)
     except BaseException:
-        os.unlink(temp)
+        os.unlink(temp)  # a disk that filled up mid-write leaves no half file behind
         raise
     if durable and sync_folder:
         fsync_dir(folder)
     return target
+
+
+# Errors that say the daemon (or the machine) is short of something, not that the
+# file in hand is bad: a job that meets one of them waits and is tried again.
+RESOURCE_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.ENOSPC, errno.EDQUOT,
+     errno.EAGAIN, errno.EINTR, errno.EIO, errno.EROFS}
+)  # fmt: skip
+
+
+def is_resource_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from spoold.config import Config
-from spoold.fsio import FileContent, UnsafeFile, read_regular
+from spoold.fsio import FileContent, UnsafeFile, is_resource_error, read_regular
 from spoold.ids import id_from_filename, new_job_id
 from spoold.job import Incomplete, Job, Rejected, check_allowed, parse_job
 from spoold.spool import Spool
@@ -40,7 +40,14 @@ class NotYet:
     look_again_at: float
 
 
-Verdict = Accepted | Refused | NotYet | None
+@dataclass(frozen=True)
+class Trouble:
+    """The daemon could not read the file for a reason of its own (out of descriptors...)."""
+
+    error: OSError
+
+
+Verdict = Accepted | Refused | NotYet | Trouble | None
 
 
 def examine(
@@ -55,6 +62,8 @@ def examine(
     except UnsafeFile as exc:
         return Refused(job_id, f"the file {exc}", b"")
     except OSError as exc:
+        if is_resource_error(exc):
+            return Trouble(exc)
         return Refused(job_id, f"the file cannot be read: {exc.strerror}", b"")
     return _judge(content, job_id, config, trusted=state != "incoming", now=now, closed=closed)
 

@@ -17,6 +17,7 @@ they must not still be running then. Standard library only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import selectors
@@ -131,21 +132,18 @@ class Launcher:
     # -- attempts --
 
     def _start(self, key: str, request: dict[str, Any], timeout: float) -> None:
-        report_read, report_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the attempt's process
-            try:
-                os.close(report_read)
-                run_attempt(request, report_write)
-            finally:
-                os._exit(70)
-        os.close(report_write)
-        os.set_blocking(report_read, False)
+        try:
+            pid, pidfd, report_read = _fork_attempt(request)
+        except OSError as exc:
+            # Out of processes, descriptors or memory: the launcher's trouble, not
+            # the job's. The daemon puts the job back to wait and tries again later.
+            self.writer.send({"op": "not_started", "key": key, "error": _os_error(exc)})
+            return
         now = time.monotonic()
         child = Child(
             key=key,
             pid=pid,
-            pidfd=os.pidfd_open(pid),
+            pidfd=pidfd,
             report_fd=report_read,
             started_at=time.time(),
             deadline=now + timeout if timeout > 0 else None,
@@ -191,6 +189,40 @@ class Launcher:
         del self.children[child.key]
         outcome = describe_outcome(child, os.waitstatus_to_exitcode(status))
         self.writer.send({"op": "finished", "key": child.key, **outcome})
+
+
+def _fork_attempt(request: dict[str, Any]) -> tuple[int, int, int]:
+    """Fork the attempt's process; return its pid, a pidfd and the read end of its report pipe.
+
+    Raises OSError with nothing left behind (no fds, no process) if any step fails.
+    """
+    report_read, report_write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(report_read)
+        os.close(report_write)
+        raise
+    if pid == 0:  # the attempt's process
+        try:
+            os.close(report_read)
+            run_attempt(request, report_write)
+        finally:
+            os._exit(70)
+    os.close(report_write)
+    os.set_blocking(report_read, False)
+    try:
+        return pid, os.pidfd_open(pid), report_read
+    except OSError:
+        os.kill(pid, signal.SIGKILL)  # it cannot be watched, so it must not run
+        os.waitpid(pid, 0)
+        os.close(report_read)
+        raise
+
+
+def _os_error(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "?")
+    return f"{name}: {exc.strerror}"
 
 
 def _drain(child: Child) -> bool:

@@ -51,9 +51,9 @@ class Filer:
         job_logger(filed_as).warning("job {} rejected: {}", filed_as, refused.reason)
 
     def succeeded(self, job: Job, entry: dict[str, Any]) -> None:
-        result = entry.pop("result", None)
-        job = replace(job, history=(*job.history, entry))
-        record = job.record("done", entry["finished_at"], result=result)
+        attempt = {key: value for key, value in entry.items() if key != "result"}
+        job = replace(job, history=(*job.history, attempt))
+        record = job.record("done", entry["finished_at"], result=entry.get("result"))
         filed_as = self.store.file_record(job.id, "done", record)
         self.tally.done += 1
         took = entry["finished_at"] - entry["started_at"]

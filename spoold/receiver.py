@@ -14,10 +14,11 @@ from loguru import logger
 from spoold import faults
 from spoold.claims import Claims
 from spoold.config import Config
-from spoold.intake import Accepted, NotYet, Refused, examine
+from spoold.intake import Accepted, NotYet, Refused, Trouble, examine
 from spoold.job import Job
 from spoold.logs import job_logger
 from spoold.outcomes import Filer
+from spoold.policy import Backoff
 from spoold.queue import ReadyQueue
 from spoold.spool import Spool, is_job_name
 from spoold.watcher import Watcher
@@ -36,6 +37,7 @@ class Receiver:
         self.filer = filer
         self.incomplete: dict[str, float] = {}  # name -> when to look at it again
         self.next_rescan = 0.0
+        self.trouble = Backoff()  # reading or listing failed for a reason of the daemon's own
 
     def start(self, wake_fd: int) -> None:
         self.watcher = Watcher(self.spool.folder("incoming"), wake_fd)
@@ -68,7 +70,14 @@ class Receiver:
     def rescan(self, now: float) -> None:
         if not self._watch_healthy():
             self._restart_watcher()
-        for name in self.spool.job_names("incoming"):
+        try:
+            names = self.spool.job_names("incoming")
+        except OSError as exc:
+            delay = self.trouble.hit(now)
+            logger.error("cannot list incoming/ ({}); trying again in {:.1f}s", exc, delay)
+            self.next_rescan = now + delay
+            return
+        for name in names:
             if name not in self.incomplete:
                 self._look_at(name, now, closed=False)
         self.next_rescan = now + self.config.spool.rescan_interval
@@ -93,12 +102,23 @@ class Receiver:
             return
         verdict = examine(self.spool, "incoming", name, self.config, now=now, closed=closed)
         self.incomplete.pop(name, None)
+        if isinstance(verdict, Trouble):
+            self._not_now(name, now, verdict.error)
+            return
+        self.trouble.clear()
         if isinstance(verdict, NotYet):
             self.incomplete[name] = verdict.look_again_at
         elif isinstance(verdict, Refused):
             self.claims.reject("incoming", name, verdict)
         elif isinstance(verdict, Accepted):
             self._accept(name, verdict.job, now)
+
+    def _not_now(self, name: str, now: float, error: OSError) -> None:
+        """The daemon could not read the file (its own trouble): leave it, look again later."""
+        delay = self.trouble.hit(now)
+        self.incomplete[name] = now + delay
+        logger.warning("cannot read incoming/{} ({}); leaving it there, trying again in {:.1f}s",
+                       name, error, delay)  # fmt: skip
 
     def _accept(self, name: str, job: Job, now: float) -> None:
         job_logger(job.id).info(

@@ -15,7 +15,7 @@ import time
 from loguru import logger
 
 from spoold.config import Config
-from spoold.intake import Accepted, NotYet, Refused, examine
+from spoold.intake import Accepted, NotYet, Refused, Trouble, examine
 from spoold.job import Job
 from spoold.outcomes import Filer
 from spoold.policy import DAEMON_DIED
@@ -35,8 +35,15 @@ def recover_active(spool: Spool, config: Config, filer: Filer) -> None:
     for line in filer.store.finish_moves():
         logger.info(line)
     for name in spool.job_names("active"):
-        if _finish_cut_move(spool, name):
-            continue
+        try:
+            _recover_one(spool, name, config, filer)
+        except OSError as exc:  # disk full and the like: the job stays in active/ for next time
+            logger.error("cannot recover active/{} now ({}); it stays there until the next start",
+                         name, exc)  # fmt: skip
+
+
+def _recover_one(spool: Spool, name: str, config: Config, filer: Filer) -> None:
+    if not _finish_cut_move(spool, name):
         verdict = examine(spool, "active", name, config, now=time.time(), closed=True)
         if isinstance(verdict, Refused | NotYet):
             refused = (
@@ -45,6 +52,8 @@ def recover_active(spool: Spool, config: Config, filer: Filer) -> None:
             filer.reject(refused, file_name=name)
         elif isinstance(verdict, Accepted):
             _rerun(spool, verdict.job, name, config, filer)
+        elif isinstance(verdict, Trouble):
+            raise verdict.error
 
 
 def _finish_cut_move(spool: Spool, name: str) -> bool:
@@ -86,6 +95,8 @@ def load_scheduled(spool: Spool, config: Config, filer: Filer) -> list[str]:
             job = verdict.job
             due = job.due_at if job.due_at is not None else (job.run_at or 0.0)
             filer.due.push(name, due, job.priority, job.enqueued_at)
+        elif isinstance(verdict, Trouble):  # unreadable for now: look at it again soon
+            filer.due.push(name, time.time() + 1.0, 0, 0.0)
         elif verdict is not None:
             damaged.append(name)
     return damaged

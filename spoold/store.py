@@ -108,7 +108,10 @@ class JobStore:
         """
         active = self.spool.folder("active")
         marker = marker_name(job_id, state)
-        write_new(active, marker, encode(document), durable=self.durable, sync_folder=False)
+        # replace=True: a move that failed half-way (disk full) is simply tried again.
+        write_new(
+            active, marker, encode(document), durable=self.durable, sync_folder=False, replace=True
+        )
         crash_point("after_marker")
         self._drop_active(job_id)
         crash_point("after_unlink")
@@ -116,6 +119,10 @@ class JobStore:
         crash_point("after_move")
         if self.durable:
             fsync_dir(self.spool.folder(state))
+
+    def unclaim(self, job: Job) -> None:
+        """Put a claimed job that never started back to wait in scheduled/, as it was."""
+        rename_noreplace(self.active_path(job.id), self.spool.path("scheduled", f"{job.id}.json"))
 
     def finish_moves(self) -> list[str]:
         """Complete the moves out of active/ that a crash cut short; describe each."""
