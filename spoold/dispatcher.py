@@ -86,6 +86,7 @@ class Dispatcher:
     def launch(self, job: Job) -> None:
         limits = policy.limits_for(job, self.config.worker)
         request = {
+            "job_id": job.id,
             "class": job.class_path,
             "method": job.method,
             "params": job.params,

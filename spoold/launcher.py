@@ -17,6 +17,7 @@ they must not still be running then. Standard library only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -29,9 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spoold.protocol import FrameReader, FrameWriter, Message
+from spoold.sweep import sweep_escaped
 from spoold.worker import run_attempt
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an attempt that overran
+SWEEP_WINDOW = 3.0  # seconds after an attempt ends during which escaped processes are hunted
+SWEEP_EVERY = 0.2
+_PR_SET_CHILD_SUBREAPER = 36
 MAX_REPORT = 16 * 1024 * 1024  # a report larger than this is cut; the attempt is an error
 
 
@@ -63,12 +68,17 @@ class Launcher:
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, "daemon")
         self.running = True
+        self.sweep_until = 0.0
 
     def serve(self) -> None:
         while self.running or self.children:
             self._wait_and_dispatch()
-            self._enforce_deadlines(time.monotonic())
+            now = time.monotonic()
+            self._enforce_deadlines(now)
+            if now < self.sweep_until and sweep_escaped(set(self._leaders())):
+                self.sweep_until = now + SWEEP_WINDOW  # some are still dying: keep at it
             self._watch_writes()
+        sweep_escaped(set())
 
     def _wait_and_dispatch(self) -> None:
         for key, _mask in self.selector.select(self._next_timeout()):
@@ -86,10 +96,15 @@ class Launcher:
     def _is_live(self, child: Child) -> bool:
         return self.children.get(child.key) is child
 
+    def _leaders(self) -> list[int]:
+        return [child.pid for child in self.children.values()]
+
     def _next_timeout(self) -> float | None:
         times = [
             t for c in self.children.values() for t in (c.kill_at, c.deadline) if t is not None
         ]
+        if self.sweep_until:
+            times.append(min(self.sweep_until, time.monotonic() + SWEEP_EVERY))
         return max(0.0, min(times) - time.monotonic()) if times else None
 
     def _watch_writes(self) -> None:
@@ -189,6 +204,7 @@ class Launcher:
         del self.children[child.key]
         outcome = describe_outcome(child, os.waitstatus_to_exitcode(status))
         self.writer.send({"op": "finished", "key": child.key, **outcome})
+        self.sweep_until = time.monotonic() + SWEEP_WINDOW
 
 
 def _fork_attempt(request: dict[str, Any]) -> tuple[int, int, int]:
@@ -287,6 +303,7 @@ def main(argv: list[str]) -> None:
     # drains its jobs and then tells the launcher to stop.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     Launcher(socket.socket(fileno=int(argv[1]))).serve()
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from spoold.identity import switch_to
 
 _PR_SET_PDEATHSIG = 1
+ATTEMPT_MARK = "SPOOLD_ATTEMPT"  # "<job id>/<pid of the attempt's first process>"
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -36,6 +37,10 @@ def run_attempt(request: dict[str, Any], report_fd: int) -> None:
     code = EXIT_ERROR
     try:
         _isolate(report_fd)
+        # Inherited by everything the job starts: the launcher finds escaped
+        # descendants by it; the job can read its own id.
+        os.environ["SPOOLD_JOB_ID"] = str(request.get("job_id", ""))
+        os.environ[ATTEMPT_MARK] = f"{request.get('job_id', '')}/{os.getpid()}"
         _apply_limits(request)
         switch_to(request)  # after the limits (a user may not raise them), before any job code
         sys.path[:0] = request.get("python_path", [])
