@@ -2,8 +2,9 @@
 
 Killing an attempt's process group catches its ordinary children, but a
 descendant can leave the group (``setsid``, a double fork). The launcher is
-a child subreaper, so such a process becomes the launcher's own child as
-soon as its parent dies; this module finds those children and ends them.
+a child subreaper, and so is each attempt's first process: such a process
+is adopted by its attempt while that runs and by the launcher after; this
+module finds the launcher's adopted children and ends them.
 """
 
 from __future__ import annotations
@@ -13,25 +14,22 @@ import os
 import signal
 from pathlib import Path
 
-from spoold.worker import ATTEMPT_MARK
-
 
 def sweep_escaped(running_leaders: set[int]) -> bool:
-    """Kill and reap processes that outlived their attempt; True while some remain.
+    """Kill and reap the launcher's children that are not attempts; True while some remain.
 
-    The launcher is a child subreaper, so whatever an attempt leaves behind,
-    even after ``setsid``, becomes the launcher's child once its parent dies.
-    Such an orphan carries its attempt's mark in its environment: it may live
-    while that attempt runs, and is killed (with its process group) after.
-    An orphan without a mark hid it on purpose and is killed at once. An
-    unreaped child keeps its pid, so signalling it cannot hit a stranger.
+    Each attempt's first process is itself a child subreaper, so while it
+    runs it adopts whatever its descendants orphan, even across ``setsid``.
+    Only when it exits do those processes pass up to the launcher, the next
+    subreaper. So a child of the launcher that is not a running attempt is
+    what an ended attempt left behind, and is killed with its process group.
+    An unreaped child keeps its pid, so signalling it cannot hit a stranger.
     """
     remaining = False
     for pid in _own_children():
         if pid in running_leaders:
             continue
-        if _attempt_leader(pid) not in running_leaders:
-            _kill_orphan(pid)
+        _kill_orphan(pid)
         if not _reaped(pid):
             remaining = True
     return remaining
@@ -44,18 +42,6 @@ def _own_children() -> list[int]:
     except OSError:
         return []
     return [int(pid) for pid in text.split()]
-
-
-def _attempt_leader(pid: int) -> int | None:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None
-    for entry in environ.split(b"\0"):
-        if entry.startswith(ATTEMPT_MARK.encode() + b"="):
-            leader = entry.rpartition(b"/")[2]
-            return int(leader) if leader.isdigit() else None
-    return None
 
 
 def _kill_orphan(pid: int) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from spoold.identity import switch_to
 
 _PR_SET_PDEATHSIG = 1
-ATTEMPT_MARK = "SPOOLD_ATTEMPT"  # "<job id>/<pid of the attempt's first process>"
+_PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -37,10 +37,7 @@ def run_attempt(request: dict[str, Any], report_fd: int) -> None:
     code = EXIT_ERROR
     try:
         _isolate(report_fd)
-        # Inherited by everything the job starts: the launcher finds escaped
-        # descendants by it; the job can read its own id.
-        os.environ["SPOOLD_JOB_ID"] = str(request.get("job_id", ""))
-        os.environ[ATTEMPT_MARK] = f"{request.get('job_id', '')}/{os.getpid()}"
+        os.environ["SPOOLD_JOB_ID"] = str(request.get("job_id", ""))  # for the job's own use
         _apply_limits(request)
         switch_to(request)  # after the limits (a user may not raise them), before any job code
         sys.path[:0] = request.get("python_path", [])
@@ -55,6 +52,10 @@ def _isolate(report_fd: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_DFL)
     _die_with_parent()
+    # Whatever the job's descendants orphan (even after setsid) is adopted by
+    # this process while the attempt runs, and passes to the launcher, which
+    # kills it, only when the attempt is over (see spoold/sweep.py).
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     os.closerange(3, report_fd)
     os.closerange(report_fd + 1, _max_fd())
 

@@ -102,19 +102,24 @@ def start_daemon(
 ) -> Iterator[StartDaemon]:
     """Start the real daemon on the test's spool; stop (and reap) each one at teardown.
 
-    ``start_daemon(*args, ready=True, config=None, **overrides)``: ``args``
-    go after ``spoold run --config CFG``; ``overrides`` are config sections
-    merged into the harness defaults (or ``config`` is a ready config path);
-    with ``ready`` it waits for READY=1.
+    ``start_daemon(*args, ready=True, config=None, env=None, **overrides)``:
+    ``args`` go after ``spoold run --config CFG``; ``overrides`` are config
+    sections merged into the harness defaults (or ``config`` is a ready config
+    path); ``env`` adds variables to the daemon's environment (a test fault:
+    ``{"SPOOLD_FAULT": "after_claim"}``); with ``ready`` it waits for READY=1.
     """
     started: list[Daemon] = []
     request.node.stash[DAEMONS] = started
 
     def start(
-        *args: str, ready: bool = True, config: Path | None = None, **overrides: dict[str, Any]
+        *args: str,
+        ready: bool = True,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        **overrides: dict[str, Any],
     ) -> Daemon:
         path = config or daemon_config(**overrides)
-        daemon = Daemon(path, tmp_path, leak_check, name=f"daemon-{len(started) + 1}")
+        daemon = Daemon(path, tmp_path, leak_check, name=f"daemon-{len(started) + 1}", env=env)
         started.append(daemon)
         daemon.start(*args)
         return daemon.wait_ready() if ready else daemon

@@ -49,6 +49,12 @@ TESTJOBS_ALLOW: dict[str, list[str]] = {
     "testjobs.Rendezvous": ["run"],
     "testjobs.Partial": ["allowed"],
     "tiny.Quick": ["run"],
+    "badjobs.Hog": ["run", "once"],
+    "badjobs.Spin": ["run"],
+    "badjobs.Tree": ["run"],
+    "badjobs.Mute": ["close_stdio", "devnull_stdio", "close_all_fds"],
+    "badjobs.Escape": ["run"],
+    "badjobs.Stubborn": ["run"],
 }
 
 
@@ -279,11 +285,19 @@ def daemon_env(workdir: Path, token: str, notify_socket: Path | None) -> dict[st
 class Daemon:
     """One ``python -m spoold run`` subprocess, its log file and its notify socket."""
 
-    def __init__(self, config: Path, workdir: Path, token: str, name: str) -> None:
+    def __init__(
+        self,
+        config: Path,
+        workdir: Path,
+        token: str,
+        name: str,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.workdir = workdir
         self.token = token
         self.name = name
+        self.extra_env = dict(env or {})  # e.g. {"SPOOLD_FAULT": "after_claim"}
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._notify: socket.socket | None = None
@@ -307,7 +321,7 @@ class Daemon:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
-                env=daemon_env(self.workdir, self.token, notify_path),
+                env={**daemon_env(self.workdir, self.token, notify_path), **self.extra_env},
             )
         return self
 
