@@ -10,6 +10,7 @@ line ``spoold: <message>`` on stderr and exit status 2 (usage or config) or
 from __future__ import annotations
 
 import argparse
+import grp
 import json
 import math
 import os
@@ -211,12 +212,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     _, spool = _spool(args)
+    gid = group_id(args.group) if args.group is not None else None
     made = spool.create()
     for path in made:
         print(f"created {path}")
-    if not made:
+    if gid is not None:
+        for path, mode in spool.give_to_group(gid):
+            print(f"{path}: owner {os.getuid()}, group {args.group} ({gid}), mode {mode:04o}")
+    elif not made:
         print(f"{spool.root} already has every folder")
     return 0
+
+
+def group_id(name: str) -> int:
+    """The gid of group ``name`` (a number is taken as a gid); AdminError if there is none."""
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise AdminError(f"no group named {name!r}; create it first (groupadd {name})") from None
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -263,14 +263,25 @@ def _check(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 def _init(commands: argparse._SubParsersAction[Parser]) -> None:
-    _command(
+    parser = _command(
         commands,
         "init",
         HelpText(
             "create the spool folders",
             "Create the spool root and its folders (tmp, incoming, scheduled, active, done,\n"
             "failed) with their modes, and print what was made. Existing folders are left\n"
-            "as they are.",
-            "spoold init --config config/spoold.toml",
+            "as they are, unless --group is given.\n\n"
+            "--group GROUP lets the members of GROUP submit jobs: the root and every folder\n"
+            "are given to you (run it as the user the daemon runs as) and GROUP, with\n"
+            "these modes: root 2711; tmp/ 3730 and incoming/ 3770 (members create files\n"
+            "there but cannot delete or rename anyone else's, nor list tmp/); scheduled/,\n"
+            "active/, done/ and failed/ 0700 (members cannot read other people's jobs or\n"
+            "records).",
+            "spoold init --group spoold-submit --config /etc/spoold/spoold.toml",
         ),
+    )
+    parser.add_argument(
+        "--group",
+        metavar="GROUP",
+        help="the submit group: a group name or gid whose members may submit jobs",
     )

@@ -83,10 +83,14 @@ class Backoff:
     until: float = 0.0
 
     def hit(self, now: float) -> float:
-        """Note one more failure at ``now``; return how long to wait before trying again."""
-        self.delay = min(max(self.delay * 2, self.first), self.longest)
-        self.until = now + self.delay
-        return self.delay
+        """Note a failure at ``now``; return how long to wait before trying again.
+
+        Failures while already waiting (several files in one round) count once.
+        """
+        if not self.waiting(now):
+            self.delay = min(max(self.delay * 2, self.first), self.longest)
+            self.until = now + self.delay
+        return self.until - now
 
     def clear(self) -> None:
         self.delay = self.until = 0.0

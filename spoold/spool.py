@@ -7,6 +7,7 @@ folders; this module names the folders and lists what is in them, and
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -22,16 +23,25 @@ WAITING_STATES = ("incoming", "scheduled", "active")
 RECORD_STATES = ("done", "failed")
 LOCK_NAME = ".spoold.lock"
 
-# Folder modes: submitters (group members) may create files in tmp/ and
-# incoming/; records are readable by the daemon's group only. The sticky bit
-# on tmp/ stops one submitter from deleting another's half-written file.
+# Folder modes. The folders' group is the submit group (``spoold init
+# --group``; else the group of whoever made them). Anyone may pass through the
+# root (x only: it holds nothing but the folders, and each folder refuses
+# whoever it should); members may create files in tmp/ and incoming/; the
+# sticky bit stops them deleting, renaming or replacing anyone else's file
+# there, and setgid gives every file the folder's group, so a non-root daemon
+# in that group can read them. tmp/ cannot be listed by them (no r);
+# incoming/ can, because a client must open it to fsync the rename into it.
+# The other four folders hold other people's jobs, params, results and
+# tracebacks: the daemon's owner alone. Nobody else gets any bit.
+# See README "Letting other users submit jobs".
+ROOT_MODE = 0o2711
 FOLDER_MODES = {
-    "tmp": 0o3770,
-    "incoming": 0o2770,
-    "scheduled": 0o2750,
-    "active": 0o2750,
-    "done": 0o2750,
-    "failed": 0o2750,
+    "tmp": 0o3730,
+    "incoming": 0o3770,
+    "scheduled": 0o0700,
+    "active": 0o0700,
+    "done": 0o0700,
+    "failed": 0o0700,
 }
 
 
@@ -51,15 +61,38 @@ class Spool:
         """Create the root and any missing state folder; return what was made."""
         made: list[Path] = []
         if not self.root.exists():
-            self.root.mkdir(parents=True, mode=0o2755)
+            self.root.mkdir(parents=True, mode=0o700)
+            os.chmod(self.root, ROOT_MODE)  # mkdir's mode is masked by the umask
             made.append(self.root)
         for state in STATES:
             folder = self.folder(state)
             if not folder.exists():
                 folder.mkdir(mode=0o700)
-                os.chmod(folder, FOLDER_MODES[state])  # mkdir's mode is masked by the umask
+                os.chmod(folder, FOLDER_MODES[state])
                 made.append(folder)
         return made
+
+    def modes(self) -> list[tuple[Path, int]]:
+        """The root and each state folder with the mode it should have."""
+        return [(self.root, ROOT_MODE)] + [(self.folder(s), FOLDER_MODES[s]) for s in STATES]
+
+    def give_to_group(self, gid: int) -> list[tuple[Path, int]]:
+        """Own the root and its folders as this process's uid and group ``gid``, set
+        their modes; return each path with its mode.
+
+        Each folder is changed through a descriptor opened without following
+        links, so a symlink planted in place of a folder is refused, never
+        followed to chown what it points at.
+        """
+        uid = os.getuid()
+        for path, mode in self.modes():
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)  # after chown, which may clear the setgid bit
+            finally:
+                os.close(fd)
+        return self.modes()
 
     def job_names(self, state: str) -> list[str]:
         """Names of job files in a state folder, oldest id first."""
@@ -137,9 +170,11 @@ class SpoolLock:
             raise SpoolLocked(
                 f"another spoold (pid {pid or '?'}) is running on this spool"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        # The lock is the flock, which needs no disk space; the pid is for people.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
 
     def release(self) -> None:
         if self._fd is not None:

@@ -26,6 +26,7 @@ CONFIG = """
 dir = "spool"
 [worker]
 python_path = ["jobs"]
+user = "root"  # the tests run as root, where a job user is required ("root" on purpose)
 [log]
 file = ""
 [allow]

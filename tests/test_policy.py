@@ -13,6 +13,7 @@ from spoold.job import parse_job
 from spoold.policy import (
     DAEMON_DIED,
     SHUTDOWN,
+    Backoff,
     Limits,
     failed_attempts,
     interruptions_in_a_row,
@@ -126,3 +127,30 @@ def test_a_job_field_overrides_the_config_default(tmp_path: Path) -> None:
     ).encode()
     job = parse_job(own, job_id="j", mtime=0)
     assert limits_for(job, worker) == Limits(0, 0.0, "exponential", 100.0, 0.0, 4096)
+
+
+def test_backoff_doubles_from_its_first_wait_up_to_its_longest() -> None:
+    backoff = Backoff(first=0.1, longest=0.5)
+    waits = []
+    now = 0.0
+    for _ in range(5):
+        waits.append(round(backoff.hit(now), 3))
+        now = backoff.until  # the next failure comes when the wait is over
+    assert waits == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+def test_failures_within_one_wait_count_once() -> None:
+    backoff = Backoff(first=1.0, longest=60.0)
+    assert backoff.hit(10.0) == 1.0
+    assert backoff.hit(10.5) == 0.5  # same round: the wait already set, not doubled
+    assert backoff.waiting(10.9) and not backoff.waiting(11.0)
+    assert backoff.hit(11.0) == 2.0
+
+
+def test_clearing_a_backoff_starts_it_over() -> None:
+    backoff = Backoff(first=1.0)
+    backoff.hit(0.0)
+    backoff.hit(1.0)
+    backoff.clear()
+    assert not backoff.waiting(1.5)
+    assert backoff.hit(2.0) == 1.0

@@ -1,0 +1,180 @@
+"""The daemon's own trouble never fails a job (issue: "Resources run out").
+
+Each test takes a resource away with a real kernel limit while jobs are on their way: the
+disk fills up (a tiny tmpfs spool), the daemon runs out of file descriptors (prlimit on
+the running daemon), the launcher cannot fork (a cgroup's pids.max). The daemon must log
+the trouble, keep every job where it was, back off, and finish every job normally once
+the resource is back: no rejection, no failed attempt, no lost job, no second run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import StartDaemon
+from harness import Daemon, Spool, children_of, job, read_lines, stays_false, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="these limits need root")
+PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+
+
+def submit_recorders(spool: Spool, log: Path, count: int) -> list[str]:
+    return [
+        spool.drop_job(f"job-{n}", job("Recorder", params=[str(log), f"job-{n}"]))
+        for n in range(count)
+    ]
+
+
+def assert_each_done_once(spool: Spool, ids: list[str], log: Path) -> None:
+    records = spool.records("done")
+    assert sorted(records) == sorted(ids), spool.summary()
+    assert all([h["outcome"] for h in r["history"]] == ["ok"] for r in records.values()), records
+    assert spool.job_ids("failed") == []
+    assert sorted(line["label"] for line in read_lines(log)) == sorted(ids), "a job ran twice"
+
+
+# -- disk full --
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, unmounted at the end."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the filesystem is full; return it."""
+    filler = folder / "filler"
+    with filler.open("wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    with contextlib.suppress(OSError), filler.open("ab") as handle:  # the last scraps
+        for _ in range(4096):
+            handle.write(b"\0" * 512)
+            handle.flush()
+    return filler
+
+
+def test_a_full_disk_holds_outcomes_back_until_there_is_room(
+    tiny_disk: Path, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    spool = Spool(tiny_disk / "spool").create()
+    log = tmp_path / "runs.jsonl"
+    ids = submit_recorders(spool, log, 5)
+    filler = fill(tiny_disk)
+    daemon = start_daemon(spool={"dir": str(spool.root)})
+    daemon.wait_log("cannot file its outcome")
+    # While outcomes are held back no new attempt starts (the disk trouble would only
+    # pile up): the jobs that ran stay in active/, the others wait in incoming/.
+    assert stays_false(lambda: spool.job_ids("done") or spool.job_ids("failed"), 1.5)
+    ran = [line["label"] for line in read_lines(log)]
+    assert 1 <= len(ran) <= 2, ran
+    assert sorted(spool.job_ids("active")) == sorted(ran), "a job left active/ without a record"
+    assert sorted(spool.job_ids("incoming") + ran) == sorted(ids)
+    filler.unlink()
+    wait_for(lambda: len(spool.job_ids("done")) == 5, 60, spool.summary)
+    assert_each_done_once(spool, ids, log)
+    assert daemon.returncode() is None, "the daemon died of a full disk"
+
+
+# -- out of file descriptors --
+
+
+def test_running_out_of_descriptors_rejects_nothing(
+    spool: Spool, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    daemon = start_daemon()
+    soft, hard = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
+    # A new descriptor takes the lowest free number: a limit at that number refuses it.
+    # Only descriptors held across several looks count (a rescan holds one briefly).
+    held = held_fds(daemon.pid)
+    lowest_free = min(set(range(len(held) + 1)) - held)
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+    log = tmp_path / "runs.jsonl"
+    try:
+        ids = submit_recorders(spool, log, 3)
+        daemon.wait_log("cannot read incoming/")
+        assert stays_false(lambda: spool.job_ids("failed") or read_lines(log), 1.5)
+        assert sorted(spool.job_ids("incoming")) == sorted(ids)
+    finally:
+        resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    wait_for(lambda: len(spool.job_ids("done")) == 3, 60, spool.summary)
+    assert_each_done_once(spool, ids, log)
+    assert os.strerror(errno.EMFILE) in daemon.log_text()
+
+
+def open_fds(pid: int) -> set[int]:
+    return {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+
+
+def held_fds(pid: int, looks: int = 5) -> set[int]:
+    """Descriptors open at every one of several looks, 50 ms apart."""
+    held = open_fds(pid)
+    for _ in range(looks - 1):
+        time.sleep(0.05)
+        held &= open_fds(pid)
+    return held
+
+
+# -- fork fails --
+
+
+def launcher_pid(daemon: Daemon) -> int:
+    children = children_of(daemon.pid)
+    assert len(children) == 1, children
+    return children[0]
+
+
+@pytest.fixture
+def pids_cgroup() -> Iterator[Path]:
+    """A cgroup-v1 pids group, removed at the end (its members moved back to the root)."""
+    group = PIDS_CGROUP / f"spoold-test-{uuid.uuid4().hex[:8]}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"no writable pids cgroup here: {exc}")
+    try:
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (PIDS_CGROUP / "cgroup.procs").write_text(pid)
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+def test_a_fork_that_fails_puts_the_job_back_to_wait(
+    spool: Spool, tmp_path: Path, start_daemon: StartDaemon, pids_cgroup: Path
+) -> None:
+    daemon = start_daemon()
+    (pids_cgroup / "cgroup.procs").write_text(str(launcher_pid(daemon)))
+    (pids_cgroup / "pids.max").write_text("1")  # the launcher itself: no room for a child
+    log = tmp_path / "runs.jsonl"
+    ids = submit_recorders(spool, log, 2)
+    daemon.wait_log("could not start")
+    assert stays_false(
+        lambda: spool.job_ids("failed") or spool.job_ids("done") or read_lines(log), 1.5
+    )
+    (pids_cgroup / "pids.max").write_text("max")
+    wait_for(lambda: len(spool.job_ids("done")) == 2, 60, spool.summary)
+    assert_each_done_once(spool, ids, log)
+    assert "launcher process died" not in daemon.log_text()
