@@ -73,6 +73,8 @@ class Launcher:
     def serve(self) -> None:
         while self.running or self.children:
             self._wait_and_dispatch()
+            if self.writer.broken and self.running:
+                self._daemon_gone()
             now = time.monotonic()
             self._enforce_deadlines(now)
             if now < self.sweep_until and sweep_escaped(set(self._leaders())):

@@ -52,6 +52,7 @@ class FrameWriter:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._pending = bytearray()
+        self.broken = False  # the peer is gone; what is left to send is dropped
 
     @property
     def pending(self) -> bool:
@@ -66,5 +67,9 @@ class FrameWriter:
             try:
                 sent = self._sock.send(self._pending)
             except BlockingIOError:
+                return
+            except (BrokenPipeError, ConnectionResetError):
+                self._pending.clear()
+                self.broken = True
                 return
             del self._pending[:sent]

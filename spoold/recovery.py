@@ -22,6 +22,7 @@ from spoold.policy import DAEMON_DIED
 from spoold.spool import Spool
 
 CLIENT_TMP_MAX_AGE = 36 * 3600  # Maildir's rule for abandoned tmp/ files
+COARSE_CLOCK_MARGIN = 0.02  # seconds a file timestamp may trail time.time()
 
 
 def tidy(spool: Spool) -> None:
@@ -71,10 +72,10 @@ def _finish_cut_move(spool: Spool, name: str) -> bool:
 
 
 def _rerun(spool: Spool, job: Job, name: str, config: Config, filer: Filer) -> None:
-    if job.run_at is not None and job.run_at > time.time() and not job.history:
-        filer.deferred(job)  # it was on its way to scheduled/ and never ran
-        return
     claimed_at = os.stat(spool.path("active", name), follow_symlinks=False).st_ctime
+    if _was_on_its_way_to_wait(job, claimed_at):
+        filer.deferred(job)
+        return
     entry = {
         "attempt": job.attempts + 1,
         "started_at": claimed_at,
@@ -84,6 +85,17 @@ def _rerun(spool: Spool, job: Job, name: str, config: Config, filer: Filer) -> N
         "error": "the daemon stopped or died while this attempt ran",
     }
     filer.interrupted(job, entry, config.worker.max_interruptions)
+
+
+def _was_on_its_way_to_wait(job: Job, claimed_at: float) -> bool:
+    """A fresh job (no due time yet: it came from incoming/) whose run_at was still ahead
+    when it was claimed never ran: it was being moved to scheduled/.
+
+    The claim's rename set the file's ctime; file times come from a coarse clock that may
+    lag by a few milliseconds, hence the margin (inside it, a rerun is the safe guess).
+    """
+    fresh = job.due_at is None and not job.history
+    return fresh and job.run_at is not None and job.run_at > claimed_at + COARSE_CLOCK_MARGIN
 
 
 def load_scheduled(spool: Spool, config: Config, filer: Filer) -> list[str]:
