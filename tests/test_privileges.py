@@ -53,14 +53,19 @@ def open_spool() -> Iterator[Spool]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def run_refused(config: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """``spoold run`` with a config it must refuse: run to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "spoold", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, cwd=workdir,
+        env=daemon_env(workdir, "privileges", None),
+    )  # fmt: skip
+
+
 def test_a_root_daemon_without_a_job_user_refuses_to_start(spool: Spool, tmp_path: Path) -> None:
     """Started as root with [worker] user unset: one line naming the key, nothing started."""
     config = write_config(tmp_path / "nouser.toml", spool, {"worker": {"user": ""}})
-    result = subprocess.run(
-        [sys.executable, "-m", "spoold", "run", "--config", str(config)],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
-        env=daemon_env(tmp_path, "privileges", None),
-    )  # fmt: skip
+    result = run_refused(config, tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0
     assert len(lines) == 1, result.stderr
@@ -70,11 +75,7 @@ def test_a_root_daemon_without_a_job_user_refuses_to_start(spool: Spool, tmp_pat
 
 def test_an_unknown_job_user_is_refused(spool: Spool, tmp_path: Path) -> None:
     config = write_config(tmp_path / "ghost.toml", spool, {"worker": {"user": "no-such-user-x"}})
-    result = subprocess.run(
-        [sys.executable, "-m", "spoold", "run", "--config", str(config)],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
-        env=daemon_env(tmp_path, "privileges", None),
-    )  # fmt: skip
+    result = run_refused(config, tmp_path)
     assert result.returncode != 0
     assert "[worker] user: no such user 'no-such-user-x'" in result.stderr
     assert "Traceback" not in result.stderr
