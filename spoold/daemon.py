@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
@@ -44,20 +45,34 @@ class Flags:
     reload: bool = False
 
 
-def run_daemon(config: Config, *, burst: bool = False) -> int:
-    """Run until stopped (with ``burst``: until the ready work is done); return the exit status."""
+def run_daemon(
+    config: Config, *, burst: bool = False, on_ready: Callable[[], None] | None = None
+) -> int:
+    """Run until stopped (with ``burst``: until the ready work is done); return the exit status.
+
+    ``on_ready`` is called once, when the first scan is done and jobs are taken
+    (``--detach`` uses it to let the starting command return only then).
+    """
     identity, warnings = job_identity(config.worker, os.geteuid())
     setup_logging(config.log)
     for warning in warnings:
         logger.warning(warning)
-    return Daemon(config, burst=burst, identity=identity).run()
+    return Daemon(config, burst=burst, identity=identity, on_ready=on_ready).run()
 
 
 class Daemon:
-    def __init__(self, config: Config, *, burst: bool, identity: JobIdentity) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        burst: bool,
+        identity: JobIdentity,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.burst = burst
         self.identity = identity
+        self.on_ready = on_ready
         self.spool = Spool(config.spool.dir)
         self.store = JobStore(self.spool, durable=config.spool.fsync)
         self.ready = ReadyQueue()
@@ -102,6 +117,8 @@ class Daemon:
         self.receiver.rescan(time.time())
         notify("READY=1", f"STATUS={self._status()}")
         logger.info("ready: watching {} ({})", self.spool.folder("incoming"), self._status())
+        if self.on_ready is not None:
+            self.on_ready()
 
     def _install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
