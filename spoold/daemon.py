@@ -34,7 +34,7 @@ from spoold.queue import DueQueue, ReadyQueue
 from spoold.receiver import Receiver
 from spoold.spool import Spool, SpoolLock
 from spoold.store import JobStore
-from spoold.systemd import notify
+from spoold.systemd import Notifier, notify
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Flags:
 
     stop: int = 0
     reload: bool = False
+    dump: bool = False
 
 
 def run_daemon(
@@ -83,6 +84,7 @@ class Daemon:
         self.selector = selectors.DefaultSelector()
         self.flags = Flags()
         self.trouble = Backoff()
+        self.notifier = Notifier(time.time())
         self.stopping_since: float | None = None
         self.kills_sent = 0
 
@@ -125,12 +127,16 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_reload_signal)
+        signal.signal(signal.SIGUSR1, self._on_dump_signal)
 
     def _on_stop_signal(self, _signum: int, _frame: FrameType | None) -> None:
         self.flags.stop += 1
 
     def _on_reload_signal(self, _signum: int, _frame: FrameType | None) -> None:
         self.flags.reload = True
+
+    def _on_dump_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self.flags.dump = True
 
     def _close(self) -> None:
         if getattr(self, "dispatcher", None) and self.dispatcher.unfiled:
@@ -156,6 +162,7 @@ class Daemon:
 
     def _turn(self, now: float) -> None:
         self._handle_flags(now)
+        self.notifier.tick(now, self._status())
         if self.trouble.waiting(now):
             return
         try:
@@ -191,7 +198,8 @@ class Daemon:
 
     def _timeout(self, now: float) -> float:
         times = [self.receiver.next_wakeup(), self.trouble.until or now + 3600]
-        for moment in (self.due.next_due(), self.dispatcher.next_wakeup()):
+        wakeups = (self.due.next_due(), self.dispatcher.next_wakeup(), self.notifier.next_wakeup())
+        for moment in wakeups:
             if moment is not None:
                 times.append(moment)
         if self.stopping_since is not None and not self.kills_sent:
@@ -208,6 +216,9 @@ class Daemon:
     # -- signals --
 
     def _handle_flags(self, now: float) -> None:
+        if self.flags.dump:
+            self.flags.dump = False
+            self._dump_running(now)
         if self.flags.reload:
             self.flags.reload = False
             self._reload()
@@ -231,6 +242,17 @@ class Daemon:
         ):
             self.dispatcher.stop_all(grace=KILL_GRACE, why="shutdown_timeout ran out")
             self.kills_sent = 1
+
+    def _dump_running(self, now: float) -> None:
+        """SIGUSR1: say in the log what runs now, and for how long."""
+        logger.info("status: {}", self._status())
+        for running in self.dispatcher.running.values():
+            job = running.job
+            logger.info(
+                "running: job {} {}.{} attempt {} (pid {}) for {:.1f}s",
+                job.id, job.class_path, job.method, job.attempts + 1,
+                running.pid or "?", now - running.sent_at,
+            )  # fmt: skip
 
     def _reload(self) -> None:
         notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")

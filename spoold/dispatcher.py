@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import selectors
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
@@ -34,6 +34,8 @@ from spoold.outcomes import Filer
 class Running:
     job: Job
     limits: policy.Limits
+    sent_at: float = field(default_factory=time.time)
+    pid: int | None = None
 
 
 class Dispatcher:
@@ -132,6 +134,7 @@ class Dispatcher:
             return
         if message["op"] == "started":
             self.launch_trouble.clear()
+            running.pid = message["pid"]
             job_logger(job.id).info(
                 "job {} started: {}.{} attempt {} (pid {})",
                 job.id, job.class_path, job.method, job.attempts + 1, message["pid"],

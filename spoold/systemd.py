@@ -27,3 +27,52 @@ def notify(*lines: str) -> bool:
         except OSError:
             return False
     return True
+
+
+STATUS_EVERY = 1.0  # at most one STATUS= update a second
+
+
+class Notifier:
+    """What the main loop tells systemd as it turns: watchdog pings and status changes.
+
+    ``WATCHDOG=1`` goes out at half of ``$WATCHDOG_USEC``, and only from the
+    main loop, so a wedged loop really trips the watchdog. ``STATUS=`` goes
+    out when the text changes, at most once a second.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.watchdog_every = _watchdog_interval()
+        self.next_watchdog = now
+        self.status = ""
+        self.sent_status = ""
+        self.next_status = now
+
+    def tick(self, now: float, status: str) -> None:
+        if self.watchdog_every is not None and now >= self.next_watchdog:
+            notify("WATCHDOG=1")
+            self.next_watchdog = now + self.watchdog_every
+        self.status = status
+        if status != self.sent_status and now >= self.next_status:
+            notify(f"STATUS={status}")
+            self.sent_status = status
+            self.next_status = now + STATUS_EVERY
+
+    def next_wakeup(self) -> float | None:
+        times = []
+        if self.watchdog_every is not None:
+            times.append(self.next_watchdog)
+        if self.status != self.sent_status:
+            times.append(self.next_status)
+        return min(times) if times else None
+
+
+def _watchdog_interval() -> float | None:
+    """Half the watchdog period systemd set for this process, or None."""
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    watchdog_pid = os.environ.get("WATCHDOG_PID", "")
+    if watchdog_pid and watchdog_pid != str(os.getpid()):
+        return None
+    return usec / 2_000_000 if usec > 0 else None
