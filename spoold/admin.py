@@ -70,6 +70,16 @@ class SpoolStatus:
     daemon_pid: int | None  # -1: a daemon holds the lock but its pid is unreadable
 
 
+@dataclass(frozen=True)
+class RunningJob:
+    """One job in active/, for ``spoold status --verbose``."""
+
+    id: str
+    target: str
+    attempt: int  # the attempt running now, counting from 1
+    running_for: float  # seconds since it was claimed into active/
+
+
 # -- reading --
 
 
@@ -191,6 +201,26 @@ def spool_status(spool: Spool, now: float | None = None) -> SpoolStatus:
         oldest_waiting_age=oldest.age if oldest else None,
         daemon_pid=running_daemon_pid(spool),
     )
+
+
+def running_jobs(spool: Spool, now: float | None = None) -> list[RunningJob]:
+    """The jobs in active/, longest running first.
+
+    A job enters active/ by a rename or a fresh write, both of which set the
+    file's ctime, so the ctime is when this attempt's claim happened.
+    """
+    moment = time.time() if now is None else now
+    found = []
+    for stored in stored_jobs(spool, "active"):
+        try:
+            claimed = os.lstat(stored.path).st_ctime
+        except FileNotFoundError:
+            continue  # it finished while we looked
+        summary = summarize(stored, moment)
+        found.append(
+            RunningJob(stored.id, summary.target, summary.attempts + 1, max(0.0, moment - claimed))
+        )
+    return sorted(found, key=lambda job: -job.running_for)
 
 
 def describe_os_error(exc: OSError) -> str:

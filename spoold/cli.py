@@ -16,14 +16,18 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from spoold import admin, cli_output, maintenance
+from spoold import admin, cli_output, detach, maintenance
 from spoold.admin import AdminError, describe_os_error
 from spoold.checking import check_allowlist
 from spoold.cli_parser import build_parser
 from spoold.client import run_background_job
 from spoold.config import Config, ConfigError, find_config_path, load_config
+from spoold.detach import DetachError
+from spoold.identity import job_identity
 from spoold.job import Rejected, parse_time
 from spoold.spool import Spool, SpoolLocked
 
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # so a closed pipe is reported here, not at exit
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc), 2)
-    except (AdminError, SpoolLocked) as exc:
+    except (AdminError, SpoolLocked, DetachError) as exc:
         return _fail(str(exc), 1)
     except BrokenPipeError:
         _silence_stdout()
@@ -73,10 +77,50 @@ def _spool(args: argparse.Namespace) -> tuple[Config, Spool]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = _config(args)  # a bad config is reported here, before any fork
+    if args.detach:
+        return _run_detached(args, config)
+    if args.pidfile is not None:
+        raise UsageError("--pidfile goes with --detach (a foreground daemon writes none)")
     from spoold.daemon import run_daemon  # loguru and watchdog: only when the daemon runs
 
     return run_daemon(config, burst=args.burst)
+
+
+def _run_detached(args: argparse.Namespace, config: Config) -> int:
+    if args.pidfile is None:
+        raise UsageError("--detach needs --pidfile FILE (what 'spoold stop' reads)")
+    if args.burst:
+        raise UsageError("--burst runs in the foreground; drop --detach")
+    job_identity(config.worker, os.geteuid())  # its config errors too, while we have a terminal
+    if config.path is not None:  # the daemon works in /: SIGHUP must still find its config
+        config = replace(config, path=config.path.absolute())
+    pid = detach.start_detached(config, Path(args.pidfile), _detached_daemon)
+    print(f"started (pid {pid})")
+    return 0
+
+
+def _detached_daemon(config: Config, on_ready: Callable[[], None]) -> int:
+    """The daemon's main, called inside the DaemonContext: sinks and threads start here."""
+    from spoold.daemon import run_daemon
+
+    return run_daemon(config, on_ready=on_ready)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    timeout = args.timeout if args.timeout is not None else _stop_timeout(args)
+    outcome = detach.stop_daemon(Path(args.pidfile), timeout, kill=args.kill)
+    cli_output.stopped(outcome, timeout)
+    return 0
+
+
+def _stop_timeout(args: argparse.Namespace) -> float:
+    """[worker] shutdown_timeout + 10 s from the config; 60 s when there is no config."""
+    path = find_config_path(args.config)
+    explicit = args.config or os.environ.get("SPOOLD_CONFIG")
+    if not explicit and not path.exists():
+        return 60.0
+    return load_config(path).worker.shutdown_timeout + 10.0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -165,7 +209,10 @@ def parse_at(text: str) -> float:
 
 def cmd_status(args: argparse.Namespace) -> int:
     _, spool = _spool(args)
-    cli_output.status(admin.spool_status(spool), as_json=args.json)
+    pidfile = detach.pidfile_state(Path(args.pidfile)) if args.pidfile else None
+    running = admin.running_jobs(spool) if args.verbose else None
+    report = admin.spool_status(spool)
+    cli_output.status(report, as_json=args.json, pidfile=pidfile, running=running)
     return 0
 
 
@@ -236,6 +283,7 @@ def group_id(name: str) -> int:
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
+    "stop": cmd_stop,
     "submit": cmd_submit,
     "status": cmd_status,
     "list": cmd_list,

@@ -11,9 +11,10 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from spoold.admin import JobSummary, SpoolStatus, StoredJob
+from spoold.admin import JobSummary, RunningJob, SpoolStatus, StoredJob
 from spoold.checking import ClassCheck
 from spoold.config import Config
+from spoold.detach import PidfileState, StopOutcome
 from spoold.spool import STATES, Spool
 
 _ERROR_WIDTH = 100  # a list line shows the start of the error; `show` has the rest
@@ -42,19 +43,60 @@ def submitted(job_id: str, spool: Spool, *, as_json: bool) -> None:
         print(job_id)
 
 
-def status(report: SpoolStatus, *, as_json: bool) -> None:
+def status(
+    report: SpoolStatus,
+    *,
+    as_json: bool,
+    pidfile: PidfileState | None = None,
+    running: list[RunningJob] | None = None,
+) -> None:
+    """The spool's counts and daemon; with ``pidfile`` its state, with ``running`` the jobs."""
     if as_json:
-        print_json({**asdict(report), "daemon_running": report.daemon_pid is not None})
+        extra: dict[str, Any] = {}
+        if pidfile is not None:
+            extra["pidfile"] = asdict(pidfile)
+        if running is not None:
+            extra["running_jobs"] = [asdict(job) for job in running]
+        print_json({**asdict(report), "daemon_running": report.daemon_pid is not None, **extra})
         return
     print(f"spool      {report.root}")
     print(f"daemon     {_daemon_text(report.daemon_pid)}")
+    if pidfile is not None:
+        print(f"pidfile    {pidfile.describe()}")
     for state in STATES:
         print(f"{state:<10} {report.counts[state]}")
     if report.oldest_waiting_id:
         age = format_age(report.oldest_waiting_age or 0.0)
         print(f"oldest waiting job: {report.oldest_waiting_id}, submitted {age} ago")
+    if running is not None:
+        _running_jobs(running)
     if report.missing:
         warn(f"missing folders: {', '.join(report.missing)} (run 'spoold init')")
+
+
+def _running_jobs(running: list[RunningJob]) -> None:
+    if not running:
+        print("running jobs: none")
+        return
+    print("running jobs:")
+    id_width = max(len(job.id) for job in running)
+    target_width = max(len(job.target) for job in running)
+    for job in running:
+        print(
+            f"  {job.id:<{id_width}}  {job.target:<{target_width}}"
+            f"  attempt {job.attempt:<3}  {format_age(job.running_for):>4}"
+        )
+
+
+def stopped(outcome: StopOutcome, timeout: float) -> None:
+    """What ``spoold stop`` did: stopped, killed, or there was nothing to stop."""
+    if outcome.pid is None:
+        print(outcome.state.describe())
+    elif outcome.killed:
+        warn(f"pid {outcome.pid} still running after {timeout:g} s: sent SIGKILL")
+        print(f"killed (pid {outcome.pid})")
+    else:
+        print(f"stopped (pid {outcome.pid})")
 
 
 def _daemon_text(pid: int | None) -> str:

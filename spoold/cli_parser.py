@@ -40,6 +40,7 @@ def build_parser() -> Parser:
             "examples:\n"
             "  spoold init --config config/spoold.toml\n"
             "  spoold run --config config/spoold.toml\n"
+            "  spoold run --detach --pidfile /run/spoold.pid    then    spoold stop --pidfile ...\n"
             "  spoold submit app.jobs.SomeClass some_method p1 p2 --config config/spoold.toml\n"
             "  spoold list failed\n\n"
             "Without --config, spoold reads $SPOOLD_CONFIG, else /etc/spoold/spoold.toml.\n"
@@ -47,7 +48,7 @@ def build_parser() -> Parser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_run, _submit, _status, _list, _show, _retry, _purge, _check, _init):
+    for add in (_run, _stop, _submit, _status, _list, _show, _retry, _purge, _check, _init):
         add(commands)
     return parser
 
@@ -88,11 +89,28 @@ def _run(commands: argparse._SubParsersAction[Parser]) -> None:
         commands,
         "run",
         HelpText(
-            "run the daemon in the foreground",
+            "run the daemon (in the foreground, or --detach)",
             "Run the daemon in the foreground until SIGTERM or Ctrl-C (this is what systemd\n"
-            "starts). It logs to stderr and to [log] file. Exit status: 0 after a clean stop.",
-            "spoold run --config config/spoold.toml",
+            "starts). It logs to stderr and to [log] file. Exit status: 0 after a clean stop.\n\n"
+            "--detach --pidfile FILE daemonizes instead (for hosts without systemd): the\n"
+            "daemon leaves the terminal, works in /, with umask 027, logs only to [log] file\n"
+            "(which must be set), and holds FILE locked with its pid for as long as it runs.\n"
+            "The command returns once the daemon has scanned the spool and takes jobs,\n"
+            "printing its pid; exit status 1 with the reason if it could not start (another\n"
+            "daemon on the pidfile or the spool, a log file it cannot open...).",
+            "spoold run --config config/spoold.toml    or    spoold run --detach --pidfile"
+            " /run/spoold.pid",
         ),
+    )
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="daemonize (needs --pidfile and [log] file); return once the daemon is ready",
+    )
+    parser.add_argument(
+        "--pidfile",
+        metavar="FILE",
+        help="with --detach: the pidfile the daemon holds locked while it runs",
     )
     parser.add_argument(
         "--burst",
@@ -100,6 +118,46 @@ def _run(commands: argparse._SubParsersAction[Parser]) -> None:
         help="run every job that is ready now, with its retries, then exit; jobs due later"
         " stay in the spool; exit status 1 if any job failed or was rejected",
     )
+
+
+def _stop(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "stop",
+        HelpText(
+            "stop a daemon started with run --detach",
+            "Send SIGTERM to the daemon holding FILE and wait until it has exited (it\n"
+            "lets running jobs finish for up to [worker] shutdown_timeout). Like\n"
+            "'systemctl stop', stopping a daemon that is not running (no pidfile, or a\n"
+            "stale one left by a crash) succeeds and says so. Exit status 1 if it is\n"
+            "still running after the timeout (unless --kill). Running it again sends a\n"
+            "second SIGTERM, on which the daemon stops its running jobs at once.",
+            "spoold stop --pidfile /run/spoold.pid --timeout 60",
+        ),
+    )
+    parser.add_argument(
+        "--pidfile", required=True, metavar="FILE", help="the pidfile given to run --detach"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="seconds to wait for the daemon to exit (default: [worker] shutdown_timeout"
+        " + 10 from the config, or 60 without a config)",
+    )
+    parser.add_argument(
+        "--kill", action="store_true", help="SIGKILL the daemon if it is still running then"
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
 
 
 def _submit(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -151,17 +209,28 @@ def _count(text: str) -> int:
 
 
 def _status(commands: argparse._SubParsersAction[Parser]) -> None:
-    _command(
+    parser = _command(
         commands,
         "status",
         HelpText(
             "show job counts per folder and whether a daemon runs",
             "Show how many jobs each spool folder holds, the age of the oldest job waiting\n"
             "in incoming/ or scheduled/ (since it was submitted), and whether a daemon\n"
-            "holds this spool.",
-            "spoold status --json",
+            "holds this spool. Exit status 0 either way.",
+            "spoold status --verbose --pidfile /run/spoold.pid",
         ),
         json_output=True,
+    )
+    parser.add_argument(
+        "--pidfile",
+        metavar="FILE",
+        help="also say whether the daemon of this pidfile (run --detach) is running",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also list the running jobs (in active/) and how long each has run",
     )
 
 
