@@ -35,11 +35,13 @@ EXIT_ERROR = 1
 def run_attempt(request: dict[str, Any], report_fd: int) -> None:
     """The whole life of an attempt's process; never returns."""
     code = EXIT_ERROR
+    launcher = os.getppid()
     try:
-        _isolate(report_fd)
+        _isolate(report_fd, launcher)
         os.environ["SPOOLD_JOB_ID"] = str(request.get("job_id", ""))  # for the job's own use
         _apply_limits(request)
         switch_to(request)  # after the limits (a user may not raise them), before any job code
+        _die_with_parent(launcher)  # a change of user clears the death signal: set it again
         sys.path[:0] = request.get("python_path", [])
         code = _call_and_report(request, report_fd)
     finally:
@@ -47,11 +49,11 @@ def run_attempt(request: dict[str, Any], report_fd: int) -> None:
         os._exit(code)
 
 
-def _isolate(report_fd: int) -> None:
+def _isolate(report_fd: int, launcher: int) -> None:
     os.setsid()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_DFL)
-    _die_with_parent()
+    _die_with_parent(launcher)
     # Whatever the job's descendants orphan (even after setsid) is adopted by
     # this process while the attempt runs, and passes to the launcher, which
     # kills it, only when the attempt is over (see spoold/sweep.py).
@@ -60,9 +62,11 @@ def _isolate(report_fd: int) -> None:
     os.closerange(report_fd + 1, _max_fd())
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(launcher: int) -> None:
     """If the launcher dies, this process gets SIGKILL rather than running on unwatched."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != launcher:  # it died before the signal was armed
+        os._exit(EXIT_ERROR)
 
 
 def _max_fd() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import StartDaemon
-from harness import Spool, daemon_env, job, write_config
+from harness import Spool, children_of, daemon_env, job, pid_alive, wait_for, write_config
 
 JOB_USER = "spoold-testjob"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
@@ -126,3 +127,31 @@ def test_a_job_runs_as_the_configured_user_and_cannot_touch_the_spool(
     }
     assert set(denied.values()) == {"PermissionError"}, denied
     assert not (open_spool.folder("done") / "intruder.json").exists()
+
+
+def test_a_job_running_as_another_user_dies_with_the_launcher(
+    open_spool: Spool, start_daemon: StartDaemon, job_user: pwd.struct_passwd
+) -> None:
+    """Changing user clears a process's parent-death signal; the worker sets it again, so a
+    job running as the job user still dies when the launcher does (and is not left running
+    unwatched while the daemon starts a new launcher)."""
+    drop_box = open_spool.root.parent / "outbox"
+    drop_box.mkdir(mode=0o777)
+    drop_box.chmod(0o777)
+    daemon = start_daemon(
+        spool={"dir": str(open_spool.root)},
+        worker={"user": JOB_USER, "group": "", "max_retries": 0},
+        allow={"privjobs.Napper": ["run"]},
+    )
+    pidfile = drop_box / "napper.pid"
+    open_spool.drop_job(
+        "napper", {"class": "privjobs.Napper", "method": "run", "params": [str(pidfile)]}
+    )
+    wait_for(lambda: pidfile.exists() and pidfile.read_text(), 10, open_spool.summary)
+    job_pid = int(pidfile.read_text())
+    assert Path(f"/proc/{job_pid}").stat().st_uid == job_user.pw_uid
+    (launcher,) = children_of(daemon.pid)
+    os.kill(launcher, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(job_pid), 5, lambda: f"job {job_pid} outlived its launcher")
+    record = open_spool.wait_record("napper", "failed")
+    assert record["history"][-1]["outcome"] == "crashed"

@@ -41,3 +41,14 @@ class Whoami:
             "list_done": attempt(lambda: os.listdir(f"{spool}/done")),
             "write_active": attempt(lambda: create(f"{spool}/active/intruder.json")),
         }
+
+
+class Napper:
+    """Writes its pid to ``pidfile`` (in a folder the job user may write), then sleeps."""
+
+    def run(self, pidfile: str, seconds: float = 30.0) -> None:
+        import time
+
+        with open(pidfile, "w") as handle:
+            handle.write(str(os.getpid()))
+        time.sleep(seconds)
