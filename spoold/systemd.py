@@ -11,8 +11,14 @@ import os
 import socket
 
 
-def notify(*lines: str) -> bool:
-    """Send ``lines`` (such as ``READY=1``); False when there is nobody to tell."""
+def notify(*lines: str, wait: float = 1.0) -> bool:
+    """Send ``lines`` (such as ``READY=1``); False when there is nobody to tell.
+
+    A notify socket that is not read fills up (the kernel queues only a few
+    datagrams), and a send to it would then block the main loop: this waits
+    at most ``wait`` seconds and then drops the message. Periodic messages
+    pass ``wait=0``; the next one comes soon anyway.
+    """
     address = os.environ.get("NOTIFY_SOCKET", "")
     if not address:
         return False
@@ -21,6 +27,7 @@ def notify(*lines: str) -> bool:
     elif not address.startswith("/"):
         return False  # vsock and other transports: not supported
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(wait)
         try:
             sock.connect(address)
             sock.sendall("\n".join(lines).encode("utf-8"))
@@ -49,11 +56,11 @@ class Notifier:
 
     def tick(self, now: float, status: str) -> None:
         if self.watchdog_every is not None and now >= self.next_watchdog:
-            notify("WATCHDOG=1")
+            notify("WATCHDOG=1", wait=0.0)
             self.next_watchdog = now + self.watchdog_every
         self.status = status
         if status != self.sent_status and now >= self.next_status:
-            notify(f"STATUS={status}")
+            notify(f"STATUS={status}", wait=0.0)
             self.sent_status = status
             self.next_status = now + STATUS_EVERY
 

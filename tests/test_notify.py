@@ -120,3 +120,14 @@ def test_sigusr1_lists_the_running_jobs_in_the_log(spool: Spool, start_daemon: S
     line = daemon.wait_log("running: job napping")
     assert "testjobs.Sleeper.run attempt 1 (pid " in line
     assert "status: 1 running" in daemon.log_text()
+
+
+def test_a_notify_socket_nobody_reads_does_not_stall_the_daemon(
+    spool: Spool, start_daemon: StartDaemon, listener: Listener
+) -> None:
+    """The kernel queues only a few unread datagrams; after that a blocking send would
+    freeze the main loop. Pings every 50 ms into a socket never read: jobs still flow."""
+    start_notifying(start_daemon, listener.address, WATCHDOG_USEC="100000")
+    time.sleep(1.5)  # let thirty pings pile up unread: far past the queue's few places
+    ids = [spool.submit("tiny.Quick", params=[n], durable=False) for n in range(100)]
+    wait_for(lambda: len(spool.job_ids("done")) == len(ids), 30, spool.summary)
