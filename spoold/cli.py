@@ -26,9 +26,9 @@ from spoold.checking import check_allowlist
 from spoold.cli_parser import build_parser
 from spoold.client import run_background_job
 from spoold.config import Config, ConfigError, find_config_path, load_config
-from spoold.detach import DetachError
 from spoold.identity import job_identity
 from spoold.job import Rejected, parse_time
+from spoold.pidfile import DetachError, pidfile_state
 from spoold.spool import Spool, SpoolLocked
 
 
@@ -209,7 +209,7 @@ def parse_at(text: str) -> float:
 
 def cmd_status(args: argparse.Namespace) -> int:
     _, spool = _spool(args)
-    pidfile = detach.pidfile_state(Path(args.pidfile)) if args.pidfile else None
+    pidfile = pidfile_state(Path(args.pidfile)) if args.pidfile else None
     running = admin.running_jobs(spool) if args.verbose else None
     report = admin.spool_status(spool)
     cli_output.status(report, as_json=args.json, pidfile=pidfile, running=running)

@@ -14,7 +14,8 @@ from typing import Any
 from spoold.admin import JobSummary, RunningJob, SpoolStatus, StoredJob
 from spoold.checking import ClassCheck
 from spoold.config import Config
-from spoold.detach import PidfileState, StopOutcome
+from spoold.detach import StopOutcome
+from spoold.pidfile import PidfileState
 from spoold.spool import STATES, Spool
 
 _ERROR_WIDTH = 100  # a list line shows the start of the error; `show` has the rest
