@@ -55,7 +55,10 @@ class Claims:
                 if isinstance(verdict, Refused):
                     self.reject(entry.state, entry.name, verdict)
                 elif isinstance(verdict, Trouble) and entry.state == "scheduled":
-                    self.filer.due.push(entry.name, time.time() + 1.0, 0, 0.0)  # try again soon
+                    # unreadable for now: try again soon, keeping its place in the order
+                    self.filer.due.push(
+                        entry.name, time.time() + 1.0, entry.priority, entry.enqueued_at
+                    )
                 return None  # (an unreadable incoming/ file is found again by the rescan)
             job = verdict.job
         try:

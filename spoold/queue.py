@@ -21,6 +21,14 @@ class ReadyEntry:
     name: str = field(compare=False)
     job: Job | None = field(compare=False, default=None)  # parsed copy, when kept in memory
 
+    @property
+    def priority(self) -> int:
+        return -self.sort_key[0]
+
+    @property
+    def enqueued_at(self) -> float:
+        return self.sort_key[1]
+
 
 class ReadyQueue:
     """Runnable jobs, highest priority first, then oldest first."""

@@ -78,3 +78,11 @@ def test_due_queue_holds_a_name_once() -> None:
     assert "a.json" in due
     assert [e.due_at for e in due.pop_due(10.0)] == [5.0]
     assert "a.json" not in due
+
+
+def test_a_ready_entry_tells_its_priority_and_age() -> None:
+    """What a job that must wait again keeps: its place in the order."""
+    queue = ReadyQueue()
+    queue.push("scheduled", "a.json", 7, 123.5, None)
+    entry = queue.pop()
+    assert (entry.priority, entry.enqueued_at) == (7, 123.5)
