@@ -22,6 +22,7 @@ from conftest import StartDaemon
 from harness import Spool, children_of, daemon_env, job, pid_alive, wait_for, write_config
 
 JOB_USER = "spoold-testjob"
+JOBS_DIR = Path(__file__).resolve().parent / "jobs"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
 
@@ -44,14 +45,25 @@ def job_user() -> pwd.struct_passwd:
 @pytest.fixture
 def open_spool() -> Iterator[Spool]:
     """A spool whose parent folders anyone may traverse (pytest's tmp folders are root-only,
-    which would deny the job for the wrong reason)."""
+    which would deny the job for the wrong reason), and beside it, in ``jobs/``, a copy of
+    the job module the job user can read wherever the checkout lives (a clone in a
+    0700 folder would otherwise fail the import, not the privilege check)."""
     base = Path(f"/tmp/spoold-privileges-{uuid.uuid4().hex[:8]}")
     base.mkdir(mode=0o755)
     base.chmod(0o755)
+    jobs = base / "jobs"
+    jobs.mkdir(mode=0o755)
+    shutil.copy(JOBS_DIR / "privjobs.py", jobs / "privjobs.py")
+    (jobs / "privjobs.py").chmod(0o644)
     try:
         yield Spool(base / "spool").create()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def readable_jobs(spool: Spool) -> str:
+    """The job-user-readable copy of the job modules that ``open_spool`` made."""
+    return str(spool.root.parent / "jobs")
 
 
 def run_refused(config: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
@@ -101,7 +113,7 @@ def test_a_job_runs_as_the_configured_user_and_cannot_touch_the_spool(
     secret.chmod(0o640)
     start_daemon(
         spool={"dir": str(open_spool.root)},
-        worker={"user": JOB_USER, "group": ""},
+        worker={"user": JOB_USER, "group": "", "python_path": [readable_jobs(open_spool)]},
         allow={"privjobs.Whoami": ["run"]},
     )
     job_id = open_spool.drop_job(
@@ -140,7 +152,12 @@ def test_a_job_running_as_another_user_dies_with_the_launcher(
     drop_box.chmod(0o777)
     daemon = start_daemon(
         spool={"dir": str(open_spool.root)},
-        worker={"user": JOB_USER, "group": "", "max_retries": 0},
+        worker={
+            "user": JOB_USER,
+            "group": "",
+            "max_retries": 0,
+            "python_path": [readable_jobs(open_spool)],
+        },
         allow={"privjobs.Napper": ["run"]},
     )
     pidfile = drop_box / "napper.pid"
