@@ -68,7 +68,10 @@ class Launcher:
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, "daemon")
         self.running = True
+        # After an attempt ends, what it left behind is hunted at once and then
+        # every SWEEP_EVERY until SWEEP_WINDOW has passed with nothing found.
         self.sweep_until = 0.0
+        self.next_sweep = 0.0
 
     def serve(self) -> None:
         while self.running or self.children:
@@ -77,8 +80,7 @@ class Launcher:
                 self._daemon_gone()
             now = time.monotonic()
             self._enforce_deadlines(now)
-            if now < self.sweep_until and sweep_escaped(set(self._leaders())):
-                self.sweep_until = now + SWEEP_WINDOW  # some are still dying: keep at it
+            self._sweep_if_due(now)
             self._watch_writes()
         sweep_escaped(set())
 
@@ -95,6 +97,15 @@ class Launcher:
                 if self._is_live(child):
                     self._on_report_data(child) if kind == "report" else self._on_exit(child)
 
+    def _sweep_if_due(self, now: float) -> None:
+        if not self.sweep_until or now < self.next_sweep:
+            return
+        if sweep_escaped(set(self._leaders())):
+            self.sweep_until = now + SWEEP_WINDOW  # some are still dying: keep at it
+        if now >= self.sweep_until:
+            self.sweep_until = 0.0  # the window is over: no more wake-ups for it
+        self.next_sweep = now + SWEEP_EVERY
+
     def _is_live(self, child: Child) -> bool:
         return self.children.get(child.key) is child
 
@@ -106,7 +117,7 @@ class Launcher:
             t for c in self.children.values() for t in (c.kill_at, c.deadline) if t is not None
         ]
         if self.sweep_until:
-            times.append(min(self.sweep_until, time.monotonic() + SWEEP_EVERY))
+            times.append(self.next_sweep)
         return max(0.0, min(times) - time.monotonic()) if times else None
 
     def _watch_writes(self) -> None:
@@ -207,6 +218,7 @@ class Launcher:
         outcome = describe_outcome(child, os.waitstatus_to_exitcode(status))
         self.writer.send({"op": "finished", "key": child.key, **outcome})
         self.sweep_until = time.monotonic() + SWEEP_WINDOW
+        self.next_sweep = 0.0  # at once: its orphans are the launcher's children already
 
 
 def _fork_attempt(request: dict[str, Any]) -> tuple[int, int, int]:

@@ -29,6 +29,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 
+WATCHED_EVENTS = (FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirDeletedEvent)
+
+
 class Nudger(FileSystemEventHandler):
     """Passes names of files that appeared or were closed in incoming/ to the loop."""
 
@@ -65,7 +68,12 @@ class Watcher:
 
     def start(self) -> None:
         observer = Observer()
-        observer.schedule(self.nudger, str(self.folder), recursive=False)
+        # Only the events the nudger uses: the kernel then never queues the
+        # open/modify/close-after-reading events of every job file, which
+        # otherwise cost more of the daemon's time than the job itself.
+        observer.schedule(
+            self.nudger, str(self.folder), recursive=False, event_filter=list(WATCHED_EVENTS)
+        )
         observer.start()
         self._observer = observer
 

@@ -178,3 +178,28 @@ def test_a_fork_that_fails_puts_the_job_back_to_wait(
     wait_for(lambda: len(spool.job_ids("done")) == 2, 60, spool.summary)
     assert_each_done_once(spool, ids, log)
     assert "launcher process died" not in daemon.log_text()
+
+
+# -- idling --
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_daemon_and_launcher_use_no_cpu_after_jobs(
+    spool: Spool, start_daemon: StartDaemon
+) -> None:
+    # A launcher once spun on a zero select() timeout for good after its first
+    # attempt ended, burning a whole core while the spool sat idle.
+    daemon = start_daemon()
+    launcher = launcher_pid(daemon)
+    ids = [spool.submit("testjobs.Noop") for _ in range(3)]
+    wait_for(lambda: len(spool.job_ids("done")) == len(ids), 30, spool.summary)
+    before = {pid: cpu_seconds(pid) for pid in (daemon.pid, launcher)}
+    time.sleep(2.0)  # the measured idle span itself: nothing to poll for
+    used = {pid: cpu_seconds(pid) - before[pid] for pid in before}
+    assert all(seconds < 0.3 for seconds in used.values()), used
