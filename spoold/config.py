@@ -101,14 +101,6 @@ def _positive_number(value: Any) -> float:
     return number
 
 
-def _only_one(value: Any) -> int:
-    # Reusing a worker process for several attempts is not built yet; refusing
-    # a larger value beats silently running a fresh process for each anyway.
-    if value != 1 or isinstance(value, bool):
-        raise ValueError("only 1 (a fresh process per attempt) is supported in this version")
-    return 1
-
-
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
@@ -172,7 +164,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable[[Any], Any]]]] = {
         "shutdown_timeout": (30.0, _number(0)),
         "python_path": ([], _string_list),
         "memory_limit": (0, _integer(0)),
-        "max_jobs_per_process": (1, _only_one),
+        "max_jobs_per_process": (1, _integer(1)),
         "max_interruptions": (5, _integer(1)),
         "user": ("", _string),
         "group": ("", _string),

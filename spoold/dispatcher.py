@@ -94,6 +94,7 @@ class Dispatcher:
             "params": job.params,
             "python_path": [str(p) for p in self.config.worker.python_path],
             "memory_limit": limits.memory_limit,
+            "max_jobs_per_process": self.config.worker.max_jobs_per_process,
             **self.identity.as_request(),
         }
         self.running[job.id] = Running(job, limits)

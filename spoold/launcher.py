@@ -29,29 +29,49 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from spoold.protocol import FrameReader, FrameWriter, Message
+from spoold.protocol import FrameReader, FrameWriter, Message, encode_frame
 from spoold.sweep import sweep_escaped
-from spoold.worker import run_attempt
+from spoold.worker import MAX_REPORT, run_attempt, serve_attempts
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an attempt that overran
 SWEEP_WINDOW = 3.0  # seconds after an attempt ends during which escaped processes are hunted
 SWEEP_EVERY = 0.2
 _PR_SET_CHILD_SUBREAPER = 36
-MAX_REPORT = 16 * 1024 * 1024  # a report larger than this is cut; the attempt is an error
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the selector's tags and the pools hold them
+class Proc:
+    """A process the launcher forked: one attempt's own, or a worker reused for several.
+
+    A reused worker (``max_jobs_per_process`` > 1) reads requests from
+    ``request_fd`` and answers each with one frame on its report pipe; a
+    one-attempt process writes its report and exits (end of file ends it).
+    """
+
+    pid: int
+    pidfd: int
+    report_fd: int
+    request_fd: int | None = None
+    profile: str = ""
+    jobs_left: int = 1
+    report: bytearray = field(default_factory=bytearray)
+    frames: FrameReader | None = None
+    attempt: Child | None = None
+
+    @property
+    def reused(self) -> bool:
+        return self.request_fd is not None
+
+
+@dataclass(eq=False)
 class Child:
     """One running attempt, as the launcher sees it."""
 
     key: str
-    pid: int
-    pidfd: int
-    report_fd: int
+    proc: Proc
     started_at: float
     deadline: float | None
     timeout: float
-    report: bytearray = field(default_factory=bytearray)
     stop_reason: str | None = None  # "timeout" or "stopped"
     kill_at: float | None = None
 
@@ -65,6 +85,8 @@ class Launcher:
         self.reader = FrameReader()
         self.writer = FrameWriter(sock)
         self.children: dict[str, Child] = {}
+        self.idle: list[Proc] = []  # reused workers waiting for their next attempt
+        self.retiring: list[Proc] = []  # reused workers on their way out, not yet reaped
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, "daemon")
         self.running = True
@@ -74,7 +96,7 @@ class Launcher:
         self.next_sweep = 0.0
 
     def serve(self) -> None:
-        while self.running or self.children:
+        while self.running or self.children or self.retiring:
             self._wait_and_dispatch()
             if self.writer.broken and self.running:
                 self._daemon_gone()
@@ -90,27 +112,30 @@ class Launcher:
             if tag == "daemon":
                 self._from_daemon()
             elif isinstance(tag, tuple):
-                kind, child = tag
-                # One batch can hold a child's exit and then its pipe's end of file:
-                # after the exit closed the pipe, that event is stale (and its fd
-                # number may already belong to a new attempt).
-                if self._is_live(child):
-                    self._on_report_data(child) if kind == "report" else self._on_exit(child)
+                kind, proc = tag
+                # One batch can hold a process's exit and then its pipe's end of
+                # file: after the exit closed the pipe, that event is stale (and
+                # its fd number may already belong to a new process).
+                if self._is_live(proc):
+                    self._on_report_data(proc) if kind == "report" else self._on_exit(proc)
+
+    def _is_live(self, proc: Proc) -> bool:
+        key = self.selector.get_map().get(proc.pidfd)
+        return key is not None and key.data[1] is proc
 
     def _sweep_if_due(self, now: float) -> None:
         if not self.sweep_until or now < self.next_sweep:
             return
-        if sweep_escaped(set(self._leaders())):
+        if sweep_escaped(set(self._processes())):
             self.sweep_until = now + SWEEP_WINDOW  # some are still dying: keep at it
         if now >= self.sweep_until:
             self.sweep_until = 0.0  # the window is over: no more wake-ups for it
         self.next_sweep = now + SWEEP_EVERY
 
-    def _is_live(self, child: Child) -> bool:
-        return self.children.get(child.key) is child
-
-    def _leaders(self) -> list[int]:
-        return [child.pid for child in self.children.values()]
+    def _processes(self) -> list[int]:
+        """Pids of every process the launcher forked and still watches."""
+        procs = [child.proc for child in self.children.values()] + self.idle + self.retiring
+        return [proc.pid for proc in procs]
 
     def _next_timeout(self) -> float | None:
         times = [
@@ -156,12 +181,14 @@ class Launcher:
         self.selector.unregister(self.sock)
         for child in self.children.values():
             self._stop(child, "stopped", 0.0)
+        while self.idle:
+            self._retire(self.idle.pop())
 
     # -- attempts --
 
     def _start(self, key: str, request: dict[str, Any], timeout: float) -> None:
         try:
-            pid, pidfd, report_read = _fork_attempt(request)
+            proc = self._process_for(request)
         except OSError as exc:
             # Out of processes, descriptors or memory: the launcher's trouble, not
             # the job's. The daemon puts the job back to wait and tries again later.
@@ -170,22 +197,54 @@ class Launcher:
         now = time.monotonic()
         child = Child(
             key=key,
-            pid=pid,
-            pidfd=pidfd,
-            report_fd=report_read,
+            proc=proc,
             started_at=time.time(),
             deadline=now + timeout if timeout > 0 else None,
             timeout=timeout,
         )
+        proc.attempt = child
+        proc.jobs_left -= 1
         self.children[key] = child
-        self.selector.register(child.pidfd, selectors.EVENT_READ, ("exit", child))
-        self.selector.register(child.report_fd, selectors.EVENT_READ, ("report", child))
-        self.writer.send({"op": "started", "key": key, "pid": pid, "started_at": child.started_at})
+        self.writer.send(
+            {"op": "started", "key": key, "pid": proc.pid, "started_at": child.started_at}
+        )
+
+    def _process_for(self, request: dict[str, Any]) -> Proc:
+        """A process that is running ``request`` now: an idle reused worker, or a new fork."""
+        max_jobs = int(request.get("max_jobs_per_process") or 1)
+        if max_jobs <= 1:
+            return self._watch(_fork_attempt(request))
+        profile = _profile(request)
+        for proc in [p for p in self.idle if p.profile != profile]:  # the config changed
+            self.idle.remove(proc)
+            self._retire(proc)
+        while self.idle:
+            proc = self.idle.pop()
+            if _hand_over(proc, request):
+                return proc
+            self._retire(proc)  # it died between attempts; its exit is reaped as usual
+        proc = self._watch(_fork_worker(request, max_jobs))
+        proc.profile = profile
+        return proc
+
+    def _watch(self, proc: Proc) -> Proc:
+        self.selector.register(proc.pidfd, selectors.EVENT_READ, ("exit", proc))
+        self.selector.register(proc.report_fd, selectors.EVENT_READ, ("report", proc))
+        return proc
+
+    def _retire(self, proc: Proc) -> None:
+        """Let a reused worker go: end of file on its requests makes it exit."""
+        if proc.request_fd is not None:
+            os.close(proc.request_fd)
+            proc.request_fd = None
+        self.retiring.append(proc)
+        if not self.running:
+            _signal_group(proc.pid, signal.SIGKILL)
 
     def _stop(self, child: Child, reason: str, grace: float) -> None:
         if child.stop_reason is None:
             child.stop_reason = reason
-        _signal_group(child.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        _signal_group(child.proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         kill_at = time.monotonic() + grace
         child.kill_at = min(child.kill_at or kill_at, kill_at)
         child.deadline = None
@@ -195,34 +254,91 @@ class Launcher:
             if child.deadline is not None and now >= child.deadline:
                 self._stop(child, "timeout", KILL_GRACE)
             elif child.kill_at is not None and now >= child.kill_at:
-                _signal_group(child.pid, signal.SIGKILL)
+                _signal_group(child.proc.pid, signal.SIGKILL)
                 child.kill_at = None
 
-    def _on_report_data(self, child: Child) -> None:
-        if not _drain(child):
-            self.selector.unregister(child.report_fd)
+    def _on_report_data(self, proc: Proc) -> None:
+        if not _drain(proc):
+            self.selector.unregister(proc.report_fd)
+        if proc.frames is not None:
+            self._take_reports(proc)
 
-    def _on_exit(self, child: Child) -> None:
+    def _take_reports(self, proc: Proc) -> None:
+        """A reused worker's frame is its attempt's report: the attempt is over."""
+        assert proc.frames is not None
+        for report in proc.frames.feed(bytes(proc.report)):
+            proc.report.clear()
+            child = proc.attempt
+            if child is None or child.stop_reason is not None:
+                continue  # being killed: its outcome is the kill's, reported at exit
+            self._finish(child, describe_outcome(child, 0, report))
+            last = bool(report.get("last"))  # it exits now: recycled, or over its memory
+            if not last and proc.jobs_left > 0 and proc.request_fd is not None and self.running:
+                self.idle.append(proc)
+            else:
+                self._retire(proc)
+        proc.report.clear()
+
+    def _on_exit(self, proc: Proc) -> None:
         # Signal the group before reaping its leader: until the leader is
         # reaped its pid (and so the group id) cannot be reused. This also
         # kills whatever the job left running in its group.
-        _signal_group(child.pid, signal.SIGKILL)
-        _pid, status = os.waitpid(child.pid, 0)
-        if child.report_fd in self.selector.get_map():
-            _drain(child)
-            self.selector.unregister(child.report_fd)
-        self.selector.unregister(child.pidfd)
-        os.close(child.pidfd)
-        os.close(child.report_fd)
-        del self.children[child.key]
-        outcome = describe_outcome(child, os.waitstatus_to_exitcode(status))
-        self.writer.send({"op": "finished", "key": child.key, **outcome})
+        _signal_group(proc.pid, signal.SIGKILL)
+        _pid, status = os.waitpid(proc.pid, 0)
+        if proc.report_fd in self.selector.get_map():
+            _drain(proc)
+            self.selector.unregister(proc.report_fd)
+        if proc.frames is not None:
+            self._take_reports(proc)
+        self.selector.unregister(proc.pidfd)
+        for fd in (proc.pidfd, proc.report_fd, proc.request_fd):
+            if fd is not None:
+                os.close(fd)
+        proc.request_fd = None
+        for pool in (self.idle, self.retiring):
+            if proc in pool:
+                pool.remove(proc)
+        child = proc.attempt
+        if child is not None:
+            report = None if proc.frames is not None else _parse_report(proc.report)
+            self._finish(child, describe_outcome(child, os.waitstatus_to_exitcode(status), report))
         self.sweep_until = time.monotonic() + SWEEP_WINDOW
         self.next_sweep = 0.0  # at once: its orphans are the launcher's children already
 
+    def _finish(self, child: Child, outcome: dict[str, Any]) -> None:
+        del self.children[child.key]
+        child.proc.attempt = None
+        self.writer.send({"op": "finished", "key": child.key, **outcome})
 
-def _fork_attempt(request: dict[str, Any]) -> tuple[int, int, int]:
-    """Fork the attempt's process; return its pid, a pidfd and the read end of its report pipe.
+
+def _profile(request: dict[str, Any]) -> str:
+    """What a reused worker was set up with: a request with another profile needs another."""
+    fixed = {k: v for k, v in request.items() if k not in JOB_FIELDS}
+    return json.dumps(fixed, sort_keys=True, default=repr)
+
+
+JOB_FIELDS = ("job_id", "class", "method", "params")
+
+
+def _hand_over(proc: Proc, request: dict[str, Any]) -> bool:
+    """Send the next request to an idle reused worker; False if it is gone."""
+    assert proc.request_fd is not None
+    job = {k: request[k] for k in JOB_FIELDS if k in request}
+    try:
+        _write_all(proc.request_fd, encode_frame(job))
+    except OSError:  # EPIPE: it exited (crashed, or was killed) while idle
+        return False
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fork_attempt(request: dict[str, Any]) -> Proc:
+    """Fork a process for this one attempt.
 
     Raises OSError with nothing left behind (no fds, no process) if any step fails.
     """
@@ -230,8 +346,7 @@ def _fork_attempt(request: dict[str, Any]) -> tuple[int, int, int]:
     try:
         pid = os.fork()
     except OSError:
-        os.close(report_read)
-        os.close(report_write)
+        _close(report_read, report_write)
         raise
     if pid == 0:  # the attempt's process
         try:
@@ -240,9 +355,48 @@ def _fork_attempt(request: dict[str, Any]) -> tuple[int, int, int]:
         finally:
             os._exit(70)
     os.close(report_write)
+    return Proc(pid=pid, pidfd=_pidfd_or_kill(pid, report_read), report_fd=report_read)
+
+
+def _fork_worker(request: dict[str, Any], max_jobs: int) -> Proc:
+    """Fork a reused worker that runs ``request`` first, then up to ``max_jobs`` in all."""
+    report_read, report_write = os.pipe()
+    try:
+        request_read, request_write = os.pipe()
+    except OSError:
+        _close(report_read, report_write)
+        raise
+    try:
+        pid = os.fork()
+    except OSError:
+        _close(report_read, report_write, request_read, request_write)
+        raise
+    if pid == 0:  # the worker
+        try:
+            _close(report_read, request_write)
+            serve_attempts(request, report_write, request_read, max_jobs)
+        finally:
+            os._exit(70)
+    _close(report_write, request_read)
+    try:
+        pidfd = _pidfd_or_kill(pid, report_read)
+    except OSError:
+        os.close(request_write)
+        raise
+    return Proc(
+        pid=pid,
+        pidfd=pidfd,
+        report_fd=report_read,
+        request_fd=request_write,
+        jobs_left=max_jobs,
+        frames=FrameReader(),
+    )
+
+
+def _pidfd_or_kill(pid: int, report_read: int) -> int:
     os.set_blocking(report_read, False)
     try:
-        return pid, os.pidfd_open(pid), report_read
+        return os.pidfd_open(pid)
     except OSError:
         os.kill(pid, signal.SIGKILL)  # it cannot be watched, so it must not run
         os.waitpid(pid, 0)
@@ -250,22 +404,27 @@ def _fork_attempt(request: dict[str, Any]) -> tuple[int, int, int]:
         raise
 
 
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 def _os_error(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0, "?")
     return f"{name}: {exc.strerror}"
 
 
-def _drain(child: Child) -> bool:
-    """Read what the attempt wrote; False at end of file."""
+def _drain(proc: Proc) -> bool:
+    """Read what the process wrote; False at end of file."""
     while True:
         try:
-            data = os.read(child.report_fd, 1 << 16)
+            data = os.read(proc.report_fd, 1 << 16)
         except BlockingIOError:
             return True
         if not data:
             return False
-        if len(child.report) < MAX_REPORT:
-            child.report += data
+        if len(proc.report) < MAX_REPORT:
+            proc.report += data
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -273,10 +432,9 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def describe_outcome(child: Child, exit_code: int) -> dict[str, Any]:
-    """Turn how the process ended, and what it reported, into a history entry."""
+def describe_outcome(child: Child, exit_code: int, report: dict[str, Any] | None) -> dict[str, Any]:
+    """Turn how the attempt ended, and what it reported, into a history entry."""
     entry: dict[str, Any] = {"started_at": child.started_at, "finished_at": time.time()}
-    report = _parse_report(child.report)
     if child.stop_reason == "timeout":
         entry.update(outcome="timeout", error=f"timed out after {child.timeout:g}s and was killed")
     elif child.stop_reason == "stopped":

@@ -28,7 +28,6 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-
 WATCHED_EVENTS = (FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirDeletedEvent)
 
 

@@ -7,6 +7,13 @@ its report pipe, applies the memory limit *before* the job's code is
 imported, then imports the class, calls the method and writes one JSON
 report. It always ends with ``os._exit``: it must never return into the
 launcher's loop. Standard library only.
+
+With ``max_jobs_per_process`` > 1 the same set-up is done once and the
+process then serves attempts in turn (``serve_attempts``): the first request
+comes with the fork, the next ones as frames on a request pipe, and each
+report goes back as one frame. Between attempts it kills whatever the last
+one left running, and it exits after its last attempt, when its memory use
+calls for a fresh process, or at end of file on the request pipe.
 """
 
 from __future__ import annotations
@@ -20,36 +27,71 @@ import os
 import resource
 import signal
 import sys
+import time
 import traceback
 from typing import Any
 
 from spoold.identity import switch_to
+from spoold.protocol import FrameReader, encode_frame
+from spoold.sweep import sweep_escaped
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
 EXIT_OK = 0
 EXIT_ERROR = 1
+MAX_REPORT = 16 * 1024 * 1024  # a report larger than this is cut; the attempt is an error
+LEFTOVER_WAIT = 2.0  # seconds a reused worker waits for what a job left running to die
 
 
 def run_attempt(request: dict[str, Any], report_fd: int) -> None:
     """The whole life of an attempt's process; never returns."""
     code = EXIT_ERROR
-    launcher = os.getppid()
     try:
-        _isolate(report_fd, launcher)
-        os.environ["SPOOLD_JOB_ID"] = str(request.get("job_id", ""))  # for the job's own use
-        _apply_limits(request)
-        switch_to(request)  # after the limits (a user may not raise them), before any job code
-        _die_with_parent(launcher)  # a change of user clears the death signal: set it again
-        sys.path[:0] = request.get("python_path", [])
-        code = _call_and_report(request, report_fd)
+        _set_up(request, keep=(report_fd,))
+        report = _call(request)
+        _write_all(report_fd, _encode_report(report))
+        code = EXIT_OK if report["ok"] else EXIT_ERROR
     finally:
         _flush_stdio()
         os._exit(code)
 
 
-def _isolate(report_fd: int, launcher: int) -> None:
+def serve_attempts(request: dict[str, Any], report_fd: int, request_fd: int, max_jobs: int) -> None:
+    """The whole life of a reused worker: up to ``max_jobs`` attempts; never returns."""
+    code = EXIT_ERROR
+    try:
+        _set_up(request, keep=(report_fd, request_fd))
+        requests = FrameReader()
+        for done in range(1, max_jobs + 1):
+            report = _call(request)
+            _flush_stdio()
+            _end_leftovers()
+            last = done == max_jobs or _over_memory(request)
+            _write_all(report_fd, _report_frame(report, last=last))
+            if last:
+                break
+            next_request = _next_request(request_fd, requests)
+            if next_request is None:  # the launcher let this worker go
+                break
+            request = {**request, **next_request}
+        code = EXIT_OK
+    finally:
+        _flush_stdio()
+        os._exit(code)
+
+
+def _set_up(request: dict[str, Any], keep: tuple[int, ...]) -> None:
+    """Everything before the first job's code: apart, limited, the job's user."""
+    launcher = os.getppid()
+    _isolate(keep, launcher)
+    _apply_limits(request)
+    switch_to(request)  # after the limits (a user may not raise them), before any job code
+    _die_with_parent(launcher)  # a change of user clears the death signal: set it again
+    sys.path[:0] = request.get("python_path", [])
+
+
+def _isolate(keep: tuple[int, ...], launcher: int) -> None:
     os.setsid()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_DFL)
@@ -58,8 +100,48 @@ def _isolate(report_fd: int, launcher: int) -> None:
     # this process while the attempt runs, and passes to the launcher, which
     # kills it, only when the attempt is over (see spoold/sweep.py).
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    os.closerange(3, report_fd)
-    os.closerange(report_fd + 1, _max_fd())
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _max_fd())
+
+
+def _next_request(request_fd: int, requests: FrameReader) -> dict[str, Any] | None:
+    """Block until the launcher sends the next request; None at end of file."""
+    while True:
+        data = os.read(request_fd, 1 << 20)
+        if not data:
+            return None
+        for message in requests.feed(data):
+            return message
+
+
+def _end_leftovers() -> None:
+    """Kill what the job left running, so nothing of it outlives its attempt here either.
+
+    This worker is a child subreaper, so the job's orphans, even those that
+    left its group with setsid, are this worker's children by now or once
+    their own parent dies; they are killed until none is left.
+    """
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while sweep_escaped(set()) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def _over_memory(request: dict[str, Any]) -> bool:
+    """True if less than half of ``memory_limit`` is left for the next job."""
+    limit = int(request.get("memory_limit") or 0)
+    return limit > 0 and _data_bytes() > limit // 2
+
+
+def _data_bytes() -> int:
+    """What RLIMIT_DATA counts for this process (VmData)."""
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _die_with_parent(launcher: int) -> None:
@@ -82,16 +164,14 @@ def _apply_limits(request: dict[str, Any]) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def _call_and_report(request: dict[str, Any], report_fd: int) -> int:
+def _call(request: dict[str, Any]) -> dict[str, Any]:
+    """Run the job; its report: ``ok`` with the result, or the error and traceback."""
+    os.environ["SPOOLD_JOB_ID"] = str(request.get("job_id", ""))  # for the job's own use
     try:
         result = call_job(request["class"], request["method"], request["params"])
     except BaseException as exc:  # the job's failure, whatever it is, is the report
-        _report(
-            report_fd, {"ok": False, "error": _describe(exc), "traceback": traceback.format_exc()}
-        )
-        return EXIT_ERROR
-    _report(report_fd, {"ok": True, "result": _jsonable(result)})
-    return EXIT_OK
+        return {"ok": False, "error": _describe(exc), "traceback": traceback.format_exc()}
+    return {"ok": True, "result": _jsonable(result)}
 
 
 def call_job(class_path: str, method_name: str, params: list[Any] | dict[str, Any]) -> Any:
@@ -121,8 +201,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _report(fd: int, report: dict[str, Any]) -> None:
-    data = json.dumps(report, default=repr).encode("utf-8")
+def _report_frame(report: dict[str, Any], *, last: bool) -> bytes:
+    """A reused worker's report: one frame, never larger than the launcher takes."""
+    frame = encode_frame({**report, "last": last})
+    if len(frame) > MAX_REPORT:
+        too_big = f"the job's report was larger than {MAX_REPORT} bytes"
+        frame = encode_frame({"ok": False, "error": too_big, "last": last})
+    return frame
+
+
+def _encode_report(report: dict[str, Any]) -> bytes:
+    return json.dumps(report, default=repr).encode("utf-8")
+
+
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

@@ -48,6 +48,8 @@ TESTJOBS_ALLOW: dict[str, list[str]] = {
     "testjobs.SetResult": ["run"],
     "testjobs.Rendezvous": ["run"],
     "testjobs.Partial": ["allowed"],
+    "testjobs.Counter": ["run"],
+    "testjobs.Keeper": ["run"],
     "tiny.Quick": ["run"],
     "badjobs.Hog": ["run", "once"],
     "badjobs.Spin": ["run"],

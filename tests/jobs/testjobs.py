@@ -178,3 +178,25 @@ class Partial:
     def forbidden(self, marker: str) -> str:
         Path(marker).touch()
         return "forbidden"
+
+
+CALLS: list[int] = []  # module state: what a reused worker (max_jobs_per_process > 1) keeps
+KEPT: list[bytearray] = []
+
+
+class Counter:
+    """Counts its calls in a module global and records them with its pid."""
+
+    def run(self, log: str) -> int:
+        CALLS.append(len(CALLS) + 1)
+        append_line(log, calls=len(CALLS))
+        return len(CALLS)
+
+
+class Keeper:
+    """Keeps ``mb`` MB (every byte written) alive in a module global after it returns."""
+
+    def run(self, log: str, mb: int) -> int:
+        KEPT.append(bytearray(b"\x01") * (mb * 1024 * 1024))
+        append_line(log, kept_mb=mb)
+        return os.getpid()
