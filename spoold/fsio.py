@@ -34,7 +34,7 @@ if _renameat2 is not None:
 TEMP_PREFIX = ".spoold-"
 
 
-def rename_noreplace(src: Path, dst: Path) -> None:
+def rename_noreplace(src: Path | str, dst: Path | str) -> None:
     """Move ``src`` to ``dst``; raise FileExistsError rather than replace ``dst``."""
     if _renameat2 is not None:
         if (
@@ -49,7 +49,27 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     os.unlink(src)
 
 
-def fsync_dir(folder: Path) -> None:
+def write_whole(path: str, data: bytes, *, durable: bool, mode: int = 0o640) -> None:
+    """Create ``path`` (never replacing a file) holding ``data``, fsynced if ``durable``.
+
+    Unlike ``write_new`` it writes in place: a crash can leave a short file,
+    so it is only for files whose readers can tell (a marker, see store.py).
+    A file cut short by a full disk is removed before the error is raised.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+def fsync_dir(folder: Path | str) -> None:
     """Make the folder's entries (creations, renames, unlinks) durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -56,6 +57,14 @@ class Spool:
 
     def path(self, state: str, name: str) -> Path:
         return self.root / state / name
+
+    def file(self, state: str, name: str) -> str:
+        """``path`` as a plain string: the cheap form for the per-job hot path."""
+        return f"{self._root_text}/{state}/{name}"
+
+    @functools.cached_property
+    def _root_text(self) -> str:
+        return os.fspath(self.root)
 
     def create(self) -> list[Path]:
         """Create the root and any missing state folder; return what was made."""
@@ -108,7 +117,7 @@ class Spool:
             return
 
     def exists(self, state: str, name: str) -> bool:
-        return os.path.lexists(self.path(state, name))
+        return os.path.lexists(self.file(state, name))
 
     def remove_own_temp_files(self) -> list[Path]:
         """Delete the temporary files a crashed daemon left in its own folders."""

@@ -4,10 +4,16 @@ This is the narrow interface a second backend (Redis, for several hosts)
 would implement: claim a waiting job, put it back to wait for a time, file
 its record. A job is always in exactly one folder. Claims are plain
 renames. A job is rewritten only on its way *out of* ``active/``: the new
-content is made whole beside it as ``active/<id>.to-<state>`` (tmp, fsync,
-rename), the old file is unlinked, and one rename moves the new one out,
-after which the destination folder is fsynced. Recovery finishes any move
-whose marker it finds, so a crash at any step loses nothing.
+content is written beside it as ``active/<id>.to-<state>`` (and fsynced),
+the old file is unlinked, and one rename moves the new one out, after which
+the destination folder is fsynced. Recovery finishes any move whose marker
+it finds whole, and drops a marker cut short while the job is still there,
+so a crash at any step loses nothing.
+
+Claims are made durable lazily: the folders they changed are fsynced just
+before the next move out of active/, so that no outcome is ever on disk
+while the claim that led to it could still be undone by a power cut. A
+claim lost to a power cut before that only means the job runs again.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spoold.faults import crash_point
-from spoold.fsio import fsync_dir, rename_noreplace, write_new
+from spoold.fsio import fsync_dir, rename_noreplace, write_new, write_whole
 from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
 from spoold.spool import Spool
@@ -37,10 +43,10 @@ class JobStore:
     def id_taken(self, job_id: str, *, source: tuple[str, str] | None = None) -> bool:
         """True if another job or record already uses ``job_id``."""
         name = f"{job_id}.json"
-        return any(
-            self.spool.exists(state, name) and (state, name) != source
-            for state in ("active", "scheduled", "done", "failed")
-        )
+        for state in ("active", "scheduled", "done", "failed"):
+            if (state, name) != source and os.path.lexists(self.spool.file(state, name)):
+                return True
+        return False
 
     def fresh_id(self) -> str:
         while True:
@@ -50,7 +56,7 @@ class JobStore:
 
     def move_to_active(self, state: str, name: str, job_id: str) -> None:
         """Claim a waiting file by renaming it to ``active/<job_id>.json``."""
-        rename_noreplace(self.spool.path(state, name), self.active_path(job_id))
+        rename_noreplace(self.spool.file(state, name), self.spool.file("active", f"{job_id}.json"))
         self._unsynced.add(state)
         crash_point("after_claim")
 
@@ -67,7 +73,7 @@ class JobStore:
         return replace(job, clean=True)
 
     def sync_claims(self) -> None:
-        """Make this turn's claims durable before any of their outcomes can be filed.
+        """Make the claims made so far durable; called before any outcome is filed.
 
         Otherwise a power cut could bring a claimed job back to incoming/
         while its record survived, and it would run twice.
@@ -90,10 +96,12 @@ class JobStore:
         with the job's id exists already (records are never replaced).
         """
         record_id = job_id
-        while self.spool.exists(folder, f"{record_id}.json"):
-            record_id = self.fresh_id()
-        self._move_out(job_id, folder, {**record, "id": record_id}, record_id)
-        return record_id
+        while True:
+            try:
+                self._move_out(job_id, folder, {**record, "id": record_id}, record_id)
+                return record_id
+            except FileExistsError:  # the id has a record already; a marker is left to rewrite
+                record_id = self.fresh_id()
 
     def _move_out(
         self, job_id: str, state: str, document: dict[str, Any], new_id: str | None = None
@@ -106,19 +114,25 @@ class JobStore:
         whose marker file exists (``finish_moves``). If the destination name
         was taken meanwhile, FileExistsError is raised and the marker stays.
         """
-        active = self.spool.folder("active")
-        marker = marker_name(job_id, state)
-        # replace=True: a move that failed half-way (disk full) is simply tried again.
-        write_new(
-            active, marker, encode(document), durable=self.durable, sync_folder=False, replace=True
-        )
+        self.sync_claims()
+        marker = self.spool.file("active", marker_name(job_id, state))
+        data = encode(document)
+        try:
+            write_whole(marker, data, durable=self.durable)
+        except FileExistsError:
+            # A move that failed half-way (disk full, id taken) left its marker, and
+            # the job may be unlinked already: replace it atomically, never in place.
+            write_new(
+                self.spool.folder("active"), marker_name(job_id, state), data,
+                durable=self.durable, sync_folder=False, replace=True,
+            )  # fmt: skip
         crash_point("after_marker")
         self._drop_active(job_id)
         crash_point("after_unlink")
-        rename_noreplace(active / marker, self.spool.path(state, f"{new_id or job_id}.json"))
+        rename_noreplace(marker, self.spool.file(state, f"{new_id or job_id}.json"))
         crash_point("after_move")
         if self.durable:
-            fsync_dir(self.spool.folder(state))
+            fsync_dir(self.spool.file(state, ""))
 
     def unclaim(self, job: Job) -> None:
         """Put a claimed job that never started back to wait in scheduled/, as it was."""
@@ -129,8 +143,13 @@ class JobStore:
         report = []
         for job_id, state in _markers(self.spool.folder("active")):
             marker = self.spool.path("active", marker_name(job_id, state))
+            document = _whole_document(marker)
+            if document is None and self.spool.exists("active", f"{job_id}.json"):
+                marker.unlink()  # cut short while being written: the move never began
+                report.append(f"removed {marker.name}: written only in part; {job_id} stays")
+                continue
             self._drop_active(job_id)
-            target = self.spool.path(state, f"{_filed_id(marker, job_id)}.json")
+            target = self.spool.path(state, f"{_filed_id(document, job_id)}.json")
             try:
                 rename_noreplace(marker, target)
                 report.append(f"finished moving {job_id} to {state}/ (cut short by a crash)")
@@ -146,7 +165,7 @@ class JobStore:
 
     def _drop_active(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.active_path(job_id).unlink()
+            os.unlink(self.spool.file("active", f"{job_id}.json"))
 
     def active_path(self, job_id: str) -> Path:
         return self.spool.path("active", f"{job_id}.json")
@@ -168,11 +187,16 @@ def _markers(folder: Path) -> list[tuple[str, str]]:
     return found
 
 
-def _filed_id(marker: Path, job_id: str) -> str:
-    """The id a record marker was to be filed under (it may differ from the job's)."""
+def _whole_document(marker: Path) -> dict[str, Any] | None:
+    """The marker's JSON object, or None if it is not one (written only in part)."""
     try:
         document = json.loads(marker.read_bytes())
     except (OSError, ValueError):
-        return job_id
-    filed = document.get("id") if isinstance(document, dict) else None
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _filed_id(document: dict[str, Any] | None, job_id: str) -> str:
+    """The id a record marker was to be filed under (it may differ from the job's)."""
+    filed = document.get("id") if document is not None else None
     return filed if isinstance(filed, str) and is_valid_id(filed) else job_id

@@ -66,6 +66,25 @@ def test_a_stale_active_copy_of_a_finished_job_is_removed_not_rerun(
     assert records_everywhere(spool) == ["was-done", "was-failed"]
 
 
+def test_a_move_marker_written_only_in_part_is_dropped_and_the_job_reruns(
+    spool: Spool, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """The record's marker is written in place beside the job in active/; a crash in the
+    middle of that write leaves a short marker. The job is still there, so the move never
+    began: the marker is removed and the job runs again, ending in one record."""
+    log = tmp_path / "runs.jsonl"
+    document = job("Recorder", params=[str(log), "cut"])
+    (spool.folder("active") / "cut.json").write_text(json.dumps(document))
+    whole = json.dumps({**document, "id": "cut", "status": "done", "history": []})
+    (spool.folder("active") / "cut.to-done").write_text(whole[: len(whole) // 2])
+    daemon = start_daemon()
+    record = spool.wait_record("cut")
+    assert [entry["outcome"] for entry in record["history"]] == ["interrupted", "ok"]
+    assert labels(log) == ["cut"]
+    assert spool.names("active") == []
+    assert "written only in part" in daemon.log_text()
+
+
 def test_jobs_waiting_at_sigkill_all_complete_once_after_restart(
     spool: Spool, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
