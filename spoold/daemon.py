@@ -115,7 +115,8 @@ class Daemon:
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self.wake_read, selectors.EVENT_READ, None)
         self._install_signal_handlers()
-        self.receiver.start(self.wake_write)
+        watcher = self.receiver.start()
+        self.selector.register(watcher.fileno(), selectors.EVENT_READ, "watch")
         self.receiver.rescan(time.time())
         notify("READY=1", f"STATUS={self._status()}")
         logger.info("ready: watching {} ({})", self.spool.folder("incoming"), self._status())
@@ -171,7 +172,6 @@ class Daemon:
                 self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
             self.dispatcher.retry_unfiled(now)
             self._start_ready(now)
-            self.store.sync_claims()
         except OSError as exc:  # out of descriptors, disk, memory: wait, then carry on
             delay = self.trouble.hit(now)
             logger.opt(exception=exc).error("{}; trying again in {:.1f}s", exc, delay)
@@ -194,7 +194,7 @@ class Daemon:
         if not self.burst:
             return False
         waiting_retries = self.filer.rescheduled & self.due.names()
-        return not (self.dispatcher or self.ready or self.receiver.incomplete or waiting_retries)
+        return not (self.dispatcher or self.ready or self.receiver.busy or waiting_retries)
 
     def _timeout(self, now: float) -> float:
         times = [self.receiver.next_wakeup(), self.trouble.until or now + 3600]
@@ -210,7 +210,7 @@ class Daemon:
         for key, _mask in self.selector.select(timeout):
             if key.data is None:
                 _drain_pipe(self.wake_read)
-            else:
+            elif key.data != "watch":  # the watch's events are read at the start of the turn
                 self.dispatcher.on_readable()
 
     # -- signals --

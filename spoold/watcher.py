@@ -1,111 +1,125 @@
-"""The inotify watch on incoming/: it only nudges the main loop.
+"""The inotify watch on incoming/: it only tells the main loop which names to look at.
 
-Events are hints, never the truth: a queue overflow loses them without a
-word to the handler, an exception in a handler kills watchdog's dispatcher
-thread for good, and deleting and recreating the watched folder kills its
-emitter while the observer still says it is alive. So the handler only
-records the file name and writes a byte into the loop's wake-up pipe, and
-never raises; the loop asks ``healthy()`` on every turn and rebuilds the
-watch (and rescans) when it is not.
+Events are hints, never the truth: the kernel's queue can overflow, and
+deleting or replacing the folder ends the watch. So an overflow or the end
+of the watch asks the loop for a rescan, and the loop asks ``healthy()`` on
+every turn and re-adds the watch (and rescans) when it is not.
+
+The watch is read by the main loop itself: its descriptor sits in the
+loop's selector beside the launcher's socket, and no thread is involved.
+watchdog provides the inotify binding; its Observer is not used, for two
+reasons measured in issue #5. Its move-event grouper holds every
+IN_MOVED_FROM for 0.5 s (each claim renames a file out of incoming/), and
+the events queued behind it wait as long, so once jobs flowed each one was
+picked up about 0.5 s late. And its two threads cost about 0.8 ms of CPU per
+job while competing with the loop for the GIL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import ctypes
 import os
-import queue
+import struct
 from pathlib import Path
 
-from watchdog.events import (
-    DirDeletedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
+from watchdog.observers.inotify_c import (
+    InotifyConstants,
+    WatchDescriptor,
+    inotify_add_watch,
+    inotify_init,
+    inotify_rm_watch,
 )
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
 
-WATCHED_EVENTS = (FileCreatedEvent, FileMovedEvent, FileClosedEvent, DirDeletedEvent)
-
-
-class Nudger(FileSystemEventHandler):
-    """Passes names of files that appeared or were closed in incoming/ to the loop."""
-
-    def __init__(self, wake_fd: int) -> None:
-        self.wake_fd = wake_fd
-        self.names: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        # An exception escaping here would kill watchdog's dispatcher thread for good.
-        with contextlib.suppress(Exception):
-            self._note(event)
-
-    def _note(self, event: FileSystemEvent) -> None:
-        if isinstance(event, FileMovedEvent):
-            path, closed = event.dest_path, True
-        elif isinstance(event, FileCreatedEvent | FileClosedEvent):
-            path, closed = event.src_path, isinstance(event, FileClosedEvent)
-        elif isinstance(event, DirDeletedEvent):
-            path, closed = "", False  # the folder itself went away: an empty name asks for a rescan
-        else:
-            return
-        self.names.put((os.path.basename(os.fsdecode(path)), closed))
-        with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is already pending
-            os.write(self.wake_fd, b".")
+_C = InotifyConstants
+# A name that appears (created in place, or renamed in) and a writer that closes it.
+WATCH_MASK = (
+    _C.IN_CREATE
+    | _C.IN_MOVED_TO
+    | _C.IN_CLOSE_WRITE
+    | _C.IN_DELETE_SELF
+    | _C.IN_MOVE_SELF
+    | _C.IN_ONLYDIR
+    | _C.IN_DONT_FOLLOW
+)
+# The watch is over: the folder was deleted, moved away or unmounted.
+_WATCH_ENDED = _C.IN_IGNORED | _C.IN_DELETE_SELF | _C.IN_MOVE_SELF | _C.IN_UNMOUNT
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
+_READ_SIZE = 64 * 1024
 
 
 class Watcher:
-    """A watchdog observer on one folder that can tell when it has stopped working."""
+    """An inotify watch on one folder that can tell when it has stopped working."""
 
-    def __init__(self, folder: Path, wake_fd: int) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.nudger = Nudger(wake_fd)
-        self._observer: BaseObserver | None = None
+        self.fd = _checked(inotify_init(), "inotify_init")
+        os.set_blocking(self.fd, False)
+        os.set_inheritable(self.fd, False)
+        self._wd: WatchDescriptor | None = None
+
+    def fileno(self) -> int:
+        return self.fd
 
     def start(self) -> None:
-        observer = Observer()
-        # Only the events the nudger uses: the kernel then never queues the
-        # open/modify/close-after-reading events of every job file, which
-        # otherwise cost more of the daemon's time than the job itself.
-        observer.schedule(
-            self.nudger, str(self.folder), recursive=False, event_filter=list(WATCHED_EVENTS)
-        )
-        observer.start()
-        self._observer = observer
+        path = os.fsencode(self.folder)
+        wd = inotify_add_watch(self.fd, path, WATCH_MASK)
+        self._wd = WatchDescriptor(_checked(wd, str(self.folder)))
 
     def healthy(self) -> bool:
-        observer = self._observer
-        if observer is None or not observer.is_alive():
-            return False
-        return all(emitter.is_alive() for emitter in observer.emitters)
+        return self._wd is not None
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
     def stop(self) -> None:
-        if self._observer is None:
-            return
-        # Stopping races with the emitter thread, which then logs a harmless
-        # "queue_events() called when the thread is inactive" at ERROR.
-        emitter_log = logging.getLogger("watchdog.observers.inotify")
-        level = emitter_log.level
-        emitter_log.setLevel(logging.CRITICAL)
-        try:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-        finally:
-            emitter_log.setLevel(level)
-            self._observer = None
+        """End the watch (its pending events are ignored); the descriptor stays."""
+        if self._wd is not None:
+            inotify_rm_watch(self.fd, self._wd)  # fails only if the kernel ended it already
+            self._wd = None
+
+    def close(self) -> None:
+        self.stop()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
     def take_names(self) -> list[tuple[str, bool]]:
-        """Names reported since the last call: (file name, closed after writing)."""
-        names = []
+        """Names reported since the last call: (file name, closed after writing).
+
+        An empty name asks for a rescan: the kernel's queue overflowed, or the
+        watch ended (and ``healthy()`` now says so).
+        """
+        names: list[tuple[str, bool]] = []
         while True:
             try:
-                names.append(self.nudger.names.get_nowait())
-            except queue.Empty:
+                data = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
                 return names
+            names.extend(self._parse(data))
+
+    def _parse(self, data: bytes) -> list[tuple[str, bool]]:
+        names = []
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            start = offset + _EVENT.size
+            name = data[start : start + length].rstrip(b"\0")
+            offset = start + length
+            if mask & _C.IN_Q_OVERFLOW:
+                names.append(("", False))
+            elif wd != self._wd:
+                continue  # left over from a watch that was stopped
+            elif mask & _WATCH_ENDED:
+                self._wd = None
+                names.append(("", False))
+            elif name:
+                names.append((os.fsdecode(name), bool(mask & _C.IN_CLOSE_WRITE)))
+        return names
+
+
+def _checked(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), what)
+    return result
