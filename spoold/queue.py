@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from spoold.job import Job
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)  # slots: a backlog of 100,000 keeps 100,000 of these
 class ReadyEntry:
     sort_key: tuple[int, float, int]
     state: str = field(compare=False)  # the folder the file is in: incoming or scheduled
@@ -59,7 +59,7 @@ class ReadyQueue:
         return entry
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class DueEntry:
     due_at: float
     order: int

@@ -24,6 +24,9 @@ from spoold.spool import Spool, is_job_name
 from spoold.watcher import Watcher
 
 PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
+# Names from a listing looked at per turn, so that with 100,000 files waiting the
+# first jobs start within the first turns instead of after every file was read.
+SCAN_SLICE = 200
 
 
 class Receiver:
@@ -37,18 +40,21 @@ class Receiver:
         self.filer = filer
         self.incomplete: dict[str, float] = {}  # name -> when to look at it again
         self.next_rescan = 0.0
+        self.unread: list[str] = []  # listed by the last rescan, not looked at yet (oldest last)
         self.trouble = Backoff()  # reading or listing failed for a reason of the daemon's own
 
-    def start(self, wake_fd: int) -> None:
-        self.watcher = Watcher(self.spool.folder("incoming"), wake_fd)
+    def start(self) -> Watcher:
+        """Start watching incoming/; the watcher's descriptor belongs in the loop's selector."""
+        self.watcher = Watcher(self.spool.folder("incoming"))
         if faults.watch_disabled():
             logger.warning("test fault: running without the watch on incoming/ (rescans only)")
-            return
+            return self.watcher
         self.watcher.start()
+        return self.watcher
 
     def stop(self) -> None:
         if hasattr(self, "watcher"):
-            self.watcher.stop()
+            self.watcher.close()
 
     def turn(self, now: float) -> None:
         """Look at everything that may have arrived since the last turn."""
@@ -57,12 +63,21 @@ class Receiver:
             self.watcher.stop()
         if now >= self.next_rescan or not self._watch_healthy():
             self.rescan(now)
+        else:
+            self._read_listed(now)
         for name, when in list(self.incomplete.items()):
             if when <= now:
                 self._look_at(name, now, closed=False)
 
     def next_wakeup(self) -> float:
+        if self.unread:
+            return 0.0  # more of the listing to read: no sleeping meanwhile
         return min([self.next_rescan, *self.incomplete.values()])
+
+    @property
+    def busy(self) -> bool:
+        """Files are waiting to be looked at (listed, or written only in part so far)."""
+        return bool(self.unread or self.incomplete)
 
     def _watch_healthy(self) -> bool:
         return self.watcher.healthy() or faults.watch_disabled()
@@ -77,10 +92,18 @@ class Receiver:
             logger.error("cannot list incoming/ ({}); trying again in {:.1f}s", exc, delay)
             self.next_rescan = now + delay
             return
-        for name in names:
+        # Job ids begin with their UTC time, so name order (the listing's) is
+        # roughly age order; reversed, the oldest are popped first.
+        self.unread = names[::-1]
+        self.next_rescan = now + self.config.spool.rescan_interval
+        self._read_listed(now)
+
+    def _read_listed(self, now: float) -> None:
+        """Look at the next slice of the last listing."""
+        for _ in range(min(SCAN_SLICE, len(self.unread))):
+            name = self.unread.pop()
             if name not in self.incomplete:
                 self._look_at(name, now, closed=False)
-        self.next_rescan = now + self.config.spool.rescan_interval
 
     def _take_events(self, now: float) -> None:
         for name, closed in self.watcher.take_names():
