@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG := config/spoold.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit burst chaos clean
+.PHONY: run test lint typecheck unit burst chaos bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test: lint typecheck
 
 chaos: $(STAMP)
 	$(BIN)/pytest -q -m chaos -s
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

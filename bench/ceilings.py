@@ -1,0 +1,241 @@
+"""Ceilings: plain Python loops doing a workload's file operations with no framework.
+
+Nothing here imports spoold. Each ceiling is what the same machine does, in the
+same invocation, with the least code that still does the job's work: the
+client's write-and-rename, the daemon's read, claim, fork (2 children at a
+time) and record. The workloads report spoold's figure as a fraction of these.
+
+Forking ceilings run in a fresh interpreter (``python -m bench.ceilings KIND ...``,
+one JSON line out), because fork costs more in a bigger parent and spoold's
+launcher is a fresh, small interpreter too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FOLDERS = ("tmp", "incoming", "active", "done")
+CHILDREN = 2
+
+
+def make_folders(root: Path) -> Path:
+    for name in FOLDERS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def job_document(log: str, now: float) -> bytes:
+    """A job the size and shape of the client's (about 200 bytes)."""
+    return json.dumps(
+        {"class": "benchjobs.Bench", "method": "noop", "params": [log], "enqueued_at": now}
+    ).encode()
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(folder: Path, name: str, data: bytes, *, fsync: bool) -> None:
+    """tmp file in ``folder``, optional fsync, rename over ``name``."""
+    temp = folder / f".tmp-{name}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temp, folder / name)
+
+
+# -- the client's side --
+
+
+def enqueue(root: Path, n: int, log: str, *, fsync: bool, dir_fsync: bool = False) -> float:
+    """N times: json.dumps a job, write tmp/<id>.json, [fsync], rename into incoming/,
+    [fsync incoming/]. Returns jobs per second."""
+    tmp, incoming = root / "tmp", root / "incoming"
+    start = time.perf_counter()
+    for i in range(n):
+        name = f"c{i:08d}-{os.urandom(5).hex()}.json"
+        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            os.write(fd, job_document(log, time.time()))
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp / name, incoming / name)
+        if dir_fsync:
+            fsync_dir(incoming)
+    return n / (time.perf_counter() - start)
+
+
+def prefill(root: Path, n: int, log: str = "/dev/null") -> list[str]:
+    """Put N job files in incoming/ (setup, not timed, no fsync); return their names."""
+    incoming = root / "incoming"
+    names = []
+    for i in range(n):
+        name = f"p{i:08d}.json"
+        (incoming / name).write_bytes(job_document(log, time.time()))
+        names.append(name)
+    return names
+
+
+# -- the daemon's side --
+
+
+def _claim(root: Path, name: str) -> dict[str, Any]:
+    with open(root / "incoming" / name, "rb") as handle:
+        job: dict[str, Any] = json.loads(handle.read())
+    os.rename(root / "incoming" / name, root / "active" / name)
+    return job
+
+
+def _file_done(root: Path, name: str, job: dict[str, Any], started: float, fsync: bool) -> None:
+    record = {
+        **job,
+        "id": name[:-5],
+        "status": "done",
+        "attempts": 1,
+        "history": [
+            {"attempt": 1, "started_at": started, "finished_at": time.time(), "outcome": "ok"}
+        ],
+    }
+    write_file(root / "done", name, json.dumps(record).encode(), fsync=fsync)
+    os.unlink(root / "active" / name)
+
+
+def _noop(_job: dict[str, Any]) -> None:
+    return None
+
+
+def dispatch(root: Path, *, fork: bool, fsync: bool) -> float:
+    """Run every job waiting in incoming/: read, json.loads, rename into active/,
+    run it (a forked child that exits at once, 2 at a time; or an inline no-op),
+    write done/<id>.json (tmp, [fsync], rename), unlink active/<id>.json.
+    Returns jobs per second, from the first listing to the last record."""
+    start = time.perf_counter()
+    names = sorted(n for n in os.listdir(root / "incoming") if n.endswith(".json"))
+    if not fork:
+        for name in names:
+            job = _claim(root, name)
+            started = time.time()
+            _noop(job)
+            _file_done(root, name, job, started, fsync)
+        return len(names) / (time.perf_counter() - start)
+    running: dict[int, tuple[str, dict[str, Any], float]] = {}
+    for name in names:
+        if len(running) >= CHILDREN:
+            pid, _status = os.waitpid(-1, 0)
+            _file_done(root, *running.pop(pid), fsync)
+        job = _claim(root, name)
+        started = time.time()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        running[pid] = (name, job, started)
+    while running:
+        pid, _status = os.waitpid(-1, 0)
+        _file_done(root, *running.pop(pid), fsync)
+    return len(names) / (time.perf_counter() - start)
+
+
+def fork_only(n: int) -> float:
+    """Fork N children that exit at once, 2 at a time, reaping each: children per second."""
+    start = time.perf_counter()
+    running = 0
+    for _ in range(n):
+        if running >= CHILDREN:
+            os.waitpid(-1, 0)
+            running -= 1
+        if os.fork() == 0:
+            os._exit(0)
+        running += 1
+    while running:
+        os.waitpid(-1, 0)
+        running -= 1
+    return n / (time.perf_counter() - start)
+
+
+def _start_child(log: str, name: str) -> int:
+    """Fork a child that appends "<id> <start> <end>" to ``log`` (as the bench job does)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            now = time.time()
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(fd, f"{name[:-5]} {now!r} {time.time()!r}\n".encode())
+        finally:
+            os._exit(0)
+    return pid
+
+
+def poll_and_fork(root: Path, n: int, log: str, *, fsync: bool, interval: float = 0.0001) -> None:
+    """The latency ceiling: list incoming/ every ``interval`` s; claim each new job
+    (read, json.loads, rename into active/) and fork a child that records its
+    start time; file its record when it is reaped. Stops after ``n`` jobs."""
+    incoming = root / "incoming"
+    running: dict[int, tuple[str, dict[str, Any], float]] = {}
+    started_jobs = 0
+    print("ready", flush=True)
+    while started_jobs < n or running:
+        with os.scandir(incoming) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".json") and e.name[0] != ".")
+        for name in names:
+            job = _claim(root, name)
+            running[_start_child(log, name)] = (name, job, time.time())
+            started_jobs += 1
+        while running:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            _file_done(root, *running.pop(pid), fsync)
+        if not names:
+            time.sleep(interval)
+
+
+def first_job(root: Path, log: str) -> None:
+    """The backlog ceiling: list incoming/, pick the oldest name, read and parse it,
+    fork a child that records its start time, reap it. Moves nothing."""
+    with os.scandir(root / "incoming") as entries:
+        name = min(e.name for e in entries if e.name.endswith(".json") and e.name[0] != ".")
+    with open(root / "incoming" / name, "rb") as handle:
+        json.loads(handle.read())
+    os.waitpid(_start_child(log, name), 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ceilings")
+    parser.add_argument("kind", choices=("dispatch", "fork", "poll", "first"))
+    parser.add_argument("--root", type=Path, default=Path("."))
+    parser.add_argument("--n", type=int, default=0)
+    parser.add_argument("--log", default="/dev/null")
+    parser.add_argument("--fork", action="store_true")
+    parser.add_argument("--fsync", action="store_true")
+    args = parser.parse_args(argv)
+    result: dict[str, Any] = {}
+    if args.kind == "dispatch":
+        result["rate"] = dispatch(args.root, fork=args.fork, fsync=args.fsync)
+    elif args.kind == "fork":
+        result["rate"] = fork_only(args.n)
+    elif args.kind == "poll":
+        poll_and_fork(args.root, args.n, args.log, fsync=args.fsync)
+    else:
+        first_job(args.root, args.log)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Smoke test of the benchmark suite (bench/): every workload runs on a tiny N.
+
+No timing assertions: only that ``python -m bench.run`` finishes, every
+workload W1..W5 is reported with numeric, positive figures, and every job it
+enqueued was done (the suite itself fails a run that loses one). Its daemons
+carry this test's leak-check token, so one left behind fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import ROOT
+
+DEADLINE = 120.0  # seconds; the tiny run takes about 15
+
+
+def run_bench(tmp_path: Path, token: str) -> tuple[int, str, str]:
+    command = [sys.executable, "-m", "bench.run", "--scale", "0.002", "--runs", "1",
+               "--tmp", str(tmp_path), "--out", str(tmp_path / "results")]  # fmt: skip
+    env = {**os.environ, "SPOOLD_TEST_TOKEN": token}
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)  # the suite stops its daemons on SIGTERM
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"bench.run took over {DEADLINE}s:\n{err[-5000:]}")
+    return proc.returncode, out, err
+
+
+def numbers(figure: Any) -> list[float]:
+    """Every median/min/max in a figure (a spread, or a dict of spreads)."""
+    if isinstance(figure, dict) and "median" in figure:
+        return [figure["median"], figure["min"], figure["max"]]
+    assert isinstance(figure, dict) and figure, figure
+    return [value for inner in figure.values() for value in numbers(inner)]
+
+
+@pytest.mark.slow
+def test_every_workload_runs_on_a_tiny_n(tmp_path: Path, leak_check: str) -> None:
+    code, out, err = run_bench(tmp_path, leak_check)
+    assert code == 0, err[-5000:]
+    document = json.loads(out)
+    assert document == json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert document["machine"]["cpus"] and document["all_ran"] is True
+    results = document["results"]
+    assert {r["workload"][:2] for r in results} == {"W1", "W2", "W3", "W4", "W5"}
+    assert not [r for r in results if "error" in r]
+    ran = [r for r in results if "skipped" not in r]
+    assert {r["workload"] for r in ran} >= {"W1", "W2", "W3", "W4", "W5"}
+    for result in ran:
+        name = result["workload"]
+        assert result["n"] > 0 and result["runs"] == 1, name
+        assert isinstance(result["met"], bool), name
+        if not name.startswith("W5"):
+            values = numbers(result["spoold"]) + numbers(result["ceiling"]) + [result["ratio"]]
+            assert all(isinstance(v, Real) and v > 0 for v in values), (name, values)
+        if not name.startswith("W1-client"):
+            assert result["every_job_done"] is True, name
+    (w5,) = [r for r in ran if r["workload"] == "W5"]
+    (samples,) = w5["samples"]
+    assert [s["after_jobs"] for s in samples] == [0, w5["n"] // 10, w5["n"]]
+    for sample in samples:
+        for key in ("daemon_rss_kb", "daemon_fds", "launcher_rss_kb", "launcher_fds"):
+            assert isinstance(sample[key], int) and sample[key] > 0, (key, sample)
