@@ -5,7 +5,22 @@ alias ``runBackgroundJob``) writes one job file and returns its id. Importing
 this package loads nothing heavier than the standard library.
 """
 
-from spoold.client import run_background_job, runBackgroundJob
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spoold.client import run_background_job, runBackgroundJob
 
 __all__ = ["__version__", "runBackgroundJob", "run_background_job"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: the daemon's launcher imports this package too, and
+    # every module it holds makes each fork of it dearer.
+    if name in ("run_background_job", "runBackgroundJob"):
+        from spoold import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'spoold' has no attribute {name!r}")

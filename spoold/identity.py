@@ -9,7 +9,6 @@ setting is ignored with a warning; jobs then run as the daemon's own user.
 from __future__ import annotations
 
 import grp
-import os
 import pwd
 from dataclasses import dataclass
 
@@ -71,16 +70,3 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-def switch_to(request: dict[str, object]) -> None:
-    """In an attempt's process: become the job user (only its primary group)."""
-    uid, gid = request.get("uid"), request.get("gid")
-    if not isinstance(uid, int) or not isinstance(gid, int):
-        return
-    os.setgroups([gid])
-    os.setgid(gid)
-    os.setuid(uid)
-    os.environ.update(
-        HOME=str(request["home"]), USER=str(request["user"]), LOGNAME=str(request["user"])
-    )

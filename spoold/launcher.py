@@ -26,12 +26,11 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from spoold.protocol import FrameReader, FrameWriter, Message, encode_frame
+from spoold.protocol import READ_SIZE, FrameReader, FrameWriter, Message, encode_frame
 from spoold.sweep import sweep_escaped
-from spoold.worker import MAX_REPORT, run_attempt, serve_attempts
+from spoold.worker import MAX_REPORT, serve_attempts
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an attempt that overran
 SWEEP_WINDOW = 3.0  # seconds after an attempt ends during which escaped processes are hunted
@@ -39,41 +38,48 @@ SWEEP_EVERY = 0.2
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-@dataclass(eq=False)  # compared by identity: the selector's tags and the pools hold them
+# Plain classes, compared by identity (the selector's tags and the pools hold
+# them): dataclasses would import inspect into the launcher, and every fork of
+# it would carry that.
 class Proc:
-    """A process the launcher forked: one attempt's own, or a worker reused for several.
+    """A process the launcher forked: a worker for one attempt, or for several in turn.
 
-    A reused worker (``max_jobs_per_process`` > 1) reads requests from
-    ``request_fd`` and answers each with one frame on its report pipe; a
-    one-attempt process writes its report and exits (end of file ends it).
+    It reads requests from ``request_fd`` and answers each with one frame on
+    its report pipe. A spare was forked before any request came.
     """
 
-    pid: int
-    pidfd: int
-    report_fd: int
-    request_fd: int | None = None
-    profile: str = ""
-    jobs_left: int = 1
-    report: bytearray = field(default_factory=bytearray)
-    frames: FrameReader | None = None
-    attempt: Child | None = None
+    __slots__ = ("attempt", "frames", "jobs_left", "pid", "pidfd", "profile", "report",
+                 "report_fd", "request_fd")  # fmt: skip
 
-    @property
-    def reused(self) -> bool:
-        return self.request_fd is not None
+    def __init__(
+        self, pid: int, pidfd: int, report_fd: int, request_fd: int, profile: str, jobs_left: int
+    ) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.report_fd = report_fd
+        self.request_fd: int | None = request_fd
+        self.profile = profile
+        self.jobs_left = jobs_left
+        self.report = bytearray()
+        self.frames = FrameReader()
+        self.attempt: Child | None = None
 
 
-@dataclass(eq=False)
 class Child:
     """One running attempt, as the launcher sees it."""
 
-    key: str
-    proc: Proc
-    started_at: float
-    deadline: float | None
-    timeout: float
-    stop_reason: str | None = None  # "timeout" or "stopped"
-    kill_at: float | None = None
+    __slots__ = ("deadline", "key", "kill_at", "proc", "started_at", "stop_reason", "timeout")
+
+    def __init__(
+        self, key: str, proc: Proc, started_at: float, deadline: float | None, timeout: float
+    ) -> None:
+        self.key = key
+        self.proc = proc
+        self.started_at = started_at
+        self.deadline = deadline
+        self.timeout = timeout
+        self.stop_reason: str | None = None  # "timeout" or "stopped"
+        self.kill_at: float | None = None
 
 
 class Launcher:
@@ -155,7 +161,7 @@ class Launcher:
     def _from_daemon(self) -> None:
         self.writer.flush()
         try:
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(READ_SIZE)
         except BlockingIOError:
             return
         if not data:
@@ -208,12 +214,17 @@ class Launcher:
         self.writer.send(
             {"op": "started", "key": key, "pid": proc.pid, "started_at": child.started_at}
         )
+        if _max_jobs(request) == 1:  # a process per attempt: have the next one ready meanwhile
+            self._fork_spare(request)
 
     def _process_for(self, request: dict[str, Any]) -> Proc:
-        """A process that is running ``request`` now: an idle reused worker, or a new fork."""
-        max_jobs = int(request.get("max_jobs_per_process") or 1)
-        if max_jobs <= 1:
-            return self._watch(_fork_attempt(request))
+        """A process that is running ``request`` now: an idle worker, or a new fork.
+
+        Idle workers are reused workers between attempts, and spares: with
+        max_jobs_per_process = 1, a process forked and set up (its own
+        session, limits, user) ahead of its one attempt, so that an attempt
+        starts without waiting for a fork.
+        """
         profile = _profile(request)
         for proc in [p for p in self.idle if p.profile != profile]:  # the config changed
             self.idle.remove(proc)
@@ -223,9 +234,17 @@ class Launcher:
             if _hand_over(proc, request):
                 return proc
             self._retire(proc)  # it died between attempts; its exit is reaped as usual
-        proc = self._watch(_fork_worker(request, max_jobs))
-        proc.profile = profile
-        return proc
+        return self._watch(_fork_worker(request, _max_jobs(request), profile=profile))
+
+    def _fork_spare(self, request: dict[str, Any]) -> None:
+        if any(proc.profile == _profile(request) for proc in self.idle):
+            return
+        setup = {k: v for k, v in request.items() if k not in JOB_FIELDS}
+        try:
+            spare = _fork_worker(setup, 1, profile=_profile(request), first_job=False)
+        except OSError:
+            return  # no room for it now: the next attempt forks its own process
+        self.idle.append(self._watch(spare))
 
     def _watch(self, proc: Proc) -> Proc:
         self.selector.register(proc.pidfd, selectors.EVENT_READ, ("exit", proc))
@@ -260,14 +279,18 @@ class Launcher:
     def _on_report_data(self, proc: Proc) -> None:
         if not _drain(proc):
             self.selector.unregister(proc.report_fd)
-        if proc.frames is not None:
-            self._take_reports(proc)
+        self._take_reports(proc)
 
     def _take_reports(self, proc: Proc) -> None:
-        """A reused worker's frame is its attempt's report: the attempt is over."""
-        assert proc.frames is not None
-        for report in proc.frames.feed(bytes(proc.report)):
-            proc.report.clear()
+        """A worker's frame is its attempt's report: the attempt is over."""
+        data = bytes(proc.report)
+        proc.report.clear()
+        try:
+            reports = list(proc.frames.feed(data))
+        except ValueError:  # not our worker's frame: something in the job wrote there
+            _signal_group(proc.pid, signal.SIGKILL)  # its exit reports the attempt as crashed
+            return
+        for report in reports:
             child = proc.attempt
             if child is None or child.stop_reason is not None:
                 continue  # being killed: its outcome is the kill's, reported at exit
@@ -277,7 +300,6 @@ class Launcher:
                 self.idle.append(proc)
             else:
                 self._retire(proc)
-        proc.report.clear()
 
     def _on_exit(self, proc: Proc) -> None:
         # Signal the group before reaping its leader: until the leader is
@@ -288,8 +310,7 @@ class Launcher:
         if proc.report_fd in self.selector.get_map():
             _drain(proc)
             self.selector.unregister(proc.report_fd)
-        if proc.frames is not None:
-            self._take_reports(proc)
+        self._take_reports(proc)
         self.selector.unregister(proc.pidfd)
         for fd in (proc.pidfd, proc.report_fd, proc.request_fd):
             if fd is not None:
@@ -300,8 +321,7 @@ class Launcher:
                 pool.remove(proc)
         child = proc.attempt
         if child is not None:
-            report = None if proc.frames is not None else _parse_report(proc.report)
-            self._finish(child, describe_outcome(child, os.waitstatus_to_exitcode(status), report))
+            self._finish(child, describe_outcome(child, os.waitstatus_to_exitcode(status), None))
         self.sweep_until = time.monotonic() + SWEEP_WINDOW
         self.next_sweep = 0.0  # at once: its orphans are the launcher's children already
 
@@ -309,6 +329,10 @@ class Launcher:
         del self.children[child.key]
         child.proc.attempt = None
         self.writer.send({"op": "finished", "key": child.key, **outcome})
+
+
+def _max_jobs(request: dict[str, Any]) -> int:
+    return max(1, int(request.get("max_jobs_per_process") or 1))
 
 
 def _profile(request: dict[str, Any]) -> str:
@@ -337,29 +361,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fork_attempt(request: dict[str, Any]) -> Proc:
-    """Fork a process for this one attempt.
+def _fork_worker(
+    request: dict[str, Any], max_jobs: int, *, profile: str, first_job: bool = True
+) -> Proc:
+    """Fork a worker for up to ``max_jobs`` attempts: ``request`` first, or (a spare) set
+    up from ``request`` and waiting for its first attempt on the request pipe.
 
     Raises OSError with nothing left behind (no fds, no process) if any step fails.
     """
-    report_read, report_write = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        _close(report_read, report_write)
-        raise
-    if pid == 0:  # the attempt's process
-        try:
-            os.close(report_read)
-            run_attempt(request, report_write)
-        finally:
-            os._exit(70)
-    os.close(report_write)
-    return Proc(pid=pid, pidfd=_pidfd_or_kill(pid, report_read), report_fd=report_read)
-
-
-def _fork_worker(request: dict[str, Any], max_jobs: int) -> Proc:
-    """Fork a reused worker that runs ``request`` first, then up to ``max_jobs`` in all."""
     report_read, report_write = os.pipe()
     try:
         request_read, request_write = os.pipe()
@@ -374,7 +383,7 @@ def _fork_worker(request: dict[str, Any], max_jobs: int) -> Proc:
     if pid == 0:  # the worker
         try:
             _close(report_read, request_write)
-            serve_attempts(request, report_write, request_read, max_jobs)
+            serve_attempts(request, report_write, request_read, max_jobs, first_job=first_job)
         finally:
             os._exit(70)
     _close(report_write, request_read)
@@ -388,8 +397,8 @@ def _fork_worker(request: dict[str, Any], max_jobs: int) -> Proc:
         pidfd=pidfd,
         report_fd=report_read,
         request_fd=request_write,
+        profile=profile,
         jobs_left=max_jobs,
-        frames=FrameReader(),
     )
 
 
@@ -418,7 +427,7 @@ def _drain(proc: Proc) -> bool:
     """Read what the process wrote; False at end of file."""
     while True:
         try:
-            data = os.read(proc.report_fd, 1 << 16)
+            data = os.read(proc.report_fd, READ_SIZE)
         except BlockingIOError:
             return True
         if not data:
@@ -446,18 +455,6 @@ def describe_outcome(child: Child, exit_code: int, report: dict[str, Any] | None
     else:
         entry.update(outcome="crashed", **_crash_details(exit_code))
     return entry
-
-
-def _parse_report(data: bytearray) -> dict[str, Any] | None:
-    if not data:
-        return None
-    if len(data) >= MAX_REPORT:
-        return {"ok": False, "error": f"the job's report was larger than {MAX_REPORT} bytes"}
-    try:
-        report = json.loads(data)
-    except ValueError:
-        return None
-    return report if isinstance(report, dict) else None
 
 
 def _crash_details(exit_code: int) -> dict[str, Any]:

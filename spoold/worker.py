@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
-import inspect
 import json
 import os
 import resource
@@ -31,8 +30,7 @@ import time
 import traceback
 from typing import Any
 
-from spoold.identity import switch_to
-from spoold.protocol import FrameReader, encode_frame
+from spoold.protocol import READ_SIZE, FrameReader, encode_frame
 from spoold.sweep import sweep_escaped
 
 _PR_SET_PDEATHSIG = 1
@@ -44,25 +42,24 @@ MAX_REPORT = 16 * 1024 * 1024  # a report larger than this is cut; the attempt i
 LEFTOVER_WAIT = 2.0  # seconds a reused worker waits for what a job left running to die
 
 
-def run_attempt(request: dict[str, Any], report_fd: int) -> None:
-    """The whole life of an attempt's process; never returns."""
-    code = EXIT_ERROR
-    try:
-        _set_up(request, keep=(report_fd,))
-        report = _call(request)
-        _write_all(report_fd, _encode_report(report))
-        code = EXIT_OK if report["ok"] else EXIT_ERROR
-    finally:
-        _flush_stdio()
-        os._exit(code)
+def serve_attempts(
+    request: dict[str, Any], report_fd: int, request_fd: int, max_jobs: int, *, first_job: bool
+) -> None:
+    """The whole life of a worker: up to ``max_jobs`` attempts; never returns.
 
-
-def serve_attempts(request: dict[str, Any], report_fd: int, request_fd: int, max_jobs: int) -> None:
-    """The whole life of a reused worker: up to ``max_jobs`` attempts; never returns."""
+    With ``first_job`` the request is the first attempt's; without, it only
+    says how to set up, and the first attempt comes on the request pipe.
+    """
     code = EXIT_ERROR
     try:
         _set_up(request, keep=(report_fd, request_fd))
         requests = FrameReader()
+        if not first_job:
+            first = _next_request(request_fd, requests)
+            if first is None:  # let go before it ran anything
+                code = EXIT_OK
+                return
+            request = {**request, **first}
         for done in range(1, max_jobs + 1):
             report = _call(request)
             _flush_stdio()
@@ -110,7 +107,7 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
 def _next_request(request_fd: int, requests: FrameReader) -> dict[str, Any] | None:
     """Block until the launcher sends the next request; None at end of file."""
     while True:
-        data = os.read(request_fd, 1 << 20)
+        data = os.read(request_fd, READ_SIZE)
         if not data:
             return None
         for message in requests.feed(data):
@@ -178,14 +175,26 @@ def call_job(class_path: str, method_name: str, params: list[Any] | dict[str, An
     """Import ``class_path``, get the method (from an instance, or the class if static), call it."""
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
-    if not inspect.isclass(cls):
+    if not isinstance(cls, type):
         raise TypeError(f"{class_path} is not a class")
-    raw = inspect.getattr_static(cls, method_name)
+    raw = _defined(cls, method_name)
     target = cls if isinstance(raw, staticmethod | classmethod) else cls()
     method = getattr(target, method_name)
     if not callable(method):
         raise TypeError(f"{class_path}.{method_name} is not callable")
     return method(**params) if isinstance(params, dict) else method(*params)
+
+
+def _defined(cls: type, name: str) -> object:
+    """The attribute as the class body defined it (a staticmethod stays one), or None.
+
+    What inspect.getattr_static gives for a method; inspect itself is not
+    imported, as every job process would inherit it from the launcher.
+    """
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -210,10 +219,6 @@ def _report_frame(report: dict[str, Any], *, last: bool) -> bytes:
     return frame
 
 
-def _encode_report(report: dict[str, Any]) -> bytes:
-    return json.dumps(report, default=repr).encode("utf-8")
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -222,5 +227,20 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # a launcher started without stdio (a detached daemon)
+            continue
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
+
+
+def switch_to(request: dict[str, object]) -> None:
+    """Become the job user (only its primary group), as identity.job_identity chose."""
+    uid, gid = request.get("uid"), request.get("gid")
+    if not isinstance(uid, int) or not isinstance(gid, int):
+        return
+    os.setgroups([gid])
+    os.setgid(gid)
+    os.setuid(uid)
+    os.environ.update(
+        HOME=str(request["home"]), USER=str(request["user"]), LOGNAME=str(request["user"])
+    )
