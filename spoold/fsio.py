@@ -166,7 +166,7 @@ def read_regular(path: Path, max_bytes: int) -> FileContent:
     try:
         info = os.fstat(fd)
         _check_plain(info, max_bytes)
-        data = _read_capped(fd, max_bytes)
+        data = _read_capped(fd, max_bytes, info.st_size)
     finally:
         os.close(fd)
     return FileContent(data=data, mtime=info.st_mtime, uid=info.st_uid, gid=info.st_gid)
@@ -181,11 +181,14 @@ def _check_plain(info: os.stat_result, max_bytes: int) -> None:
         raise UnsafeFile(f"is {info.st_size} bytes, more than max_job_bytes ({max_bytes})")
 
 
-def _read_capped(fd: int, max_bytes: int) -> bytes:
+def _read_capped(fd: int, max_bytes: int, expected: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        chunk = os.read(fd, max(65536, max_bytes + 1 - total))
+        # The size fstat gave, plus one byte to see the end (or growth): a job file
+        # is a few hundred bytes, and a max_job_bytes buffer would be mapped per read.
+        want = expected + 1 if not chunks else 65536
+        chunk = os.read(fd, min(want, max_bytes + 1 - total))
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)

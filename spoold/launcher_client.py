@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spoold.protocol import FrameReader, Message, encode_frame
+from spoold.protocol import READ_SIZE, FrameReader, Message, encode_frame
 
 # -P keeps the daemon's working directory off sys.path, so no job import can pick up
 # a module from wherever the daemon happened to be started; spoold itself is found
@@ -58,7 +58,7 @@ class LauncherClient:
     def receive(self) -> list[Message]:
         """Messages available now (call when the socket is readable)."""
         try:
-            data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            data = self.sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return []
         except ConnectionResetError:

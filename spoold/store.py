@@ -114,7 +114,6 @@ class JobStore:
         whose marker file exists (``finish_moves``). If the destination name
         was taken meanwhile, FileExistsError is raised and the marker stays.
         """
-        self.sync_claims()
         marker = self.spool.file("active", marker_name(job_id, state))
         data = encode(document)
         try:
@@ -126,6 +125,9 @@ class JobStore:
                 self.spool.folder("active"), marker_name(job_id, state), data,
                 durable=self.durable, sync_folder=False, replace=True,
             )  # fmt: skip
+        # After the marker's fsync, which on a journalling filesystem has just
+        # committed the claims too: these folder fsyncs then find nothing left to do.
+        self.sync_claims()
         crash_point("after_marker")
         self._drop_active(job_id)
         crash_point("after_unlink")
