@@ -282,6 +282,7 @@ class BenchDaemon:
             found[f"{role}_rss_kb"] = status.get("VmRSS")
             found[f"{role}_hwm_kb"] = status.get("VmHWM")
             found[f"{role}_fds"] = open_fds(pid)
+            found[f"{role}_children"] = len(_children(pid))
         return found
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -487,3 +488,10 @@ def git_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return f"{head}+dirty(spoold/)" if dirty else head
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []

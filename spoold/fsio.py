@@ -97,20 +97,14 @@ def write_new(
     """
     target = folder / name
     temp = folder / f"{TEMP_PREFIX}{name}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    write_whole(os.fspath(temp), data, durable=durable, mode=mode)
     try:
-        try:
-            _write_all(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
         if replace:
             os.replace(temp, target)
         else:
             rename_noreplace(temp, target)
     except BaseException:
-        os.unlink(temp)  # a disk that filled up mid-write leaves no half file behind
+        os.unlink(temp)  # the name is taken (or the move failed): no temp file is left
         raise
     if durable and sync_folder:
         fsync_dir(folder)

@@ -1,17 +1,22 @@
-"""The launcher: a small single-threaded process that forks, watches and reaps attempts.
+"""The launcher: a small single-threaded process that forks, watches and reaps job processes.
 
-The daemon runs threads (watchdog's observer), and forking from a threaded
-process can deadlock the child; fork also gets slower as the parent grows.
-So the daemon starts this process once, as a fresh interpreter, and asks it
-over a socket to run each attempt. The launcher forks the attempt's process,
-watches its deadline through a pidfd, kills its process group when it
-overruns (SIGTERM, a grace period, SIGKILL), reaps it, and reports the
-outcome. It is the only process that signals or reaps job processes, so a
-process group id is never signalled after it could have been reused.
+Fork gets slower as the parent grows, and a process that loaded loguru or
+may hold threads is no place to fork from. So the daemon starts this
+process once, as a fresh interpreter, and asks it over a socket to run each
+attempt. The launcher hands the attempt to a worker process it forked (see
+worker.py): with max_jobs_per_process = 1 a spare forked ahead of need, which
+runs that one attempt and exits; with N > 1 an idle worker that has run
+fewer than N. It watches the attempt's deadline, kills the worker's process
+group when it overruns (SIGTERM, a grace period, SIGKILL), reaps workers,
+and reports each outcome. It is the only process that signals or reaps job
+processes, so a process group id is never signalled after it could have
+been reused.
 
 If the daemon goes away (end of file on the socket) the launcher kills every
-attempt it runs and exits: the daemon's next start reruns those jobs, and
-they must not still be running then. Standard library only.
+attempt it runs and every idle worker, and exits: the daemon's next start
+reruns those jobs, and they must not still be running then. Standard
+library only, and as little of it as will do: each fork copies the
+launcher's page tables, and each page it shares costs a fault when written.
 """
 
 from __future__ import annotations
@@ -91,8 +96,8 @@ class Launcher:
         self.reader = FrameReader()
         self.writer = FrameWriter(sock)
         self.children: dict[str, Child] = {}
-        self.idle: list[Proc] = []  # reused workers waiting for their next attempt
-        self.retiring: list[Proc] = []  # reused workers on their way out, not yet reaped
+        self.idle: list[Proc] = []  # workers waiting for an attempt: spares, reused workers
+        self.retiring: list[Proc] = []  # workers let go, not reaped yet
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, "daemon")
         self.running = True

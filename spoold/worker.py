@@ -1,19 +1,17 @@
-"""Inside a job's process: set it apart, apply limits, import, call, report.
+"""Inside a job's process: set it apart, apply limits, then import, call, report.
 
-This runs in the child the launcher forked for one attempt. It becomes the
-leader of its own session and process group (so the whole group can be
-killed), restores default signal handling, closes every inherited file but
-its report pipe, applies the memory limit *before* the job's code is
-imported, then imports the class, calls the method and writes one JSON
-report. It always ends with ``os._exit``: it must never return into the
+This runs in a worker the launcher forked. It becomes the leader of its own
+session and process group (so the whole group can be killed), restores
+default signal handling, closes every inherited file but its two pipes,
+applies the memory limit and switches to the job user *before* any job code
+is imported. Then, for each attempt: it reads the request (one frame on the
+request pipe, unless the fork brought the first one), imports the class,
+calls the method, kills whatever the job left running, and writes one
+report frame. A worker runs up to ``max_jobs_per_process`` attempts (1 by
+default: a spare forked ahead of its one attempt), and also leaves when its
+memory use calls for a fresh process, or at end of file on the request
+pipe. It always ends with ``os._exit``: it must never return into the
 launcher's loop. Standard library only.
-
-With ``max_jobs_per_process`` > 1 the same set-up is done once and the
-process then serves attempts in turn (``serve_attempts``): the first request
-comes with the fork, the next ones as frames on a request pipe, and each
-report goes back as one frame. Between attempts it kills whatever the last
-one left running, and it exits after its last attempt, when its memory use
-calls for a fresh process, or at end of file on the request pipe.
 """
 
 from __future__ import annotations

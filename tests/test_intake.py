@@ -152,7 +152,7 @@ def test_a_file_the_watcher_cannot_see_is_found_by_the_rescan(
     spool.wait_record(spool.drop_job("before", job("Noop")))
     incoming = spool.folder("incoming")
     os.rmdir(incoming)
-    incoming.mkdir()
+    incoming.mkdir(exist_ok=True)  # the daemon may have noticed and recreated it already
     job_id = spool.drop_job("after-recreate", job("Noop"))
     spool.wait_record(job_id, timeout=15)
     assert daemon.returncode() is None
