@@ -105,7 +105,7 @@ class Daemon:
 
     def _start(self) -> None:
         recovery.tidy(self.spool)
-        # The launcher is a fresh interpreter started before any thread exists.
+        # The launcher is a fresh interpreter, started before the watch on incoming/.
         self.dispatcher = Dispatcher(self.config, self.filer, self.selector, self.identity)
         recovery.recover_active(self.spool, self.config, self.filer)
         for name in recovery.load_scheduled(self.spool, self.config, self.filer):
