@@ -198,8 +198,10 @@ class Launcher:
     # -- attempts --
 
     def _start(self, key: str, request: dict[str, Any], timeout: float) -> None:
+        setup = {k: v for k, v in request.items() if k not in JOB_FIELDS}
+        profile = json.dumps(setup, sort_keys=True, default=repr)
         try:
-            proc = self._process_for(request)
+            proc = self._process_for(request, profile)
         except OSError as exc:
             # Out of processes, descriptors or memory: the launcher's trouble, not
             # the job's. The daemon puts the job back to wait and tries again later.
@@ -219,18 +221,20 @@ class Launcher:
         self.writer.send(
             {"op": "started", "key": key, "pid": proc.pid, "started_at": child.started_at}
         )
-        if _max_jobs(request) == 1:  # a process per attempt: have the next one ready meanwhile
-            self._fork_spare(request)
+        # A process per attempt: have the next one ready meanwhile (idle workers
+        # of other profiles were let go above, so any idle one would do).
+        if _max_jobs(request) == 1 and not self.idle:
+            self._fork_spare(setup, profile)
 
-    def _process_for(self, request: dict[str, Any]) -> Proc:
+    def _process_for(self, request: dict[str, Any], profile: str) -> Proc:
         """A process that is running ``request`` now: an idle worker, or a new fork.
 
         Idle workers are reused workers between attempts, and spares: with
         max_jobs_per_process = 1, a process forked and set up (its own
         session, limits, user) ahead of its one attempt, so that an attempt
-        starts without waiting for a fork.
+        starts without waiting for a fork. ``profile`` is what a worker is set
+        up with (the request without the job); another one needs another worker.
         """
-        profile = _profile(request)
         for proc in [p for p in self.idle if p.profile != profile]:  # the config changed
             self.idle.remove(proc)
             self._retire(proc)
@@ -241,12 +245,9 @@ class Launcher:
             self._retire(proc)  # it died between attempts; its exit is reaped as usual
         return self._watch(_fork_worker(request, _max_jobs(request), profile=profile))
 
-    def _fork_spare(self, request: dict[str, Any]) -> None:
-        if any(proc.profile == _profile(request) for proc in self.idle):
-            return
-        setup = {k: v for k, v in request.items() if k not in JOB_FIELDS}
+    def _fork_spare(self, setup: dict[str, Any], profile: str) -> None:
         try:
-            spare = _fork_worker(setup, 1, profile=_profile(request), first_job=False)
+            spare = _fork_worker(setup, 1, profile=profile, first_job=False)
         except OSError:
             return  # no room for it now: the next attempt forks its own process
         self.idle.append(self._watch(spare))
@@ -338,12 +339,6 @@ class Launcher:
 
 def _max_jobs(request: dict[str, Any]) -> int:
     return max(1, int(request.get("max_jobs_per_process") or 1))
-
-
-def _profile(request: dict[str, Any]) -> str:
-    """What a reused worker was set up with: a request with another profile needs another."""
-    fixed = {k: v for k, v in request.items() if k not in JOB_FIELDS}
-    return json.dumps(fixed, sort_keys=True, default=repr)
 
 
 JOB_FIELDS = ("job_id", "class", "method", "params")

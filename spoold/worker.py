@@ -92,8 +92,8 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
         signal.signal(signum, signal.SIG_DFL)
     _die_with_parent(launcher)
     # Whatever the job's descendants orphan (even after setsid) is adopted by
-    # this process while the attempt runs, and passes to the launcher, which
-    # kills it, only when the attempt is over (see spoold/sweep.py).
+    # this process, which kills it when the attempt is over (_end_leftovers);
+    # if this process dies first, the launcher inherits and sweeps it.
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     low = 3
     for fd in sorted(keep):
