@@ -1,10 +1,11 @@
 """The daemon: one loop that owns every decision.
 
-Threads (watchdog's observer) only feed it file names; the launcher only
-runs attempts and reports back; signal handlers only set flags. Each turn
-of the loop takes in new files, releases jobs whose time has come and
-starts what the free worker slots allow; then the loop waits on one
-selector for the next wake-up: a nudge, a signal, a report from the
+It has no other thread: the watch on incoming/ is an inotify descriptor
+read by the loop; the launcher only runs attempts and reports back; signal
+handlers only set flags. Each turn of the loop takes in new files, releases
+jobs whose time has come, starts what the free worker slots allow, and
+then makes the turn's claims and moves durable; then the loop waits on one
+selector for the next wake-up: a new file, a signal, a report from the
 launcher, or the earliest timer.
 """
 
@@ -35,6 +36,9 @@ from spoold.receiver import Receiver
 from spoold.spool import Spool, SpoolLock
 from spoold.store import JobStore
 from spoold.systemd import Notifier, notify
+
+# READY=1 waits this long at most for the launcher's interpreter to be up.
+LAUNCHER_START_TIMEOUT = 10.0
 
 
 @dataclass
@@ -75,7 +79,7 @@ class Daemon:
         self.identity = identity
         self.on_ready = on_ready
         self.spool = Spool(config.spool.dir)
-        self.store = JobStore(self.spool, durable=config.spool.fsync)
+        self.store = JobStore(self.spool, durable=config.spool.fsync, defer_moves=True)
         self.ready = ReadyQueue()
         self.due = DueQueue()
         self.filer = Filer(self.store, self.due)
@@ -112,12 +116,14 @@ class Daemon:
             self.claims.reject(
                 "scheduled", name, Refused(name[:-5], "the job file is damaged", b"")
             )
+        self.store.sync_pending()
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self.wake_read, selectors.EVENT_READ, None)
         self._install_signal_handlers()
         watcher = self.receiver.start()
         self.selector.register(watcher.fileno(), selectors.EVENT_READ, "watch")
         self.receiver.rescan(time.time())
+        self.dispatcher.await_launcher(LAUNCHER_START_TIMEOUT)
         notify("READY=1", f"STATUS={self._status()}")
         logger.info("ready: watching {} ({})", self.spool.folder("incoming"), self._status())
         if self.on_ready is not None:
@@ -143,6 +149,10 @@ class Daemon:
         if getattr(self, "dispatcher", None) and self.dispatcher.unfiled:
             logger.warning("{} outcome(s) could not be filed; those jobs rerun at the next start",
                            len(self.dispatcher.unfiled))  # fmt: skip
+        try:
+            self.store.sync_pending()
+        except OSError as exc:  # the markers are durable: recovery finishes these moves
+            logger.error("the last moves out of active/ may not be durable: {}", exc)
         self.receiver.stop()
         if hasattr(self, "dispatcher"):
             self.dispatcher.close()
@@ -172,6 +182,8 @@ class Daemon:
                 self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
             self.dispatcher.retry_unfiled(now)
             self._start_ready(now)
+            # After the launches, so that a slot's next attempt does not wait for the fsyncs.
+            self.store.sync_pending()
         except OSError as exc:  # out of descriptors, disk, memory: wait, then carry on
             delay = self.trouble.hit(now)
             logger.opt(exception=exc).error("{}; trying again in {:.1f}s", exc, delay)

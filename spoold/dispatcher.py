@@ -57,6 +57,14 @@ class Dispatcher:
         self.selector.register(launcher.fileno(), selectors.EVENT_READ, self)
         return launcher
 
+    def await_launcher(self, timeout: float) -> None:
+        """Wait until the launcher can take attempts, so that READY=1 means jobs start at once."""
+        try:
+            if not self.launcher.wait_ready(timeout):
+                logger.warning("the launcher is not ready after {:g}s; going on", timeout)
+        except LauncherGone:
+            self._launcher_died()
+
     def __len__(self) -> int:
         return len(self.running) + len(self.unfiled)
 

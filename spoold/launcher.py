@@ -105,6 +105,7 @@ class Launcher:
         # every SWEEP_EVERY until SWEEP_WINDOW has passed with nothing found.
         self.sweep_until = 0.0
         self.next_sweep = 0.0
+        self.writer.send({"op": "ready"})  # imports done: the daemon may say READY=1 now
 
     def serve(self) -> None:
         while self.running or self.children or self.retiring:

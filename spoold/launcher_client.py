@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,24 @@ class LauncherClient:
         theirs.close()
         self.sock = ours
         self._reader = FrameReader()
+        self.ready = False  # its imports are done and its loop runs: attempts start at once
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the launcher's hello; True once it came."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if poller.poll(remaining * 1000):
+                for _message in self.receive():  # nothing but the hello comes before a request
+                    pass
+        return True
 
     def run(self, key: str, request: dict[str, Any], timeout: float) -> None:
         self._send({"op": "run", "key": key, "request": request, "timeout": timeout})
@@ -65,7 +82,13 @@ class LauncherClient:
             data = b""
         if not data:
             raise LauncherGone(f"the launcher exited (status {self.process.poll()})")
-        return list(self._reader.feed(data))
+        messages = []
+        for message in self._reader.feed(data):
+            if message["op"] == "ready":
+                self.ready = True
+            else:
+                messages.append(message)
+        return messages
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the launcher to stop (it kills what still runs) and reap it."""

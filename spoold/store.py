@@ -14,6 +14,15 @@ Claims are made durable lazily: the folders they changed are fsynced just
 before the next move out of active/, so that no outcome is ever on disk
 while the claim that led to it could still be undone by a power cut. A
 claim lost to a power cut before that only means the job runs again.
+
+With ``defer_moves`` (the daemon's loop) the destination folder of a move
+is fsynced by ``sync_pending`` at the end of the loop's turn rather than
+at once, after the turn has handed out the next attempts, and once for all
+the moves the turn made. The outcome itself is durable before that: its
+marker was fsynced, and a power cut that undoes the rename leaves the
+marker in active/, where recovery finishes the move. The same call makes
+the turn's claims durable, so that an attempt's outcome usually finds
+nothing left to sync when it comes back.
 """
 
 from __future__ import annotations
@@ -35,10 +44,12 @@ from spoold.spool import Spool
 class JobStore:
     """Moves jobs between the spool's folders, durably unless told otherwise."""
 
-    def __init__(self, spool: Spool, *, durable: bool) -> None:
+    def __init__(self, spool: Spool, *, durable: bool, defer_moves: bool = False) -> None:
         self.spool = spool
         self.durable = durable
+        self.defer_moves = defer_moves
         self._unsynced: set[str] = set()
+        self._unsynced_moves: set[str] = set()
 
     def id_taken(self, job_id: str, *, source: tuple[str, str] | None = None) -> bool:
         """True if another job or record already uses ``job_id``."""
@@ -84,6 +95,19 @@ class JobStore:
             if self._unsynced:
                 fsync_dir(self.spool.folder("active"))
         self._unsynced.clear()
+
+    def sync_pending(self) -> None:
+        """Make the claims and the moves out of active/ made so far durable."""
+        self.sync_claims()
+        self.sync_moves()
+
+    def sync_moves(self) -> None:
+        """Make the moves out of active/ made so far durable (their destination folders)."""
+        while self._unsynced_moves:
+            state = next(iter(self._unsynced_moves))
+            if self.durable:
+                fsync_dir(self.spool.folder(state))
+            self._unsynced_moves.discard(state)  # only once it worked: a failure is retried
 
     def schedule(self, job: Job) -> None:
         """Move an active job to scheduled/ to wait for ``job.due_at``."""
@@ -133,8 +157,9 @@ class JobStore:
         crash_point("after_unlink")
         rename_noreplace(marker, self.spool.file(state, f"{new_id or job_id}.json"))
         crash_point("after_move")
-        if self.durable:
-            fsync_dir(self.spool.file(state, ""))
+        self._unsynced_moves.add(state)
+        if not self.defer_moves:
+            self.sync_moves()
 
     def unclaim(self, job: Job) -> None:
         """Put a claimed job that never started back to wait in scheduled/, as it was."""
