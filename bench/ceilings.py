@@ -63,21 +63,22 @@ def write_file(folder: Path, name: str, data: bytes, *, fsync: bool) -> None:
 
 def enqueue(root: Path, n: int, log: str, *, fsync: bool, dir_fsync: bool = False) -> float:
     """N times: json.dumps a job, write tmp/<id>.json, [fsync], rename into incoming/,
-    [fsync incoming/]. Returns jobs per second."""
-    tmp, incoming = root / "tmp", root / "incoming"
+    [fsync incoming/]. Returns jobs per second. String paths: pathlib costs more than
+    the no-fsync loop's own file operations, and the client does without it."""
+    tmp, incoming = f"{root}/tmp", f"{root}/incoming"
     start = time.perf_counter()
     for i in range(n):
         name = f"c{i:08d}-{os.urandom(5).hex()}.json"
-        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        fd = os.open(f"{tmp}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             os.write(fd, job_document(log, time.time()))
             if fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp / name, incoming / name)
+        os.rename(f"{tmp}/{name}", f"{incoming}/{name}")
         if dir_fsync:
-            fsync_dir(incoming)
+            fsync_dir(Path(incoming))
     return n / (time.perf_counter() - start)
 
 

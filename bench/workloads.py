@@ -11,6 +11,7 @@ after the other in each run, so a noisy moment hits both).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -266,6 +267,7 @@ def _client_step(key: str, folder: Path, n: int) -> float:
     """One enqueue figure (jobs/s) into fresh folders: the client or a ceiling loop."""
     root = ceilings.make_folders(folder / key)
     log = str(folder / "jobs.log")
+    os.sync()  # the last step's dirty pages would otherwise be written back during this one
     if key in ("durable", "fast"):
         return _time_client(root, n, durable=key == "durable")
     return ceilings.enqueue(root, n, log, fsync=key != "plain", dir_fsync=key == "dirsync")
@@ -280,8 +282,11 @@ def w1_client(ctx: Context) -> list[dict[str, Any]]:
     for run in range(ctx.runs):
         progress(f"W1 client run {run + 1}/{ctx.runs}: {n} enqueues x 5")
         with ctx.folder("client") as folder:
-            for key, values in figures.items():
-                values.append(_client_step(key, folder, n))
+            # Each figure next to its ceiling, and which of the two goes first alternates.
+            pairs = (("fast", "plain"), ("durable", "fsync", "dirsync"))
+            for pair in pairs:
+                for key in pair if run % 2 == 0 else reversed(pair):
+                    figures[key].append(_client_step(key, folder, n))
     durable_ratio = ratios(figures["durable"], figures["fsync"])
     fast_ratio = ratios(figures["fast"], figures["plain"])
     common = "spoold.client.run_background_job from one Python process, no daemon running"

@@ -9,6 +9,7 @@ no-clobber renames catch even that.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -19,8 +20,12 @@ _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 def new_job_id(now: float | None = None) -> str:
     """Return a fresh id for a job made at ``now`` (Unix seconds)."""
     millis = int((time.time() if now is None else now) * 1000)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(millis // 1000))
-    return f"{stamp}.{millis % 1000:03d}Z-{os.urandom(5).hex()}"
+    return f"{_utc_stamp(millis // 1000)}.{millis % 1000:03d}Z-{os.urandom(5).hex()}"
+
+
+@functools.lru_cache(maxsize=1)  # ids made in a burst share their second
+def _utc_stamp(second: int) -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(second))
 
 
 def is_valid_id(candidate: str) -> bool:
