@@ -143,7 +143,7 @@ class FileContent:
     gid: int
 
 
-def read_regular(path: Path, max_bytes: int) -> FileContent:
+def read_regular(path: Path | str, max_bytes: int) -> FileContent:
     """Read a plain file of at most ``max_bytes`` without following links or blocking.
 
     Raises FileNotFoundError if it is gone, UnsafeFile with a reason for
@@ -181,11 +181,13 @@ def _read_capped(fd: int, max_bytes: int, expected: int) -> bytes:
     while True:
         # The size fstat gave, plus one byte to see the end (or growth): a job file
         # is a few hundred bytes, and a max_job_bytes buffer would be mapped per read.
-        want = expected + 1 if not chunks else 65536
-        chunk = os.read(fd, min(want, max_bytes + 1 - total))
+        asked = min(expected + 1 if not chunks else 65536, max_bytes + 1 - total)
+        chunk = os.read(fd, asked)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
         total += len(chunk)
         if total > max_bytes:  # the file grew after fstat
             raise UnsafeFile(f"grew past max_job_bytes ({max_bytes}) while being read")
+        if len(chunks) == 1 and len(chunk) < asked:  # a short read of a plain file: its end
+            return chunk

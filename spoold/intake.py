@@ -56,7 +56,7 @@ def examine(
     """Read ``state/name`` and judge it; ``closed`` means its writer has closed it."""
     job_id = id_from_filename(name) or new_job_id(now)
     try:
-        content = read_regular(spool.path(state, name), config.spool.max_job_bytes)
+        content = read_regular(spool.file(state, name), config.spool.max_job_bytes)
     except FileNotFoundError:
         return None
     except UnsafeFile as exc:
