@@ -90,15 +90,28 @@ class Job:
             doc["due_at"] = self.due_at
         return doc
 
-    def record(self, status: str, finished_at: float, **outcome: Any) -> dict[str, Any]:
-        """The done/ or failed/ record: the job as submitted plus what happened."""
+    def record(
+        self,
+        status: str,
+        finished_at: float,
+        *,
+        last_attempt: dict[str, Any] | None = None,
+        **outcome: Any,
+    ) -> dict[str, Any]:
+        """The done/ or failed/ record: the job as submitted plus what happened.
+
+        ``last_attempt`` is appended to the history (the attempt that just ended).
+        """
+        history = list(self.history)
+        if last_attempt is not None:
+            history.append(last_attempt)
         return {
             **self.submitted,
             "id": self.id,
             "status": status,
-            "attempts": self.attempts,
+            "attempts": len(history),
             **outcome,
-            "history": list(self.history),
+            "history": history,
             "finished_at": finished_at,
         }
 

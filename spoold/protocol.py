@@ -26,8 +26,12 @@ Message = dict[str, Any]
 
 
 def encode_frame(message: Message) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), default=repr).encode("utf-8")
+    body = _ENCODER.encode(message).encode("utf-8")
     return _HEADER.pack(len(body)) + body
+
+
+# One encoder for every frame: json.dumps builds a new one whenever an option is given.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
 
 
 class FrameReader:
