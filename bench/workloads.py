@@ -112,6 +112,24 @@ def run_batch(
     return {"jobs_per_s": n / (end - t0), "enqueue_per_s": n / (enqueued - t0)}
 
 
+def drain_rate(folder: Path, n: int, *, fsync: bool, per_process: int) -> float:
+    """Jobs/s for spoold to run N jobs that wait in incoming/ before it starts (no client
+    running meanwhile), from READY=1 to the last job's own end: what the ceilings measure."""
+    spool = BenchSpool(folder, fsync=fsync, max_jobs_per_process=per_process)
+    names = ceilings.prefill(spool.root, n, str(spool.job_log))
+    os.sync()
+    log = JobLog(spool.job_log)
+    daemon = BenchDaemon(spool).start()
+    try:
+        daemon.wait_ready()
+        ready = time.time()
+        wait_for_jobs(spool, log, n, daemon)
+        check_all_done(spool, log, [name[:-5] for name in names])
+    finally:
+        daemon.stop()
+    return n / (max(e for _s, e in log.times.values()) - ready)
+
+
 def ceiling_process(kind: str, *args: str) -> dict[str, Any]:
     """Run ``python -m bench.ceilings KIND ARGS`` in a fresh interpreter; its JSON line."""
     out = subprocess.run(
@@ -166,16 +184,22 @@ def entry(
 
 def w1_default(ctx: Context) -> list[dict[str, Any]]:
     n = ctx.sizes["W1"]
-    spoold, enqueue, ceiling, forks = [], [], [], []
+    spoold, enqueue, ceiling, forks, drained = [], [], [], [], []
     for run in range(ctx.runs):
         progress(f"W1 default run {run + 1}/{ctx.runs}: {n} no-op jobs")
         with ctx.folder("w1") as folder:
+            if run % 2:  # the ceiling goes first in every other run, in case order matters
+                ceiling.append(dispatch_ceiling(folder / "ceiling", n, fork=True, fsync=True))
+            os.sync()
             spool = BenchSpool(folder / "spoold", fsync=True)
             with running_daemon(spool) as daemon:
                 result = run_batch(spool, daemon, n, durable=True)
             spoold.append(result["jobs_per_s"])
             enqueue.append(result["enqueue_per_s"])
-            ceiling.append(dispatch_ceiling(folder / "ceiling", n, fork=True, fsync=True))
+            os.sync()
+            if not run % 2:
+                ceiling.append(dispatch_ceiling(folder / "ceiling", n, fork=True, fsync=True))
+            drained.append(drain_rate(folder / "drain", n, fsync=True, per_process=1))
             forks.append(float(ceiling_process("fork", "--n", str(n))["rate"]))
     ratio = ratios(spoold, ceiling)
     vs_rq = median(spoold) / RQ_JOBS_PER_S
@@ -206,9 +230,21 @@ def w1_default(ctx: Context) -> list[dict[str, Any]]:
             informative={
                 "launcher_fork_ceiling_children_per_s": spread(forks, 1),
                 "what": "a single-threaded process forking children that exit at once, 2 at a time",
+                **_drain_figures(drained, ceiling),
             },
         )
     ]
+
+
+def _drain_figures(drained: list[float], ceiling: list[float]) -> dict[str, Any]:
+    """The informative drain figures: spoold on a waiting backlog, as the ceiling runs."""
+    return {
+        "drain_jobs_per_s": spread(drained, 1),
+        "drain_ratio_to_ceiling": round(median(ratios(drained, ceiling)), 3),
+        "drain_what": "the same N jobs waiting in incoming/ before the daemon starts, no client "
+        "running: jobs/s from READY=1 to the last job's end (the ceiling too times a waiting "
+        "backlog, while the figure above shares the 2 cores with the client)",
+    }
 
 
 def w1_fast(ctx: Context) -> list[dict[str, Any]]:
@@ -219,10 +255,13 @@ def w1_fast(ctx: Context) -> list[dict[str, Any]]:
         f"false: {n} no-op jobs enqueued with durable=False into an idle daemon"
     )
     target = ">= 60% of the no-fork ceiling (fsync off)"
-    spoold, ceiling, ceiling_fsync = [], [], []
+    spoold, ceiling, ceiling_fsync, drained = [], [], [], []
     for run in range(ctx.runs):
         progress(f"W1 fast run {run + 1}/{ctx.runs}: {n} no-op jobs")
         with ctx.folder("w1fast") as folder:
+            if run % 2:  # the ceiling goes first in every other run, in case order matters
+                ceiling.append(dispatch_ceiling(folder / "c1", n, fork=False, fsync=False))
+            os.sync()
             try:
                 spool = BenchSpool(folder / "spoold", fsync=False, max_jobs_per_process=per_process)
                 with running_daemon(spool) as daemon:
@@ -230,8 +269,11 @@ def w1_fast(ctx: Context) -> list[dict[str, Any]]:
             except DaemonRefused as exc:
                 progress(f"W1 fast skipped: {exc}")
                 return [{"workload": name, "what": what, "target": target, "skipped": str(exc)}]
-            ceiling.append(dispatch_ceiling(folder / "c1", n, fork=False, fsync=False))
+            os.sync()
+            if not run % 2:
+                ceiling.append(dispatch_ceiling(folder / "c1", n, fork=False, fsync=False))
             ceiling_fsync.append(dispatch_ceiling(folder / "c2", n, fork=False, fsync=True))
+            drained.append(drain_rate(folder / "drain", n, fsync=False, per_process=per_process))
     ratio = ratios(spoold, ceiling)
     return [
         entry(
@@ -251,6 +293,7 @@ def w1_fast(ctx: Context) -> list[dict[str, Any]]:
             informative={
                 "no_fork_ceiling_with_fsync_jobs_per_s": spread(ceiling_fsync, 1),
                 "ratio_to_it": round(median(ratios(spoold, ceiling_fsync)), 3),
+                **_drain_figures(drained, ceiling),
             },
         )
     ]
