@@ -189,5 +189,5 @@ def _read_capped(fd: int, max_bytes: int, expected: int) -> bytes:
         total += len(chunk)
         if total > max_bytes:  # the file grew after fstat
             raise UnsafeFile(f"grew past max_job_bytes ({max_bytes}) while being read")
-        if len(chunks) == 1 and len(chunk) < asked:  # a short read of a plain file: its end
-            return chunk
+        if len(chunk) < asked:  # a short read of a plain file is its end
+            return b"".join(chunks)

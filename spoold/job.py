@@ -90,28 +90,15 @@ class Job:
             doc["due_at"] = self.due_at
         return doc
 
-    def record(
-        self,
-        status: str,
-        finished_at: float,
-        *,
-        last_attempt: dict[str, Any] | None = None,
-        **outcome: Any,
-    ) -> dict[str, Any]:
-        """The done/ or failed/ record: the job as submitted plus what happened.
-
-        ``last_attempt`` is appended to the history (the attempt that just ended).
-        """
-        history = list(self.history)
-        if last_attempt is not None:
-            history.append(last_attempt)
+    def record(self, status: str, finished_at: float, **outcome: Any) -> dict[str, Any]:
+        """The done/ or failed/ record: the job as submitted plus what happened."""
         return {
             **self.submitted,
             "id": self.id,
             "status": status,
-            "attempts": len(history),
+            "attempts": self.attempts,
             **outcome,
-            "history": history,
+            "history": list(self.history),
             "finished_at": finished_at,
         }
 

@@ -52,9 +52,8 @@ class Filer:
 
     def succeeded(self, job: Job, entry: dict[str, Any]) -> None:
         attempt = {key: value for key, value in entry.items() if key != "result"}
-        record = job.record(
-            "done", entry["finished_at"], last_attempt=attempt, result=entry.get("result")
-        )
+        job = replace(job, history=(*job.history, attempt))
+        record = job.record("done", entry["finished_at"], result=entry.get("result"))
         filed_as = self.store.file_record(job.id, "done", record)
         self.tally.done += 1
         took = entry["finished_at"] - entry["started_at"]

@@ -14,16 +14,12 @@ from dataclasses import dataclass, field
 from spoold.job import Job
 
 
-@dataclass(slots=True, eq=False)  # slots: a backlog of 100,000 keeps 100,000 of these
+@dataclass(order=True, slots=True)  # slots: a backlog of 100,000 keeps 100,000 of these
 class ReadyEntry:
     sort_key: tuple[int, float, int]
-    state: str  # the folder the file is in: incoming or scheduled
-    name: str
-    job: Job | None = None  # parsed copy, when kept in memory
-
-    def __lt__(self, other: ReadyEntry) -> bool:
-        # Written out: order=True's version builds a tuple of each side per comparison.
-        return self.sort_key < other.sort_key
+    state: str = field(compare=False)  # the folder the file is in: incoming or scheduled
+    name: str = field(compare=False)
+    job: Job | None = field(compare=False, default=None)  # parsed copy, when kept in memory
 
     @property
     def priority(self) -> int:
