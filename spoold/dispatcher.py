@@ -22,12 +22,14 @@ from loguru import logger
 
 from spoold import policy
 from spoold.config import Config
+from spoold.durations import seconds
 from spoold.faults import crash_point
 from spoold.identity import JobIdentity
 from spoold.job import Job
 from spoold.launcher_client import LauncherClient, LauncherGone
 from spoold.logs import job_logger
 from spoold.outcomes import Filer
+from spoold.store import NotInActive
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Dispatcher:
         """Wait until the launcher can take attempts, so that READY=1 means jobs start at once."""
         try:
             if not self.launcher.wait_ready(timeout):
-                logger.warning("the launcher is not ready after {:g}s; going on", timeout)
+                logger.warning("the launcher is not ready after {}; going on", seconds(timeout))
         except LauncherGone:
             self._launcher_died()
 
@@ -76,22 +78,28 @@ class Dispatcher:
         return min(pending) if pending else None
 
     def retry_unfiled(self, now: float) -> None:
-        """File the outcomes a resource shortage held back, once its backoff has passed."""
+        """File the outcomes a resource shortage held back, once its backoff has passed.
+
+        Exactly those that fail again are held again, whatever their order:
+        an outcome filed in this round is never applied a second time.
+        """
         if not self.unfiled or self.filing_trouble.waiting(now):
             return
         waiting, self.unfiled = self.unfiled, []
         error = None
         for running, entry in waiting:
-            error = self._file(running, entry) or error
-            if error is not None and (running, entry) not in self.unfiled:
+            failure = self._file(running, entry)
+            if failure is not None:
                 self.unfiled.append((running, entry))
+                error = failure
+        filed = len(waiting) - len(self.unfiled)
         if error is None:
             self.filing_trouble.clear()
-            logger.info("filing works again: {} held-back outcome(s) filed", len(waiting))
+            logger.info("filing works again: {} held-back outcome(s) filed", filed)
             return
         delay = self.filing_trouble.hit(now)  # once per round, however many are waiting
-        logger.error("{} outcome(s) still cannot be filed ({}); trying again in {:.1f}s",
-                     len(self.unfiled), error, delay)  # fmt: skip
+        logger.error("{} held-back outcome(s) filed, {} still cannot be ({}); trying again in {}",
+                     filed, len(self.unfiled), error, seconds(delay))  # fmt: skip
 
     def launch(self, job: Job) -> None:
         limits = policy.limits_for(job, self.config.worker)
@@ -160,8 +168,8 @@ class Dispatcher:
         self.unfiled.append((running, entry))
         delay = self.filing_trouble.hit(time.time())
         job_logger(running.job.id).error(
-            "job {}: cannot file its outcome ({}); kept in active/, trying again in {:.1f}s",
-            running.job.id, error, delay,
+            "job {}: cannot file its outcome ({}); kept in active/, trying again in {}",
+            running.job.id, error, seconds(delay),
         )  # fmt: skip
 
     def _file(self, running: Running, entry: dict[str, Any]) -> OSError | None:
@@ -177,6 +185,8 @@ class Dispatcher:
                 self.filer.interrupted(job, entry, self.config.worker.max_interruptions)
             else:
                 self.filer.attempt_failed(job, entry, running.limits)
+        except NotInActive as exc:  # a bug if it happens: say so, and never file it twice
+            job_logger(job.id).error("job {}: its outcome was not filed: {}", job.id, exc)
         except OSError as exc:
             return exc
         return None
@@ -186,14 +196,18 @@ class Dispatcher:
         delay = self.launch_trouble.hit(time.time())
         try:
             self.filer.store.unclaim(job)
+        except NotInActive as exc:
+            job_logger(job.id).error("job {} could not start ({}); not put back: {}",
+                                     job.id, error, exc)  # fmt: skip
+            return
         except OSError as exc:
             job_logger(job.id).error("job {} could not start ({}) nor go back to wait ({}); "
                                      "it reruns at the next start", job.id, error, exc)  # fmt: skip
             return
         self.filer.due.push(f"{job.id}.json", time.time() + delay, job.priority, job.enqueued_at)
         self.filer.rescheduled.add(f"{job.id}.json")
-        job_logger(job.id).warning("job {} could not start ({}); it waits {:.1f}s and tries again",
-                                   job.id, error, delay)  # fmt: skip
+        job_logger(job.id).warning("job {} could not start ({}); it waits {} and tries again",
+                                   job.id, error, seconds(delay))  # fmt: skip
 
     def _launcher_died(self) -> None:
         logger.critical("the launcher process died; failing its attempts and starting a new one")

@@ -3,7 +3,11 @@
 Every write is tmp file + fsync + no-clobber rename + fsync of the folder, so
 a reader (or a reboot) sees either the whole file or none of it, and an
 existing file is never replaced. Moves use ``renameat2(RENAME_NOREPLACE)``,
-falling back to link + unlink on filesystems without it.
+falling back to link + unlink on filesystems without it (many FUSE and
+network filesystems answer the flag with EINVAL). Between that link and
+that unlink both names exist and the file has two links: readers of the
+spool tell such a move cut short from a hard-link attack by the twin's
+name and inode (intake.py, store.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from spoold.faults import crash_point
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -33,10 +39,15 @@ if _renameat2 is not None:
 # dotfiles, and the daemon removes its own leftovers (this prefix) at start.
 TEMP_PREFIX = ".spoold-"
 
+# Destination folders whose filesystem refused RENAME_NOREPLACE: moves into them go
+# straight to link + unlink instead of paying a refused call (a FUSE round trip) each.
+_LINK_ONLY_FOLDERS: set[str] = set()
+
 
 def rename_noreplace(src: Path | str, dst: Path | str) -> None:
     """Move ``src`` to ``dst``; raise FileExistsError rather than replace ``dst``."""
-    if _renameat2 is not None:
+    folder = os.path.dirname(dst)
+    if _renameat2 is not None and folder not in _LINK_ONLY_FOLDERS:
         if (
             _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
             == 0
@@ -45,7 +56,9 @@ def rename_noreplace(src: Path | str, dst: Path | str) -> None:
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOSYS):
             raise OSError(err, os.strerror(err), str(dst))
+        _LINK_ONLY_FOLDERS.add(folder)
     os.link(src, dst)  # raises FileExistsError when dst exists
+    crash_point("in_rename_fallback")  # both names exist, one inode with two links
     os.unlink(src)
 
 
@@ -133,6 +146,18 @@ class UnsafeFile(Exception):
     """A file in the spool that spoold refuses to read (a link, a FIFO, too big...)."""
 
 
+class LinkedFile(UnsafeFile):
+    """A plain file with more than one hard link; ``info`` says which inode and since when.
+
+    Its reader decides: a link from outside the spool is refused, the twin a
+    move's link + unlink fallback leaves for a moment is waited out.
+    """
+
+    def __init__(self, info: os.stat_result) -> None:
+        super().__init__(f"has {info.st_nlink} hard links; a job file must have exactly one")
+        self.info = info
+
+
 @dataclass(frozen=True)
 class FileContent:
     """The bytes of a job file and the facts about it read from the same open file."""
@@ -170,7 +195,7 @@ def _check_plain(info: os.stat_result, max_bytes: int) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise UnsafeFile("is not a regular file")
     if info.st_nlink != 1:
-        raise UnsafeFile(f"has {info.st_nlink} hard links; a job file must have exactly one")
+        raise LinkedFile(info)
     if info.st_size > max_bytes:
         raise UnsafeFile(f"is {info.st_size} bytes, more than max_job_bytes ({max_bytes})")
 

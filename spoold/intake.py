@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from spoold.config import Config
-from spoold.fsio import FileContent, UnsafeFile, is_resource_error, read_regular
+from spoold.fsio import FileContent, LinkedFile, UnsafeFile, is_resource_error, read_regular
 from spoold.ids import id_from_filename, new_job_id
 from spoold.job import Incomplete, Job, Rejected, check_allowed, parse_job
 from spoold.spool import Spool
@@ -21,6 +21,10 @@ from spoold.spool import Spool
 # How long a file that is not yet whole JSON may stay in incoming/ before it
 # is rejected, when no inotify "closed after writing" event says it is done.
 INCOMPLETE_GRACE = 5.0
+# How long a file in incoming/ may share its inode with tmp/<same name> before it is
+# rejected: a client's move on a filesystem without RENAME_NOREPLACE is a link and then
+# an unlink, and in between the file has two links (see fsio.rename_noreplace).
+TWIN_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,45 @@ def examine(
         content = read_regular(spool.file(state, name), config.spool.max_job_bytes)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        return Trouble(exc) if is_resource_error(exc) else _unreadable(job_id, exc)
+    except LinkedFile as exc:
+        if state == "incoming" and _twin_in_tmp(spool, name, exc.info):
+            return _wait_for_unlink(job_id, exc, now)
+        return Refused(job_id, f"the file {exc}", b"")
     except UnsafeFile as exc:
         return Refused(job_id, f"the file {exc}", b"")
-    except OSError as exc:
-        if is_resource_error(exc):
-            return Trouble(exc)
-        return Refused(job_id, f"the file cannot be read: {exc.strerror}", b"")
     return _judge(content, job_id, config, trusted=state != "incoming", now=now, closed=closed)
+
+
+def _unreadable(job_id: str, exc: OSError) -> Refused:
+    return Refused(job_id, f"the file cannot be read: {exc.strerror}", b"")
+
+
+def _twin_in_tmp(spool: Spool, name: str, info: os.stat_result) -> bool:
+    """``tmp/<name>`` is the file's only other name: a client's move not finished yet."""
+    try:
+        twin = os.lstat(spool.file("tmp", name))
+    except OSError:
+        return False
+    return info.st_nlink == 2 and (twin.st_dev, twin.st_ino) == (info.st_dev, info.st_ino)
+
+
+def _wait_for_unlink(job_id: str, linked: LinkedFile, now: float) -> NotYet | Refused:
+    """Look again soon while the client's unlink may still come; refuse once it is late.
+
+    The link set the inode's ctime. Looks come quickly at first (the unlink
+    usually follows within microseconds) and then further apart.
+    """
+    age = now - linked.info.st_ctime
+    if age < TWIN_GRACE:
+        return NotYet(now + min(1.0, max(0.002, age / 2)))
+    return Refused(
+        job_id,
+        f"the file {linked}: tmp/ still holds the other one {TWIN_GRACE:g}s after the link "
+        "(a client that died half-way through its move into incoming/)",
+        b"",
+    )
 
 
 def _judge(

@@ -1,7 +1,8 @@
 """Start-up recovery: rebuild the daemon's picture from the folders alone.
 
 Runs before the first job starts. It tidies what a crash left (the daemon's
-own temporary files, a client's tmp/ file older than 36 hours), finishes
+own temporary files, a client's tmp/ file older than 36 hours), undoes a
+claim a crash cut between its link and unlink (no RENAME_NOREPLACE), finishes
 moves out of active/ a crash cut in half (a marker ``<id>.to-<state>``, or a
 job whose copy further along exists), turns every other job in active/ into an
 ``interrupted`` attempt to rerun, and loads scheduled/ into the due queue.
@@ -33,7 +34,7 @@ def tidy(spool: Spool) -> None:
 
 
 def recover_active(spool: Spool, config: Config, filer: Filer) -> None:
-    for line in filer.store.finish_moves():
+    for line in [*filer.store.undo_cut_claims(), *filer.store.finish_moves()]:
         logger.info(line)
     for name in spool.job_names("active"):
         try:

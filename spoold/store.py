@@ -10,6 +10,11 @@ the destination folder is fsynced. Recovery finishes any move whose marker
 it finds whole, and drops a marker cut short while the job is still there,
 so a crash at any step loses nothing.
 
+Every move out of active/ is idempotent: it is refused (``NotInActive``,
+nothing changed) unless the job is still in active/, as ``<id>.json`` or as
+the marker of a move to the same folder that was cut short half-way. An
+outcome applied twice therefore files one record, never two.
+
 Claims are made durable lazily: the folders they changed are fsynced just
 before the next move out of active/, so that no outcome is ever on disk
 while the claim that led to it could still be undone by a power cut. A
@@ -39,6 +44,14 @@ from spoold.fsio import fsync_dir, rename_noreplace, write_new, write_whole
 from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
 from spoold.spool import Spool
+
+
+class NotInActive(Exception):
+    """An outcome for a job that is no longer in active/: it was refused, nothing changed."""
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(f"job {job_id} is no longer in active/, so it cannot go to {state}/")
+        self.job_id = job_id
 
 
 class JobStore:
@@ -137,8 +150,13 @@ class JobStore:
         at any point leaves the job in active/, and recovery finishes a move
         whose marker file exists (``finish_moves``). If the destination name
         was taken meanwhile, FileExistsError is raised and the marker stays.
+        NotInActive is raised, before anything is touched, if the job has left
+        active/ already.
         """
         marker = self.spool.file("active", marker_name(job_id, state))
+        if not (os.path.lexists(self.spool.file("active", f"{job_id}.json"))
+                or os.path.lexists(marker)):  # fmt: skip
+            raise NotInActive(job_id, state)  # filed already: applying it again would double it
         data = encode(document)
         try:
             write_whole(marker, data, durable=self.durable)
@@ -163,7 +181,44 @@ class JobStore:
 
     def unclaim(self, job: Job) -> None:
         """Put a claimed job that never started back to wait in scheduled/, as it was."""
-        rename_noreplace(self.active_path(job.id), self.spool.path("scheduled", f"{job.id}.json"))
+        source = self.spool.file("active", f"{job.id}.json")
+        if not os.path.lexists(source):
+            raise NotInActive(job.id, "scheduled")
+        rename_noreplace(source, self.spool.file("scheduled", f"{job.id}.json"))
+
+    def undo_cut_claims(self) -> list[str]:
+        """Undo the claims a crash cut short between their link and unlink; describe each.
+
+        On a filesystem without RENAME_NOREPLACE a claim is a link into
+        active/ and then an unlink of the waiting file, so a crash in between
+        leaves one inode under both names. Nothing was started yet: the
+        active/ name is dropped and the job waits where it was. (The same
+        shape from a put-back to scheduled/ resolves the same way.)
+        """
+        report = []
+        waiting: dict[tuple[int, int], str] | None = None
+        for name in self.spool.job_names("active"):
+            info = os.lstat(self.spool.file("active", name))
+            if info.st_nlink < 2:
+                continue
+            if waiting is None:
+                waiting = self._waiting_inodes()
+            twin = waiting.get((info.st_dev, info.st_ino))
+            if twin is not None:
+                os.unlink(self.spool.file("active", name))
+                report.append(f"undid the claim of {twin} (cut short by a crash): active/{name} "
+                              "was a second link to it; it waits again")  # fmt: skip
+        return report
+
+    def _waiting_inodes(self) -> dict[tuple[int, int], str]:
+        """The waiting files of incoming/ and scheduled/ by inode."""
+        found = {}
+        for state in ("incoming", "scheduled"):
+            for name in self.spool.job_names(state):
+                with contextlib.suppress(FileNotFoundError):
+                    info = os.lstat(self.spool.file(state, name))
+                    found[(info.st_dev, info.st_ino)] = f"{state}/{name}"
+        return found
 
     def finish_moves(self) -> list[str]:
         """Complete the moves out of active/ that a crash cut short; describe each."""
@@ -193,9 +248,6 @@ class JobStore:
     def _drop_active(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.spool.file("active", f"{job_id}.json"))
-
-    def active_path(self, job_id: str) -> Path:
-        return self.spool.path("active", f"{job_id}.json")
 
 
 MOVE_STATES = ("scheduled", "done", "failed")

@@ -137,3 +137,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for daemon in item.stash.get(DAEMONS, []):
             report.sections.append((f"log of {daemon.name}", daemon.log_text()[-30000:]))
     return report
+
+
+@pytest.fixture
+def bindfs_spool(tmp_path: Path) -> Iterator[Spool]:
+    """A fresh spool on bindfs, where no-clobber moves take the link + unlink fallback."""
+    from fusefs import bindfs
+
+    with bindfs(tmp_path / "bindfs-source", tmp_path / "bindfs") as mount_point:
+        yield Spool(mount_point / "spool").create()

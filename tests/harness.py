@@ -50,6 +50,7 @@ TESTJOBS_ALLOW: dict[str, list[str]] = {
     "testjobs.Partial": ["allowed"],
     "testjobs.Counter": ["run"],
     "testjobs.Keeper": ["run"],
+    "testjobs.Gated": ["run"],
     "tiny.Quick": ["run"],
     "badjobs.Hog": ["run", "once"],
     "badjobs.Spin": ["run"],

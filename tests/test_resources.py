@@ -96,6 +96,46 @@ def test_a_full_disk_holds_outcomes_back_until_there_is_room(
     assert daemon.returncode() is None, "the daemon died of a full disk"
 
 
+@pytest.mark.parametrize("second", ["record", "retry"])
+def test_held_outcomes_filed_in_turn_are_each_filed_once(
+    tiny_disk: Path, tmp_path: Path, start_daemon: StartDaemon, second: str
+) -> None:
+    """Two attempts finish on a full disk; then room comes back for the small outcome only
+    (graded sizes), then for both. The round that files the small one must not hold it
+    again: applied twice, a record was filed twice (under a fresh id) and a retry to
+    scheduled/ failed for ever, after which the daemon started no job at all."""
+    spool = Spool(tiny_disk / "spool").create()
+    log, gate_big, gate_small = tmp_path / "runs.jsonl", tmp_path / "big", tmp_path / "small"
+    daemon = start_daemon(spool={"dir": str(spool.root)}, worker={"retry_delay": 0.1})
+    big = spool.drop_job("big", job("Gated", params=[str(log), str(gate_big), 400_000]))
+    small = spool.drop_job(
+        "small", job("Gated", params=[str(log), str(gate_small), 10, second == "retry"])
+    )
+    wait_for(lambda: len(read_lines(log)) == 2, 15, "both attempts to start")
+    filler = fill(tiny_disk)
+    gate_big.touch()  # the big outcome is held first, the small one behind it
+    daemon.wait_log(f"job {big}: cannot file its outcome")
+    gate_small.touch()
+    daemon.wait_log(f"job {small}: cannot file its outcome")
+    os.truncate(filler, filler.stat().st_size - 128 * 1024)  # room for the small one only
+    small_folder = "scheduled" if second == "retry" else "done"
+    wait_for(lambda: spool.where(small) == [small_folder], 30, spool.summary)
+    assert spool.where(big) == ["active"], spool.summary()
+    filler.unlink()
+    wait_for(lambda: spool.where(big) == ["done"] and spool.where(small) == ["done"], 60,
+             spool.summary)  # fmt: skip
+    later = spool.submit("testjobs.Noop")
+    spool.wait_record(later, "done", timeout=30)  # the daemon goes on starting jobs
+    assert stays_false(lambda: len(spool.job_ids("done")) != 3, 1.0), spool.summary()
+    assert sorted(spool.job_ids("done")) == sorted([big, small, later]), "filed twice"
+    assert spool.job_ids("failed") == [] and spool.names("active") == []
+    record = spool.record(small, "done")
+    assert record is not None
+    outcomes = [entry["outcome"] for entry in record["history"]]
+    assert outcomes == (["error", "ok"] if second == "retry" else ["ok"]), outcomes
+    assert daemon.returncode() is None
+
+
 # -- out of file descriptors --
 
 

@@ -200,3 +200,29 @@ class Keeper:
         KEPT.append(bytearray(b"\x01") * (mb * 1024 * 1024))
         append_line(log, kept_mb=mb)
         return os.getpid()
+
+
+class Gated:
+    """Records its start in ``log``, waits (up to ``timeout``) until ``gate`` exists, then
+    returns ``size`` characters, or raises on its first attempt if ``fail_first``."""
+
+    def run(
+        self, log: str, gate: str, size: int, fail_first: bool = False, timeout: float = 60.0
+    ) -> str:
+        attempt = sum(line.get("gate") == gate for line in _lines(log)) + 1
+        append_line(log, gate=gate, attempt=attempt)
+        deadline = time.monotonic() + timeout
+        while not Path(gate).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{gate} never appeared")
+            time.sleep(0.02)
+        if fail_first and attempt == 1:
+            raise RuntimeError("first attempt fails on purpose")
+        return "x" * size
+
+
+def _lines(path: str) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    except FileNotFoundError:
+        return []
