@@ -254,6 +254,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     checks = check_allowlist(config)
     cli_output.check(config, checks, as_json=args.json)
+    cli_output.check_summary(checks)
     return 0 if all(check.ok for check in checks) else 1
 
 

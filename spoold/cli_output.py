@@ -15,6 +15,7 @@ from spoold.admin import JobSummary, RunningJob, SpoolStatus, StoredJob
 from spoold.checking import ClassCheck
 from spoold.config import Config
 from spoold.detach import StopOutcome
+from spoold.durations import seconds
 from spoold.pidfile import PidfileState
 from spoold.spool import STATES, Spool
 
@@ -94,7 +95,7 @@ def stopped(outcome: StopOutcome, timeout: float) -> None:
     if outcome.pid is None:
         print(outcome.state.describe())
     elif outcome.killed:
-        warn(f"pid {outcome.pid} still running after {timeout:g} s: sent SIGKILL")
+        warn(f"pid {outcome.pid} still running after {seconds(timeout)}: sent SIGKILL")
         print(f"killed (pid {outcome.pid})")
     else:
         print(f"stopped (pid {outcome.pid})")
@@ -181,3 +182,12 @@ def check(config: Config, checks: list[ClassCheck], *, as_json: bool) -> None:
         print(f"{verdict} {item.class_path}: {detail}")
     if not checks:
         warn("the [allow] table is empty: the daemon will reject every job")
+
+
+def check_summary(checks: list[ClassCheck]) -> None:
+    """One line on stderr when any class of the report failed (a FAIL line); else nothing."""
+    failed = sum(not item.ok for item in checks)
+    if failed:
+        sys.stdout.flush()  # the report first, where both streams go to one place
+        noun = "class" if len(checks) == 1 else "classes"
+        print(f"spoold check: {failed} of {len(checks)} allowed {noun} failed", file=sys.stderr)

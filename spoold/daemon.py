@@ -25,6 +25,7 @@ from spoold import recovery
 from spoold.claims import Claims
 from spoold.config import Config, ConfigError, load_config
 from spoold.dispatcher import Dispatcher
+from spoold.durations import seconds
 from spoold.identity import JobIdentity, job_identity
 from spoold.intake import Refused
 from spoold.launcher import KILL_GRACE
@@ -59,10 +60,18 @@ def run_daemon(
     (``--detach`` uses it to let the starting command return only then).
     """
     identity, warnings = job_identity(config.worker, os.geteuid())
-    setup_logging(config.log)
-    for warning in warnings:
-        logger.warning(warning)
-    return Daemon(config, burst=burst, identity=identity, on_ready=on_ready).run()
+    spool = Spool(config.spool.dir)
+    spool.create()
+    lock = SpoolLock(spool)
+    # Before the first log line: a second daemon on this spool says only that it is refused.
+    lock.acquire()
+    try:
+        setup_logging(config.log)
+        for warning in warnings:
+            logger.warning(warning)
+        return Daemon(config, burst=burst, identity=identity, on_ready=on_ready).run()
+    finally:
+        lock.release()
 
 
 class Daemon:
@@ -95,15 +104,12 @@ class Daemon:
     # -- life cycle --
 
     def run(self) -> int:
-        self.spool.create()
-        lock = SpoolLock(self.spool)
-        lock.acquire()
+        """Run on a spool whose lock the caller holds (see ``run_daemon``)."""
         try:
             self._start()
             self._loop()
         finally:
             self._close()
-            lock.release()
         tally = self.filer.tally
         return 1 if self.burst and (tally.failed or tally.rejected) else 0
 
@@ -186,7 +192,7 @@ class Daemon:
             self.store.sync_pending()
         except OSError as exc:  # out of descriptors, disk, memory: wait, then carry on
             delay = self.trouble.hit(now)
-            logger.opt(exception=exc).error("{}; trying again in {:.1f}s", exc, delay)
+            logger.opt(exception=exc).error("{}; trying again in {}", exc, seconds(delay))
         else:
             self.trouble.clear()
 
@@ -238,8 +244,8 @@ class Daemon:
             self.stopping_since = now
             notify("STOPPING=1")
             logger.info(
-                "stopping: waiting up to {:g}s for {} running job(s)",
-                self.config.worker.shutdown_timeout, len(self.dispatcher),
+                "stopping: waiting up to {} for {} running job(s)",
+                seconds(self.config.worker.shutdown_timeout), len(self.dispatcher),
             )  # fmt: skip
         if self.stopping_since is not None:
             self._escalate_stop(now)
@@ -261,9 +267,9 @@ class Daemon:
         for running in self.dispatcher.running.values():
             job = running.job
             logger.info(
-                "running: job {} {}.{} attempt {} (pid {}) for {:.1f}s",
+                "running: job {} {}.{} attempt {} (pid {}) for {}",
                 job.id, job.class_path, job.method, job.attempts + 1,
-                running.pid or "?", now - running.sent_at,
+                running.pid or "?", seconds(now - running.sent_at),
             )  # fmt: skip
 
     def _reload(self) -> None:

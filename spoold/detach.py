@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spoold.config import Config, ConfigError
+from spoold.durations import seconds
 from spoold.pidfile import DetachError, FlockPidfile, PidfileState, held_message, pidfile_state
 
 READY_TIMEOUT = 30.0  # seconds the starting command waits for the first scan
@@ -173,7 +174,7 @@ def _await_ready(read_end: int, timeout: float, log_file: Path | None) -> int:
         if not readable:
             pid = _field(buffer, "pid")
             raise DetachError(
-                f"the daemon (pid {pid or '?'}) was not ready within {timeout:g} s;"
+                f"the daemon (pid {pid or '?'}) was not ready within {seconds(timeout)};"
                 f" it may still be starting: see {log_file}"
             )
         chunk = os.read(read_end, 4096)
@@ -227,10 +228,12 @@ def stop_daemon(pidfile: Path, timeout: float, *, kill: bool = False) -> StopOut
     if _wait_gone(pidfile, pid, timeout):
         return StopOutcome(state, pid)
     if not kill:
-        raise DetachError(f"pid {pid} still running after {timeout:g} s (add --kill to SIGKILL it)")
+        raise DetachError(
+            f"pid {pid} still running after {seconds(timeout)} (add --kill to SIGKILL it)"
+        )
     _signal(pid, signal.SIGKILL)
     if not _wait_gone(pidfile, pid, KILL_WAIT):
-        raise DetachError(f"pid {pid} still running {KILL_WAIT:g} s after SIGKILL")
+        raise DetachError(f"pid {pid} still running {seconds(KILL_WAIT)} after SIGKILL")
     return StopOutcome(state, pid, killed=True)
 
 

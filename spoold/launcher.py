@@ -33,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+from spoold.durations import seconds
 from spoold.protocol import READ_SIZE, FrameReader, FrameWriter, Message, encode_frame
 from spoold.sweep import sweep_escaped
 from spoold.worker import MAX_REPORT, serve_attempts
@@ -446,7 +447,8 @@ def describe_outcome(child: Child, exit_code: int, report: dict[str, Any] | None
     """Turn how the attempt ended, and what it reported, into a history entry."""
     entry: dict[str, Any] = {"started_at": child.started_at, "finished_at": time.time()}
     if child.stop_reason == "timeout":
-        entry.update(outcome="timeout", error=f"timed out after {child.timeout:g}s and was killed")
+        error = f"timed out after {seconds(child.timeout)} and was killed"
+        entry.update(outcome="timeout", error=error)
     elif child.stop_reason == "stopped":
         entry.update(outcome="interrupted", error="stopped by the daemon")
     elif report is not None and report.get("ok"):

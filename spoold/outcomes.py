@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from spoold import policy
+from spoold.durations import seconds
 from spoold.intake import Refused
 from spoold.job import Job, rejection_record
 from spoold.logs import job_logger
@@ -57,7 +58,7 @@ class Filer:
         filed_as = self.store.file_record(job.id, "done", record)
         self.tally.done += 1
         took = entry["finished_at"] - entry["started_at"]
-        job_logger(filed_as).success("job {} succeeded in {:.3f}s", filed_as, took)
+        job_logger(filed_as).success("job {} succeeded in {}", filed_as, seconds(took))
 
     def failed(self, job: Job, reason: str, traceback: str | None = None) -> None:
         record = job.record("failed", time.time(), reason=reason)
@@ -81,14 +82,14 @@ class Filer:
         if policy.should_retry(job.history, limits):
             delay = policy.retry_delay(failures, limits)
             job_logger(job.id).warning(
-                "job {} failed (attempt {}, {}): {}; retry {} of {} in {:.1f}s",
+                "job {} failed (attempt {}, {}): {}; retry {} of {} in {}",
                 job.id,
                 job.attempts,
                 entry["outcome"],
                 error,
                 failures,
                 limits.max_retries,
-                delay,
+                seconds(delay),
             )
             self.schedule(job, entry["finished_at"] + delay)
             self.rescheduled.add(f"{job.id}.json")

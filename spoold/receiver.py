@@ -14,6 +14,7 @@ from loguru import logger
 from spoold import faults
 from spoold.claims import Claims
 from spoold.config import Config
+from spoold.durations import seconds
 from spoold.intake import Accepted, NotYet, Refused, Trouble, examine
 from spoold.job import Job
 from spoold.logs import job_logger
@@ -89,7 +90,7 @@ class Receiver:
             names = self.spool.job_names("incoming")
         except OSError as exc:
             delay = self.trouble.hit(now)
-            logger.error("cannot list incoming/ ({}); trying again in {:.1f}s", exc, delay)
+            logger.error("cannot list incoming/ ({}); trying again in {}", exc, seconds(delay))
             self.next_rescan = now + delay
             return
         # Job ids begin with their UTC time, so name order (the listing's) is
@@ -141,8 +142,8 @@ class Receiver:
         """The daemon could not read the file (its own trouble): leave it, look again later."""
         delay = self.trouble.hit(now)
         self.incomplete[name] = now + delay
-        logger.warning("cannot read incoming/{} ({}); leaving it there, trying again in {:.1f}s",
-                       name, error, delay)  # fmt: skip
+        logger.warning("cannot read incoming/{} ({}); leaving it there, trying again in {}",
+                       name, error, seconds(delay))  # fmt: skip
 
     def _accept(self, name: str, job: Job, now: float) -> None:
         job_logger(job.id).info(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import StartDaemon
 
 from spoold.admin import AdminError
 from spoold.cli import UsageError, submit_params
@@ -303,6 +304,21 @@ def test_run_refuses_a_spool_another_daemon_holds(cli: Cli) -> None:
     assert f"spoold: another spoold (pid {os.getpid()})" in result.stderr
 
 
+def test_a_second_daemon_on_a_spool_prints_only_its_refusal(start_daemon: StartDaemon) -> None:
+    """Two real daemons on one spool: the second one's whole output (stdout and stderr) is
+    one line, the refusal. (As root, the config's user = "root" is warned about at start; the
+    second daemon used to print that warning before it tried the spool lock.)"""
+    first = start_daemon()
+    if os.geteuid() == 0:
+        assert "jobs run as root" in first.log_text()
+    second = start_daemon(config=first.config, ready=False)
+    assert second.wait_exit() == 1
+    assert second.log_lines() == [
+        f"spoold: another spoold (pid {first.pid}) is running on this spool"
+    ]
+    assert first.returncode() is None
+
+
 # -- retry --
 
 
@@ -389,8 +405,10 @@ def test_check_passes_a_good_config(cli: Cli) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok   clitest_jobs.Greeter: hello, shout" in result.stdout
     assert "ok   clitest_jobs.Tools: add" in result.stdout
-    report = json.loads(cli("check", "--json").stdout)
-    assert report["ok"] is True
+    assert result.stderr == ""
+    as_json = cli("check", "--json")
+    assert json.loads(as_json.stdout)["ok"] is True
+    assert as_json.stderr == ""
 
 
 def test_check_fails_on_a_method_that_does_not_exist(cli: Cli) -> None:
@@ -400,6 +418,8 @@ def test_check_fails_on_a_method_that_does_not_exist(cli: Cli) -> None:
     assert "Traceback" not in result.stdout + result.stderr
     failing = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     assert failing == ['FAIL clitest_jobs.Tools: no method "subtract"']
+    # The report has a line per class, and a class with one bad method is a failed class.
+    assert result.stderr == "spoold check: 1 of 2 allowed classes failed\n"
 
 
 def test_check_fails_on_a_module_that_does_not_import(cli: Cli) -> None:
@@ -407,6 +427,12 @@ def test_check_fails_on_a_module_that_does_not_import(cli: Cli) -> None:
     result = cli("check")
     assert result.returncode == 1
     assert "FAIL clitest_missing.Thing: cannot import clitest_missing" in result.stdout
+    assert "ok   clitest_jobs.Tools: add" in result.stdout
+    assert result.stderr == "spoold check: 1 of 3 allowed classes failed\n"
+    as_json = cli("check", "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["ok"] is False  # stdout stays pure JSON
+    assert as_json.stderr == result.stderr
 
 
 @pytest.mark.parametrize(

@@ -226,7 +226,7 @@ def test_stop_timeout_then_kill_and_status_lists_running_jobs(
     assert "testjobs.Sleeper.run" in status.stdout and "attempt 1" in status.stdout
     slow = detached.spoold("stop", "--pidfile", str(pidfile), "--timeout", "0.5")
     assert slow.returncode == 1
-    assert f"pid {pid} still running after 0.5 s" in one_line_error(slow)
+    assert f"pid {pid} still running after 0.5s" in one_line_error(slow)
     assert pid_alive(pid) and spool.where("sleepy") == ["active"]
     os.kill(pid, signal.SIGSTOP)  # else the second SIGTERM makes it kill its jobs and exit
     killed = detached.spoold("stop", "--pidfile", str(pidfile), "--timeout", "0.5", "--kill")

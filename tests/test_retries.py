@@ -96,3 +96,13 @@ def test_a_retry_waits_in_scheduled(spool: Spool, start_daemon: StartDaemon) -> 
     record = spool.wait_record("waiting", "failed", timeout=20)
     assert record["attempts"] == 2
     assert spool.where("waiting") == ["failed"]
+
+
+def test_the_retry_log_line_gives_the_delay_to_the_millisecond(
+    spool: Spool, start_daemon: StartDaemon
+) -> None:
+    """A job's retry_delay 1.25: the log says "in 1.25s" (it said "in 1.2s", rounded to 0.1 s)."""
+    daemon = start_daemon()
+    spool.drop_job("late", job("Boom", params=["again"], max_retries=1, retry_delay=1.25))
+    line = daemon.wait_log("retry 1 of 1 in ")
+    assert line.endswith("retry 1 of 1 in 1.25s"), line
