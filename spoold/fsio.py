@@ -35,6 +35,16 @@ if _renameat2 is not None:
     ]
     _renameat2.restype = ctypes.c_int
 
+_AT_EMPTY_PATH = 0x1000
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_STATX_FORCE_SYNC = 0x2000
+_STATX_NLINK = 0x4
+_STATX_NLINK_OFFSET = 16  # struct statx: u32 mask, u32 blksize, u64 attributes, u32 nlink
+_statx = getattr(_libc, "statx", None)
+if _statx is not None:
+    _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    _statx.restype = ctypes.c_int
+
 # Prefix of every temporary file the daemon and the client make. Readers skip
 # dotfiles, and the daemon removes its own leftovers (this prefix) at start.
 TEMP_PREFIX = ".spoold-"
@@ -147,15 +157,39 @@ class UnsafeFile(Exception):
 
 
 class LinkedFile(UnsafeFile):
-    """A plain file with more than one hard link; ``info`` says which inode and since when.
+    """A plain file with ``links`` hard links (not 1); ``info`` says which inode and since when.
 
     Its reader decides: a link from outside the spool is refused, the twin a
     move's link + unlink fallback leaves for a moment is waited out.
     """
 
-    def __init__(self, info: os.stat_result) -> None:
-        super().__init__(f"has {info.st_nlink} hard links; a job file must have exactly one")
+    def __init__(self, info: os.stat_result, links: int) -> None:
+        super().__init__(f"has {links} hard links; a job file must have exactly one")
         self.info = info
+        self.links = links
+
+
+def link_count(path: str | Path, fd: int | None = None) -> int:
+    """The file's hard links as the filesystem says now, not as a cache remembers.
+
+    On FUSE the kernel keeps a name's attributes for a second: right after a
+    link + unlink move the surviving name may still show two links. statx
+    with AT_STATX_FORCE_SYNC asks the filesystem itself (on ext4 it is a
+    plain stat). ``fd``, if given, is the open file (``path`` is then only
+    for errors).
+    """
+    if _statx is None:
+        return (os.fstat(fd) if fd is not None else os.lstat(path)).st_nlink
+    buffer = ctypes.create_string_buffer(256)
+    if fd is not None:
+        status = _statx(fd, b"", _AT_EMPTY_PATH | _AT_STATX_FORCE_SYNC, _STATX_NLINK, buffer)
+    else:
+        flags = _AT_SYMLINK_NOFOLLOW | _AT_STATX_FORCE_SYNC
+        status = _statx(_AT_FDCWD, os.fsencode(path), flags, _STATX_NLINK, buffer)
+    if status != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return int.from_bytes(buffer.raw[_STATX_NLINK_OFFSET : _STATX_NLINK_OFFSET + 4], "little")
 
 
 @dataclass(frozen=True)
@@ -184,18 +218,20 @@ def read_regular(path: Path | str, max_bytes: int) -> FileContent:
         raise
     try:
         info = os.fstat(fd)
-        _check_plain(info, max_bytes)
+        _check_plain(info, max_bytes, path, fd)
         data = _read_capped(fd, max_bytes, info.st_size)
     finally:
         os.close(fd)
     return FileContent(data=data, mtime=info.st_mtime, uid=info.st_uid, gid=info.st_gid)
 
 
-def _check_plain(info: os.stat_result, max_bytes: int) -> None:
+def _check_plain(info: os.stat_result, max_bytes: int, path: Path | str, fd: int) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise UnsafeFile("is not a regular file")
     if info.st_nlink != 1:
-        raise LinkedFile(info)
+        links = link_count(path, fd)  # a FUSE cache may still show a link that is gone
+        if links != 1:
+            raise LinkedFile(info, links)
     if info.st_size > max_bytes:
         raise UnsafeFile(f"is {info.st_size} bytes, more than max_job_bytes ({max_bytes})")
 

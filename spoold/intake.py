@@ -66,7 +66,7 @@ def examine(
     except OSError as exc:
         return Trouble(exc) if is_resource_error(exc) else _unreadable(job_id, exc)
     except LinkedFile as exc:
-        if state == "incoming" and _twin_in_tmp(spool, name, exc.info):
+        if state == "incoming" and _twin_in_tmp(spool, name, exc.info, exc.links):
             return _wait_for_unlink(job_id, exc, now)
         return Refused(job_id, f"the file {exc}", b"")
     except UnsafeFile as exc:
@@ -78,13 +78,13 @@ def _unreadable(job_id: str, exc: OSError) -> Refused:
     return Refused(job_id, f"the file cannot be read: {exc.strerror}", b"")
 
 
-def _twin_in_tmp(spool: Spool, name: str, info: os.stat_result) -> bool:
+def _twin_in_tmp(spool: Spool, name: str, info: os.stat_result, links: int) -> bool:
     """``tmp/<name>`` is the file's only other name: a client's move not finished yet."""
     try:
         twin = os.lstat(spool.file("tmp", name))
     except OSError:
         return False
-    return info.st_nlink == 2 and (twin.st_dev, twin.st_ino) == (info.st_dev, info.st_ino)
+    return links == 2 and (twin.st_dev, twin.st_ino) == (info.st_dev, info.st_ino)
 
 
 def _wait_for_unlink(job_id: str, linked: LinkedFile, now: float) -> NotYet | Refused:

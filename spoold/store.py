@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from spoold.faults import crash_point
-from spoold.fsio import fsync_dir, rename_noreplace, write_new, write_whole
+from spoold.fsio import fsync_dir, link_count, rename_noreplace, write_new, write_whole
 from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
 from spoold.spool import Spool
@@ -198,9 +198,10 @@ class JobStore:
         report = []
         waiting: dict[tuple[int, int], str] | None = None
         for name in self.spool.job_names("active"):
-            info = os.lstat(self.spool.file("active", name))
-            if info.st_nlink < 2:
+            path = self.spool.file("active", name)
+            if link_count(path) < 2:
                 continue
+            info = os.lstat(path)
             if waiting is None:
                 waiting = self._waiting_inodes()
             twin = waiting.get((info.st_dev, info.st_ino))

@@ -24,6 +24,13 @@ The routes and the passes through the points:
   the move points is the way to scheduled/ (the job never ran: no interrupted attempt);
   pass 1 of ``after_launch`` and pass 2 of ``after_claim`` are when it is due.
 
+On a filesystem without ``RENAME_NOREPLACE`` (bindfs, see tests/fusefs.py) every move is
+a link and then an unlink, and ``in_rename_fallback:<n>`` kills the daemon between the two
+in its n-th such move: a claim (both names hold the job; recovery undoes the claim, as
+nothing was started) or a marker's move out of active/ (the marker and the record share
+an inode; recovery finishes the move). Either way the history is the route's own, with
+no interrupted attempt.
+
 Skipped combination, checked rather than assumed: ``rejected`` x ``after_launch``. A
 refused file is claimed and filed by ``Claims.reject`` (spoold/claims.py), which never
 calls ``Dispatcher.launch``; the test still runs the armed daemon, checks it files the
@@ -46,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fusefs import bindfs
 from harness import Daemon, Spool, job, read_lines, stays_false, wait_for, write_config
 
 JOB_ID = "crash-victim"
@@ -100,6 +108,25 @@ EXPECTED: dict[str, tuple[tuple[str, ...], ...]] = {
     "run_at-after_claim:2": (("interrupted", "ok"),),
 }
 
+# On bindfs, the n-th link + unlink move of each route: ("claim", source folder) or
+# ("move", destination folder of the marker).
+FALLBACK_MOVES: dict[tuple[str, int], tuple[str, str]] = {
+    ("succeeded", 1): ("claim", "incoming"),
+    ("succeeded", 2): ("move", "done"),
+    ("failed", 1): ("claim", "incoming"),
+    ("failed", 2): ("move", "failed"),
+    ("retried", 1): ("claim", "incoming"),
+    ("retried", 2): ("move", "scheduled"),
+    ("retried", 3): ("claim", "scheduled"),
+    ("retried", 4): ("move", "done"),
+    ("rejected", 1): ("claim", "incoming"),
+    ("rejected", 2): ("move", "failed"),
+    ("run_at", 1): ("claim", "incoming"),
+    ("run_at", 2): ("move", "scheduled"),
+    ("run_at", 3): ("claim", "scheduled"),
+    ("run_at", 4): ("move", "done"),
+}
+
 UNREACHED = {
     ("rejected", "after_launch"): "a rejected file is filed by Claims.reject, which never "
     "launches anything: after_launch is not on the rejected route",
@@ -115,6 +142,10 @@ def all_cases() -> list[Case]:
     )
     found.append(Case("run_at", "after_claim", 2))
     return found
+
+
+def fallback_cases() -> list[Case]:
+    return [Case(route, "in_rename_fallback", n) for route, n in FALLBACK_MOVES]
 
 
 def job_document(route: str, tmp_path: Path) -> dict[str, Any]:
@@ -139,6 +170,10 @@ def state_at_death(case: Case) -> list[str]:
     """What the spool must hold (sorted entries of active/ plus where <id>.json is)."""
     if case.point in ("after_claim", "after_launch"):
         return ["active/" + JOB_ID + ".json"]
+    if case.point == "in_rename_fallback":
+        kind, folder = FALLBACK_MOVES[(case.route, case.n)]
+        active = f"active/{JOB_ID}.json" if kind == "claim" else f"active/{JOB_ID}.to-{folder}"
+        return sorted([active, f"{folder}/{JOB_ID}.json"])
     destination = MOVE_DESTINATION[(case.route, case.n)]
     marker = f"active/{JOB_ID}.to-{destination}"
     if case.point == "after_marker":
@@ -157,11 +192,14 @@ def spool_state(spool: Spool) -> list[str]:
 class Trial:
     """One combination, on its own spool with its own daemons (trials run side by side)."""
 
-    def __init__(self, case: Case, root: Path, token: str) -> None:
+    def __init__(
+        self, case: Case, root: Path, token: str, spool_root: Path | None = None
+    ) -> None:
         self.case = case
         self.root = root
         self.token = token
-        self.spool = Spool(root / "spool").create()
+        root.mkdir(parents=True, exist_ok=True)
+        self.spool = Spool(spool_root or root / "spool").create()
         self.config = write_config(root / "config.toml", self.spool, {"worker": {"concurrency": 1}})
         self.daemons: list[Daemon] = []
 
@@ -191,6 +229,9 @@ class Trial:
         document = self.drop()
         assert armed.wait_exit(15) == -9, f"{case}: the daemon did not die by its fault"
         assert spool_state(spool) == state_at_death(case), f"{case}: {spool.summary()}"
+        if case.point == "in_rename_fallback":  # cut between the link and the unlink
+            (active,) = spool.names("active")
+            assert (spool.folder("active") / active).stat().st_nlink == 2, f"{case}: not linked"
         restarted = self.start()
         if case.route == "run_at" and case.n == 1 and case.point != "after_launch":
             assert time.time() < document["run_at"], "restart too slow: run_at already passed"
@@ -244,10 +285,16 @@ STATUS = {
 }
 
 
-def run_side_by_side(cases: list[Case], tmp_path: Path, token: str) -> None:
+def run_side_by_side(
+    cases: list[Case], tmp_path: Path, token: str, spools_in: Path | None = None
+) -> None:
     """Run each case as a Trial, ``PARALLEL`` at a time; fail with every broken case and its
-    logs. (Each case starts two daemons; one after the other they would take a minute.)"""
-    trials = [Trial(case, tmp_path / f"c{n}", token) for n, case in enumerate(cases)]
+    logs. (Each case starts two daemons; one after the other they would take a minute.)
+    ``spools_in`` puts the spools in that folder (another filesystem) instead."""
+    trials = [
+        Trial(case, tmp_path / f"c{n}", token, spools_in / f"c{n}" if spools_in else None)
+        for n, case in enumerate(cases)
+    ]
     failures = []
 
     def run(trial: Trial) -> None:
@@ -271,6 +318,16 @@ def test_a_crash_at_each_step_loses_and_repeats_nothing(tmp_path: Path, leak_che
     cases.sort(key=lambda c: c.route != "run_at")
     print(f"{len(cases)} cases: {', '.join(map(str, cases))}")
     run_side_by_side(cases, tmp_path, leak_check)
+
+
+def test_a_crash_inside_the_rename_fallback_loses_and_repeats_nothing(
+    tmp_path: Path, leak_check: str
+) -> None:
+    """Every link + unlink move of every route, on bindfs, cut between its two steps."""
+    with bindfs(tmp_path / "fs-source", tmp_path / "fs") as mount_point:
+        cases = fallback_cases()
+        cases.sort(key=lambda c: c.route != "run_at")
+        run_side_by_side(cases, tmp_path, leak_check, spools_in=mount_point)
 
 
 @pytest.mark.parametrize(("route", "point"), sorted(UNREACHED))
