@@ -38,7 +38,8 @@ class Claims:
             job_logger(job.id).warning(
                 "job {} renamed to {}: the id is already taken", job.id, fresh
             )
-            job = replace(job, id=fresh, clean=False)
+            # Only the name changes: a file's "id" field is never read (the name is the id).
+            job = replace(job, id=fresh)
         try:
             return self.store.claim(state, name, job)
         except FileNotFoundError:

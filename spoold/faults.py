@@ -19,6 +19,7 @@ POINTS = (
     "after_marker",  # active/<id>.to-<state> is written, active/<id>.json still there
     "after_unlink",  # active/<id>.json is gone, the marker not yet moved out
     "after_move",  # the marker was renamed to its destination, folder not yet fsynced
+    "in_cleaning_claim",  # a submitted file with daemon-owned fields is claimed, not cleaned
     "in_rename_fallback",  # a move's link is made, its unlink not (no RENAME_NOREPLACE)
     "watcher_dies",  # not a crash: the watch on incoming/ stops (the daemon must notice)
 )

@@ -90,10 +90,17 @@ class JobStore:
             self.move_to_active(state, name, job.id)
             return job
         # The submitted file carried daemon-owned fields: store the cleaned job instead.
+        # The file is claimed first, by one rename to <id>.claiming, and only then
+        # replaced by the cleaned copy, so that a crash never leaves the job both
+        # waiting and in active/ (it would run twice): recovery puts a .claiming
+        # file back to wait (``undo_cut_claims``).
+        claiming = self.spool.file("active", claiming_name(job.id))
+        rename_noreplace(self.spool.file(state, name), claiming)
+        self._unsynced.add(state)
         active = self.spool.folder("active")
         write_new(active, f"{job.id}.json", encode(job.state_document()), durable=self.durable)
-        self.spool.path(state, name).unlink()
-        self._unsynced.add(state)
+        crash_point("in_cleaning_claim")
+        os.unlink(claiming)
         return replace(job, clean=True)
 
     def sync_claims(self) -> None:
@@ -187,29 +194,55 @@ class JobStore:
         rename_noreplace(source, self.spool.file("scheduled", f"{job.id}.json"))
 
     def undo_cut_claims(self) -> list[str]:
-        """Undo the claims a crash cut short between their link and unlink; describe each.
+        """Undo the claims a crash cut short; describe each. Nothing was started yet.
 
-        On a filesystem without RENAME_NOREPLACE a claim is a link into
-        active/ and then an unlink of the waiting file, so a crash in between
-        leaves one inode under both names. Nothing was started yet: the
-        active/ name is dropped and the job waits where it was. (The same
-        shape from a put-back to scheduled/ resolves the same way.)
+        * On a filesystem without RENAME_NOREPLACE a claim is a link into
+          active/ and then an unlink of the waiting file: cut in between, one
+          inode has both names. The active/ name is dropped and the job waits
+          where it was. (A put-back to scheduled/ cut the same way leaves the
+          same two names, and this finishes it.)
+        * A ``<id>.claiming`` file is a submitted file claimed while its
+          cleaned copy was being written (``claim``): it goes back to incoming/.
         """
         report = []
         waiting: dict[tuple[int, int], str] | None = None
-        for name in self.spool.job_names("active"):
-            path = self.spool.file("active", name)
-            if link_count(path) < 2:
+        for name in sorted(os.listdir(self.spool.folder("active"))):
+            claiming = name.endswith(CLAIMING_SUFFIX)
+            if name.startswith(".") or not (claiming or name.endswith(".json")):
                 continue
-            info = os.lstat(path)
-            if waiting is None:
-                waiting = self._waiting_inodes()
-            twin = waiting.get((info.st_dev, info.st_ino))
-            if twin is not None:
-                os.unlink(self.spool.file("active", name))
-                report.append(f"undid the claim of {twin} (cut short by a crash): active/{name} "
-                              "was a second link to it; it waits again")  # fmt: skip
+            path = self.spool.file("active", name)
+            try:
+                links = link_count(path)
+            except FileNotFoundError:  # a cleaned copy a put-back .claiming file took along
+                continue
+            if links >= 2:
+                if waiting is None:
+                    waiting = self._waiting_inodes()
+                info = os.lstat(path)
+                twin = waiting.get((info.st_dev, info.st_ino))
+                if twin is not None:
+                    os.unlink(path)
+                    report.append(f"undid the claim of {twin} (cut short by a crash): "
+                                  f"active/{name} was a second link to it")  # fmt: skip
+                    continue
+            if claiming:
+                report.append(self._put_back_claiming(name.removesuffix(CLAIMING_SUFFIX)))
         return report
+
+    def _put_back_claiming(self, job_id: str) -> str:
+        """A claim cut short while its file was being cleaned: back to incoming/ as it came."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spool.file("active", f"{job_id}.json"))  # the cleaned copy, if made
+        claiming = self.spool.file("active", claiming_name(job_id))
+        target_id = job_id
+        while True:
+            try:
+                rename_noreplace(claiming, self.spool.file("incoming", f"{target_id}.json"))
+                break
+            except FileExistsError:  # the name was submitted again meanwhile
+                target_id = self.fresh_id()
+        return (f"undid the claim of {job_id} (cut short by a crash while it was cleaned): "
+                f"back in incoming/ as {target_id}.json")  # fmt: skip
 
     def _waiting_inodes(self) -> dict[tuple[int, int], str]:
         """The waiting files of incoming/ and scheduled/ by inode."""
@@ -256,6 +289,13 @@ MOVE_STATES = ("scheduled", "done", "failed")
 
 def marker_name(job_id: str, state: str) -> str:
     return f"{job_id}.to-{state}"
+
+
+CLAIMING_SUFFIX = ".claiming"
+
+
+def claiming_name(job_id: str) -> str:
+    return f"{job_id}{CLAIMING_SUFFIX}"
 
 
 def _markers(folder: Path) -> list[tuple[str, str]]:

@@ -106,6 +106,7 @@ EXPECTED: dict[str, tuple[tuple[str, ...], ...]] = {
     "run_at": (("ok",),),
     "run_at-after_launch": (("interrupted", "ok"),),
     "run_at-after_claim:2": (("interrupted", "ok"),),
+    "forged": (("ok",),),
 }
 
 # On bindfs, the n-th link + unlink move of each route: ("claim", source folder) or
@@ -158,6 +159,9 @@ def job_document(route: str, tmp_path: Path) -> dict[str, Any]:
         return job("Flaky", params=[runs, 1], max_retries=2, retry_delay=0.2)
     if route == "rejected":
         return job("Partial", "forbidden", params=[runs])  # would create the file if run
+    if route == "forged":  # daemon-owned fields: the claim cleans the file (store.claim)
+        forged_history = [{"attempt": 1, "outcome": "interrupted", "cause": "daemon_died"}] * 9
+        return job("Recorder", params=[runs, JOB_ID], status="done", history=forged_history)
     assert route == "run_at"
     return job("Recorder", params=[runs, JOB_ID], run_at=time.time() + RUN_AT_AHEAD)
 
@@ -170,6 +174,8 @@ def state_at_death(case: Case) -> list[str]:
     """What the spool must hold (sorted entries of active/ plus where <id>.json is)."""
     if case.point in ("after_claim", "after_launch"):
         return ["active/" + JOB_ID + ".json"]
+    if case.point == "in_cleaning_claim":
+        return [f"active/{JOB_ID}.claiming", f"active/{JOB_ID}.json"]
     if case.point == "in_rename_fallback":
         kind, folder = FALLBACK_MOVES[(case.route, case.n)]
         active = f"active/{JOB_ID}.json" if kind == "claim" else f"active/{JOB_ID}.to-{folder}"
@@ -282,6 +288,7 @@ STATUS = {
     "retried": ("done", "done"),
     "rejected": ("failed", "rejected"),
     "run_at": ("done", "done"),
+    "forged": ("done", "done"),
 }
 
 
@@ -328,6 +335,21 @@ def test_a_crash_inside_the_rename_fallback_loses_and_repeats_nothing(
         cases = fallback_cases()
         cases.sort(key=lambda c: c.route != "run_at")
         run_side_by_side(cases, tmp_path, leak_check, spools_in=mount_point)
+
+
+def test_a_crash_while_a_claim_cleans_a_forged_file_runs_it_once(
+    tmp_path: Path, leak_check: str
+) -> None:
+    """A submitted file with daemon-owned fields (a forged status and history) is claimed
+    as ``active/<id>.claiming`` and then replaced by its cleaned copy. Killed in between,
+    the restart puts it back to wait: it runs once, and the forged fields stay dropped.
+    (The rewrite used to be written beside the waiting file, which was unlinked after it:
+    a crash in between left the job waiting and in active/, and it ran twice.)"""
+    trial = Trial(Case("forged", "in_cleaning_claim"), tmp_path / "c0", leak_check)
+    try:
+        trial.run()
+    finally:
+        trial.stop()
 
 
 @pytest.mark.parametrize(("route", "point"), sorted(UNREACHED))
