@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG := config/spoold.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit burst chaos bench bench-quick clean
+.PHONY: run test lint typecheck unit burst chaos bench bench-quick bench-fallback clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# What the link + unlink fallback costs on a filesystem without RENAME_NOREPLACE
+# (bindfs; needs root and the bindfs package).
+bench-fallback: $(STAMP)
+	$(BIN)/python -m bench.fallback
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

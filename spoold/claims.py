@@ -76,7 +76,8 @@ class Claims:
                 self.ignored.add(name)
                 logger.warning("{}/{} is a folder, not a job file; leaving it alone", state, name)
             return
-        job_id = self.store.fresh_id() if self.store.id_taken(refused.job_id) else refused.job_id
+        taken = self.store.id_taken(refused.job_id, source=(state, name))
+        job_id = self.store.fresh_id() if taken else refused.job_id
         try:
             self.store.move_to_active(state, name, job_id)
         except FileNotFoundError:

@@ -13,7 +13,14 @@ import os
 from dataclasses import dataclass
 
 from spoold.config import Config
-from spoold.fsio import FileContent, LinkedFile, UnsafeFile, is_resource_error, read_regular
+from spoold.fsio import (
+    FileContent,
+    LinkedFile,
+    UnsafeFile,
+    is_resource_error,
+    link_count,
+    read_regular,
+)
 from spoold.ids import id_from_filename, new_job_id
 from spoold.job import Incomplete, Job, Rejected, check_allowed, parse_job
 from spoold.spool import Spool
@@ -66,9 +73,7 @@ def examine(
     except OSError as exc:
         return Trouble(exc) if is_resource_error(exc) else _unreadable(job_id, exc)
     except LinkedFile as exc:
-        if state == "incoming" and _twin_in_tmp(spool, name, exc.info, exc.links):
-            return _wait_for_unlink(job_id, exc, now)
-        return Refused(job_id, f"the file {exc}", b"")
+        return _linked(spool, state, name, job_id, exc, now)
     except UnsafeFile as exc:
         return Refused(job_id, f"the file {exc}", b"")
     return _judge(content, job_id, config, trusted=state != "incoming", now=now, closed=closed)
@@ -78,6 +83,17 @@ def _unreadable(job_id: str, exc: OSError) -> Refused:
     return Refused(job_id, f"the file cannot be read: {exc.strerror}", b"")
 
 
+def _linked(
+    spool: Spool, state: str, name: str, job_id: str, linked: LinkedFile, now: float
+) -> NotYet | Refused:
+    """A file with more than one link: a client's move still under way, or refused."""
+    if state == "incoming" and _twin_in_tmp(spool, name, linked.info, linked.links):
+        return _wait_for_unlink(job_id, linked, now)
+    if state == "incoming" and _single_now(spool.file(state, name)):
+        return NotYet(now)  # the client's unlink came between the count and the twin's look
+    return Refused(job_id, f"the file {linked}", b"")
+
+
 def _twin_in_tmp(spool: Spool, name: str, info: os.stat_result, links: int) -> bool:
     """``tmp/<name>`` is the file's only other name: a client's move not finished yet."""
     try:
@@ -85,6 +101,13 @@ def _twin_in_tmp(spool: Spool, name: str, info: os.stat_result, links: int) -> b
     except OSError:
         return False
     return links == 2 and (twin.st_dev, twin.st_ino) == (info.st_dev, info.st_ino)
+
+
+def _single_now(path: str) -> bool:
+    try:
+        return link_count(path) == 1
+    except OSError:
+        return False
 
 
 def _wait_for_unlink(job_id: str, linked: LinkedFile, now: float) -> NotYet | Refused:
