@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 
 from loguru import logger
 
@@ -82,4 +83,5 @@ class Claims:
             self.store.move_to_active(state, name, job_id)
         except FileNotFoundError:
             return
-        self.filer.reject(replace(refused, job_id=job_id), file_name=name)
+        rejection = partial(self.filer.reject, replace(refused, job_id=job_id), file_name=name)
+        self.filer.held.attempt(job_id, "rejection", rejection)

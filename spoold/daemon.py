@@ -152,9 +152,9 @@ class Daemon:
         self.flags.dump = True
 
     def _close(self) -> None:
-        if getattr(self, "dispatcher", None) and self.dispatcher.unfiled:
-            logger.warning("{} outcome(s) could not be filed; those jobs rerun at the next start",
-                           len(self.dispatcher.unfiled))  # fmt: skip
+        if self.filer.held:
+            logger.warning("{} job(s) could not be filed out of active/; recovery files them at "
+                           "the next start", len(self.filer.held))  # fmt: skip
         try:
             self.store.sync_pending()
         except OSError as exc:  # the markers are durable: recovery finishes these moves
@@ -186,7 +186,7 @@ class Daemon:
             self.receiver.turn(now)
             for entry in self.due.pop_due(now):
                 self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
-            self.dispatcher.retry_unfiled(now)
+            self.filer.held.retry(now)
             self._start_ready(now)
             # After the launches, so that a slot's next attempt does not wait for the fsyncs.
             self.store.sync_pending()
@@ -216,7 +216,12 @@ class Daemon:
 
     def _timeout(self, now: float) -> float:
         times = [self.receiver.next_wakeup(), self.trouble.until or now + 3600]
-        wakeups = (self.due.next_due(), self.dispatcher.next_wakeup(), self.notifier.next_wakeup())
+        wakeups = (
+            self.due.next_due(),
+            self.dispatcher.next_wakeup(),
+            self.filer.held.next_wakeup(),
+            self.notifier.next_wakeup(),
+        )
         for moment in wakeups:
             if moment is not None:
                 times.append(moment)

@@ -6,9 +6,10 @@ an interruption) when the launcher reports it. If the launcher dies, its
 attempts are failed as ``crashed`` and a new launcher is started.
 
 The daemon's own trouble never fails a job: an outcome that cannot be filed
-(disk full) is kept and filed again after a backoff, and no new attempt
-starts meanwhile; a job the launcher could not start (out of processes)
-goes back to scheduled/ unchanged and launches pause for a backoff.
+(disk full) is held (``held.py``) and filed again after a backoff, and no
+new attempt starts meanwhile; a job the launcher could not start (out of
+processes) goes back to scheduled/ unchanged and launches pause for a
+backoff.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import selectors
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -29,7 +31,6 @@ from spoold.job import Job
 from spoold.launcher_client import LauncherClient, LauncherGone
 from spoold.logs import job_logger
 from spoold.outcomes import Filer
-from spoold.store import NotInActive
 
 
 @dataclass
@@ -49,8 +50,7 @@ class Dispatcher:
         self.filer = filer
         self.selector = selector
         self.running: dict[str, Running] = {}
-        self.unfiled: list[tuple[Running, dict[str, Any]]] = []
-        self.filing_trouble = policy.Backoff()
+        self.held = filer.held  # outcomes (and other filings) a resource shortage held back
         self.launch_trouble = policy.Backoff()
         self.launcher = self._new_launcher()
 
@@ -68,38 +68,13 @@ class Dispatcher:
             self._launcher_died()
 
     def __len__(self) -> int:
-        return len(self.running) + len(self.unfiled)
+        return len(self.running) + len(self.held)
 
     def can_launch(self, now: float) -> bool:
-        return not self.unfiled and not self.launch_trouble.waiting(now)
+        return not self.held and not self.launch_trouble.waiting(now)
 
     def next_wakeup(self) -> float | None:
-        pending = [b.until for b in (self.filing_trouble, self.launch_trouble) if b.until]
-        return min(pending) if pending else None
-
-    def retry_unfiled(self, now: float) -> None:
-        """File the outcomes a resource shortage held back, once its backoff has passed.
-
-        Exactly those that fail again are held again, whatever their order:
-        an outcome filed in this round is never applied a second time.
-        """
-        if not self.unfiled or self.filing_trouble.waiting(now):
-            return
-        waiting, self.unfiled = self.unfiled, []
-        error = None
-        for running, entry in waiting:
-            failure = self._file(running, entry)
-            if failure is not None:
-                self.unfiled.append((running, entry))
-                error = failure
-        filed = len(waiting) - len(self.unfiled)
-        if error is None:
-            self.filing_trouble.clear()
-            logger.info("filing works again: {} held-back outcome(s) filed", filed)
-            return
-        delay = self.filing_trouble.hit(now)  # once per round, however many are waiting
-        logger.error("{} held-back outcome(s) filed, {} still cannot be ({}); trying again in {}",
-                     filed, len(self.unfiled), error, seconds(delay))  # fmt: skip
+        return self.launch_trouble.until or None
 
     def launch(self, job: Job) -> None:
         limits = policy.limits_for(job, self.config.worker)
@@ -162,52 +137,30 @@ class Dispatcher:
         self._route(running, {"attempt": job.attempts + 1, **outcome})
 
     def _route(self, running: Running, entry: dict[str, Any]) -> None:
-        error = self._file(running, entry)
-        if error is None:
-            return
-        self.unfiled.append((running, entry))
-        delay = self.filing_trouble.hit(time.time())
-        job_logger(running.job.id).error(
-            "job {}: cannot file its outcome ({}); kept in active/, trying again in {}",
-            running.job.id, error, seconds(delay),
-        )  # fmt: skip
+        self.held.attempt(running.job.id, "outcome", partial(self._file, running, entry))
 
-    def _file(self, running: Running, entry: dict[str, Any]) -> OSError | None:
-        """File one outcome; the OSError that stopped it, if any (the job stays in active/)."""
+    def _file(self, running: Running, entry: dict[str, Any]) -> None:
+        """File one outcome (raises OSError if it cannot be done now)."""
         job = running.job
-        try:
-            if entry["outcome"] == "ok":
-                self.filer.succeeded(job, entry)
-            elif entry["outcome"] == "interrupted":
-                entry.update(
-                    cause=policy.SHUTDOWN, error="killed at shutdown after shutdown_timeout"
-                )
-                self.filer.interrupted(job, entry, self.config.worker.max_interruptions)
-            else:
-                self.filer.attempt_failed(job, entry, running.limits)
-        except NotInActive as exc:  # a bug if it happens: say so, and never file it twice
-            job_logger(job.id).error("job {}: its outcome was not filed: {}", job.id, exc)
-        except OSError as exc:
-            return exc
-        return None
+        if entry["outcome"] == "ok":
+            self.filer.succeeded(job, entry)
+        elif entry["outcome"] == "interrupted":
+            entry.update(cause=policy.SHUTDOWN, error="killed at shutdown after shutdown_timeout")
+            self.filer.interrupted(job, entry, self.config.worker.max_interruptions)
+        else:
+            self.filer.attempt_failed(job, entry, running.limits)
 
     def _put_back(self, running: Running, error: str) -> None:
         job = running.job
         delay = self.launch_trouble.hit(time.time())
-        try:
-            self.filer.store.unclaim(job)
-        except NotInActive as exc:
-            job_logger(job.id).error("job {} could not start ({}); not put back: {}",
-                                     job.id, error, exc)  # fmt: skip
-            return
-        except OSError as exc:
-            job_logger(job.id).error("job {} could not start ({}) nor go back to wait ({}); "
-                                     "it reruns at the next start", job.id, error, exc)  # fmt: skip
-            return
-        self.filer.due.push(f"{job.id}.json", time.time() + delay, job.priority, job.enqueued_at)
-        self.filer.rescheduled.add(f"{job.id}.json")
         job_logger(job.id).warning("job {} could not start ({}); it waits {} and tries again",
                                    job.id, error, seconds(delay))  # fmt: skip
+        self.held.attempt(job.id, "put-back to scheduled/", partial(self._unclaim, job, delay))
+
+    def _unclaim(self, job: Job, delay: float) -> None:
+        self.filer.store.unclaim(job)
+        self.filer.due.push(f"{job.id}.json", time.time() + delay, job.priority, job.enqueued_at)
+        self.filer.rescheduled.add(f"{job.id}.json")
 
     def _launcher_died(self) -> None:
         logger.critical("the launcher process died; failing its attempts and starting a new one")

@@ -16,6 +16,7 @@ from typing import Any
 
 from spoold import policy
 from spoold.durations import seconds
+from spoold.held import HeldFilings
 from spoold.intake import Refused
 from spoold.job import Job, rejection_record
 from spoold.logs import job_logger
@@ -38,6 +39,7 @@ class Filer:
     def __init__(self, store: JobStore, due: DueQueue) -> None:
         self.store = store
         self.due = due
+        self.held = HeldFilings()  # what a resource shortage kept from leaving active/
         self.tally = Tally()
         self.rescheduled: set[str] = set()  # retries and reruns this run put in scheduled/
 
@@ -117,6 +119,6 @@ class Filer:
     def deferred(self, job: Job) -> None:
         """A job whose run_at is still ahead: wait in scheduled/."""
         assert job.run_at is not None
+        self.schedule(job, job.run_at)  # first: a move held back is logged once it is made
         when = datetime.fromtimestamp(job.run_at, UTC).isoformat(timespec="seconds")
         job_logger(job.id).info("job {} scheduled for {}", job.id, when)
-        self.schedule(job, job.run_at)

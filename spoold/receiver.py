@@ -9,6 +9,8 @@ period.
 
 from __future__ import annotations
 
+from functools import partial
+
 from loguru import logger
 
 from spoold import faults
@@ -128,22 +130,25 @@ class Receiver:
         verdict = examine(self.spool, "incoming", name, self.config, now=now, closed=closed)
         self.incomplete.pop(name, None)
         if isinstance(verdict, Trouble):
-            self._not_now(name, now, verdict.error)
+            self._not_now(name, now, verdict.error, "read")
             return
         self.trouble.clear()
-        if isinstance(verdict, NotYet):
-            self.incomplete[name] = verdict.look_again_at
-        elif isinstance(verdict, Refused):
-            self.claims.reject("incoming", name, verdict)
-        elif isinstance(verdict, Accepted):
-            self._accept(name, verdict.job, now)
+        try:
+            if isinstance(verdict, NotYet):
+                self.incomplete[name] = verdict.look_again_at
+            elif isinstance(verdict, Refused):
+                self.claims.reject("incoming", name, verdict)
+            elif isinstance(verdict, Accepted):
+                self._accept(name, verdict.job, now)
+        except OSError as exc:  # the claim failed (a claim that failed half-way is undone)
+            self._not_now(name, now, exc, "claim")
 
-    def _not_now(self, name: str, now: float, error: OSError) -> None:
-        """The daemon could not read the file (its own trouble): leave it, look again later."""
+    def _not_now(self, name: str, now: float, error: OSError, step: str) -> None:
+        """The daemon could not take the file (its own trouble): leave it, look again later."""
         delay = self.trouble.hit(now)
         self.incomplete[name] = now + delay
-        logger.warning("cannot read incoming/{} ({}); leaving it there, trying again in {}",
-                       name, error, seconds(delay))  # fmt: skip
+        logger.warning("cannot {} incoming/{} ({}); leaving it there, trying again in {}",
+                       step, name, error, seconds(delay))  # fmt: skip
 
     def _accept(self, name: str, job: Job, now: float) -> None:
         job_logger(job.id).info(
@@ -152,7 +157,8 @@ class Receiver:
         if job.run_at is not None and job.run_at > now:
             claimed = self.claims.claim("incoming", name, job)
             if claimed is not None:
-                self.filer.deferred(claimed)
+                wait = partial(self.filer.deferred, claimed)
+                self.filer.held.attempt(claimed.id, "move to scheduled/ (run_at ahead)", wait)
             return
         cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
         self.ready.push("incoming", name, job.priority, job.enqueued_at, cached)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 
 from loguru import logger
 
@@ -39,7 +40,7 @@ def recover_active(spool: Spool, config: Config, filer: Filer) -> None:
     for name in spool.job_names("active"):
         try:
             _recover_one(spool, name, config, filer)
-        except OSError as exc:  # disk full and the like: the job stays in active/ for next time
+        except OSError as exc:  # unreadable for now: the job stays in active/ for next time
             logger.error("cannot recover active/{} now ({}); it stays there until the next start",
                          name, exc)  # fmt: skip
 
@@ -51,7 +52,8 @@ def _recover_one(spool: Spool, name: str, config: Config, filer: Filer) -> None:
             refused = (
                 verdict if isinstance(verdict, Refused) else Refused(name[:-5], "incomplete", b"")
             )
-            filer.reject(refused, file_name=name)
+            filer.held.attempt(refused.job_id, "rejection",
+                               partial(filer.reject, refused, file_name=name))  # fmt: skip
         elif isinstance(verdict, Accepted):
             _rerun(spool, verdict.job, name, config, filer)
         elif isinstance(verdict, Trouble):
@@ -75,7 +77,8 @@ def _finish_cut_move(spool: Spool, name: str) -> bool:
 def _rerun(spool: Spool, job: Job, name: str, config: Config, filer: Filer) -> None:
     claimed_at = os.stat(spool.path("active", name), follow_symlinks=False).st_ctime
     if _was_on_its_way_to_wait(job, claimed_at):
-        filer.deferred(job)
+        wait = partial(filer.deferred, job)
+        filer.held.attempt(job.id, "move to scheduled/ (run_at ahead)", wait)
         return
     entry = {
         "attempt": job.attempts + 1,
@@ -85,7 +88,8 @@ def _rerun(spool: Spool, job: Job, name: str, config: Config, filer: Filer) -> N
         "cause": DAEMON_DIED,
         "error": "the daemon stopped or died while this attempt ran",
     }
-    filer.interrupted(job, entry, config.worker.max_interruptions)
+    rerun = partial(filer.interrupted, job, entry, config.worker.max_interruptions)
+    filer.held.attempt(job.id, "rerun after the daemon's death", rerun)
 
 
 def _was_on_its_way_to_wait(job: Job, claimed_at: float) -> bool:

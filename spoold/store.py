@@ -95,10 +95,15 @@ class JobStore:
         # waiting and in active/ (it would run twice): recovery puts a .claiming
         # file back to wait (``undo_cut_claims``).
         claiming = self.spool.file("active", claiming_name(job.id))
-        rename_noreplace(self.spool.file(state, name), claiming)
+        source = self.spool.file(state, name)
+        rename_noreplace(source, claiming)
         self._unsynced.add(state)
         active = self.spool.folder("active")
-        write_new(active, f"{job.id}.json", encode(job.state_document()), durable=self.durable)
+        try:
+            write_new(active, f"{job.id}.json", encode(job.state_document()), durable=self.durable)
+        except OSError:  # no room for the cleaned copy: the job waits where it was
+            rename_noreplace(claiming, source)
+            raise
         crash_point("in_cleaning_claim")
         os.unlink(claiming)
         return replace(job, clean=True)

@@ -1,6 +1,7 @@
 """Held-back outcomes are filed exactly once (issue #10, defect 1), in process.
 
-A real ``JobStore`` on a real temporary spool and the real ``Dispatcher``, with only
+A real ``JobStore`` on a real temporary spool, the real ``Dispatcher`` and its
+``HeldFilings`` (spoold/held.py), with only
 the launcher stood in for (its reports are handed over as the launcher would send
 them). Filing is made to fail for real: a destination folder is moved aside, so the
 marker's rename into it fails with ENOENT, as it would with ENOSPC on a full disk.
@@ -36,7 +37,7 @@ from spoold.queue import DueQueue
 from spoold.spool import Spool as RealSpool
 from spoold.store import JobStore, NotInActive
 
-LATER = time.time() + 10**6  # a round of retry_unfiled "now": far past any backoff
+LATER = time.time() + 10**6  # a round of HeldFilings.retry "now": far past any backoff
 
 
 class StandInLauncher:
@@ -110,7 +111,7 @@ class Rig:
         os.rename(self.spool.root / f"{state}.away", self.spool.folder(state))
 
     def held(self) -> list[str]:
-        return [running.job.id for running, _entry in self.dispatcher.unfiled]
+        return [held.job_id for held in self.filer.held.waiting]
 
     def close(self) -> None:
         self.dispatcher.close()
@@ -144,14 +145,14 @@ def test_two_held_records_the_first_failing_again_each_filed_once(
     assert not rig.dispatcher.can_launch(time.time())
 
     rig.give_back("done")  # room for the second, not yet for the first
-    rig.dispatcher.retry_unfiled(LATER)
+    rig.filer.held.retry(LATER)
     assert rig.held() == [failing.id], "an outcome filed in this round was held again"
     assert rig.spool.job_ids("done") == [passing.id]
-    assert any("1 held-back outcome(s) filed, 1 still cannot be" in line for line in log_lines)
+    assert any("1 held-back filing(s) done, 1 still cannot be" in line for line in log_lines)
 
     rig.give_back("failed")
     for round_ in range(3):
-        rig.dispatcher.retry_unfiled(LATER + round_ + 1)
+        rig.filer.held.retry(LATER + round_ + 1)
     assert rig.held() == []
     assert rig.spool.job_ids("done") == [passing.id], "a record was filed twice"
     assert rig.spool.job_ids("failed") == [failing.id]
@@ -170,13 +171,13 @@ def test_a_held_retry_filed_in_a_round_is_not_moved_again(rig: Rig) -> None:
     assert rig.held() == [finishing.id, retrying.id]
 
     rig.give_back("scheduled")
-    rig.dispatcher.retry_unfiled(LATER)
+    rig.filer.held.retry(LATER)
     assert rig.held() == [finishing.id]
     assert rig.spool.job_ids("scheduled") == [retrying.id]
 
     rig.give_back("done")
     for round_ in range(3):
-        rig.dispatcher.retry_unfiled(LATER + round_ + 1)
+        rig.filer.held.retry(LATER + round_ + 1)
     assert rig.held() == [], "the retry is held for ever: the daemon starts nothing more"
     assert rig.dispatcher.can_launch(time.time())
     assert rig.spool.job_ids("scheduled") == [retrying.id]

@@ -136,6 +136,41 @@ def test_held_outcomes_filed_in_turn_are_each_filed_once(
     assert daemon.returncode() is None
 
 
+def test_a_rejection_and_a_wait_that_cannot_be_filed_are_held_until_there_is_room(
+    tiny_disk: Path, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    """Not only attempts' outcomes: a refused file and a job whose run_at is ahead also
+    leave active/ by a filing, and on a full disk those are held and filed once there is
+    room, by the same running daemon. (Before, the daemon did not even start: the first
+    scan's failed filing ended it.) A file whose claim must write a cleaned copy (it
+    carries daemon-owned fields) is left in incoming/ until there is room."""
+    spool = Spool(tiny_disk / "spool").create()
+    log = tmp_path / "runs.jsonl"
+    refused = spool.drop_job("refused", job("Partial", "forbidden", params=[str(log)]))
+    later = spool.drop_job(
+        "later", job("Recorder", params=[str(log), "later"], run_at=time.time() + 3)
+    )
+    # run_at ahead: claimed at once, to wait (a ready job would wait for launches to resume)
+    forged = spool.drop_job("forged", job("Recorder", params=[str(log), "forged"], status="ok",
+                                          run_at=time.time() + 3))  # fmt: skip
+    filler = fill(tiny_disk)
+    daemon = start_daemon(spool={"dir": str(spool.root)})
+    daemon.wait_log("job refused: cannot file its rejection")
+    daemon.wait_log("job later: cannot file its move to scheduled/")
+    daemon.wait_log("cannot claim incoming/forged.json")
+    assert sorted(spool.names("active")) == ["later.json", "refused.json"], spool.summary()
+    assert spool.names("incoming") == ["forged.json"], spool.summary()
+    filler.unlink()
+    record = spool.wait_rejected(refused, timeout=30)
+    assert "allow" in record["reason"], record
+    assert spool.wait_record(forged, "done", timeout=30)["status"] == "done"
+    done = spool.wait_record(later, "done", timeout=30)
+    assert [entry["outcome"] for entry in done["history"]] == ["ok"]
+    labels = sorted(line["label"] for line in read_lines(log))
+    assert labels == ["forged", "later"], "a job ran twice, or the refused one ran"
+    assert spool.names("active") == [] and daemon.returncode() is None
+
+
 # -- out of file descriptors --
 
 

@@ -1,0 +1,93 @@
+"""Held filings: moves out of active/ that the daemon's own trouble held back.
+
+Every way a job leaves active/ (an attempt's outcome, a rejection, a wait
+in scheduled/ for its ``run_at``, a put-back after a failed start, what
+recovery decides at start) goes through ``attempt``. If the filing fails
+for want of a resource (a full disk, no descriptors), the job stays in
+active/ and the filing is kept here and tried again after a backoff, in
+the same running daemon; no new attempt starts meanwhile (the dispatcher
+asks). A round of retries keeps exactly the filings that failed again:
+one filed in a round is never applied a second time (issue #10), and the
+store refuses a move for a job that has left active/ in any case.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loguru import logger
+
+from spoold.durations import seconds
+from spoold.logs import job_logger
+from spoold.policy import Backoff
+from spoold.store import NotInActive
+
+
+@dataclass(frozen=True)
+class Held:
+    job_id: str
+    what: str  # for the log: "outcome", "rejection", ...
+    filing: Callable[[], None]
+
+
+class HeldFilings:
+    def __init__(self) -> None:
+        self.waiting: list[Held] = []
+        self.trouble = Backoff()
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def __bool__(self) -> bool:
+        return bool(self.waiting)
+
+    def attempt(self, job_id: str, what: str, filing: Callable[[], None]) -> bool:
+        """File now if it can be done; else hold it for later. True if filed."""
+        held = Held(job_id, what, filing)
+        error = _file(held)
+        if error is None:
+            return True
+        self.waiting.append(held)
+        delay = self.trouble.hit(time.time())
+        job_logger(job_id).error(
+            "job {}: cannot file its {} ({}); kept in active/, trying again in {}",
+            job_id, what, error, seconds(delay),
+        )  # fmt: skip
+        return False
+
+    def retry(self, now: float) -> None:
+        """Try the held filings again once the backoff has passed; hold again what fails again."""
+        if not self.waiting or self.trouble.waiting(now):
+            return
+        waiting, self.waiting = self.waiting, []
+        error = None
+        for held in waiting:
+            failure = _file(held)
+            if failure is not None:
+                self.waiting.append(held)
+                error = failure
+        filed = len(waiting) - len(self.waiting)
+        if error is None:
+            self.trouble.clear()
+            logger.info("filing works again: {} held-back filing(s) done", filed)
+            return
+        delay = self.trouble.hit(now)  # once per round, however many are waiting
+        logger.error("{} held-back filing(s) done, {} still cannot be ({}); trying again in {}",
+                     filed, len(self.waiting), error, seconds(delay))  # fmt: skip
+
+    def next_wakeup(self) -> float | None:
+        return self.trouble.until if self.waiting else None
+
+
+def _file(held: Held) -> OSError | None:
+    """Do one filing; the OSError that stopped it, if any (the job stays in active/)."""
+    try:
+        held.filing()
+    except NotInActive as exc:  # a bug if it happens: say so, and never file it twice
+        job_logger(held.job_id).error("job {}: its {} was not filed: {}", held.job_id, held.what,
+                                      exc)  # fmt: skip
+    except OSError as exc:
+        return exc
+    return None
