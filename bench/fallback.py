@@ -21,18 +21,15 @@ with their spread; the two file systems take turns within each run.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import errno
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: python bench/fallback.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import ceilings
+from bench.bindfs import mounted, renameat2_noreplace, unavailable
 from bench.common import (
     JOB_CLASS,
     filesystem_of,
@@ -53,60 +51,7 @@ from bench.workloads import drain_rate
 from spoold.client import run_background_job
 from spoold.fsio import rename_noreplace
 
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 CLIENT_TURN = 100  # client calls per turn while bindfs and ext4 take turns
-
-
-# -- the mount --
-
-
-def unavailable() -> str | None:
-    if shutil.which("bindfs") is None:
-        return "bindfs is not installed (apt-get install bindfs)"
-    if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse here"
-    if os.geteuid() != 0:
-        return "mounting bindfs here needs root"
-    return None
-
-
-def renameat2_noreplace(src: str, dst: str) -> int:
-    """The raw call: 0, or the errno it failed with."""
-    status = _libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
-                             _RENAME_NOREPLACE)  # fmt: skip
-    return 0 if status == 0 else ctypes.get_errno()
-
-
-@contextlib.contextmanager
-def bindfs(source: Path, mount_point: Path) -> Iterator[Path]:
-    """``source`` mounted at ``mount_point`` with bindfs (default caching); unmounted after."""
-    source.mkdir(parents=True, exist_ok=True)
-    mount_point.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["bindfs", "--no-allow-other", str(source), str(mount_point)],
-                   check=True, capture_output=True, text=True)  # fmt: skip
-    try:
-        probe = mount_point / ".probe"
-        probe.touch()
-        refused = renameat2_noreplace(str(probe), str(mount_point / ".probe-2"))
-        probe.unlink()
-        if refused != errno.EINVAL:
-            raise RuntimeError(f"bindfs did not refuse RENAME_NOREPLACE (got {refused})")
-        yield mount_point
-    finally:
-        unmount(mount_point)
-
-
-def unmount(mount_point: Path) -> None:
-    """fusermount -u, retried for a few seconds (a daemon that just exited may hold it)."""
-    deadline = time.monotonic() + 10
-    while subprocess.run(["fusermount", "-u", str(mount_point)], capture_output=True,
-                         check=False).returncode != 0:  # fmt: skip
-        if time.monotonic() > deadline:
-            subprocess.run(["fusermount", "-uz", str(mount_point)], check=False)
-            return
-        time.sleep(0.1)
 
 
 # -- (a)..(d): one move, in microseconds --
@@ -243,7 +188,7 @@ def drain(base: Path, ext4: Path, n: int, runs: int) -> dict[str, Any]:
                 else:
                     # BenchSpool keeps its spool in <folder>/spool: make that the mount.
                     source = base / f"drain-source-{run}-{config}"
-                    with bindfs(source, folder / "spool"):
+                    with mounted(source, folder / "spool"):
                         rate = drain_rate(folder, n, fsync=fsync, per_process=per_process)
                     shutil.rmtree(source, ignore_errors=True)
                 shutil.rmtree(folder, ignore_errors=True)
@@ -287,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ext4 = base / "ext4"
         ext4.mkdir()
-        with bindfs(base / "bindfs-source", base / "bindfs") as mount:
+        with mounted(base / "bindfs-source", base / "bindfs") as mount:
             roots = {"bindfs": mount, "ext4": ext4}
             filesystems = {where: filesystem_of(path) for where, path in roots.items()}
             result_moves = moves(roots, args.ops, args.runs)
