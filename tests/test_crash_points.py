@@ -198,9 +198,7 @@ def spool_state(spool: Spool) -> list[str]:
 class Trial:
     """One combination, on its own spool with its own daemons (trials run side by side)."""
 
-    def __init__(
-        self, case: Case, root: Path, token: str, spool_root: Path | None = None
-    ) -> None:
+    def __init__(self, case: Case, root: Path, token: str, spool_root: Path | None = None) -> None:
         self.case = case
         self.root = root
         self.token = token
