@@ -83,6 +83,8 @@ class Filer:
         error = entry.get("error") or entry["outcome"]
         if policy.should_retry(job.history, limits):
             delay = policy.retry_delay(failures, limits)
+            self.schedule(job, entry["finished_at"] + delay)  # first: a held move logs once
+            self.rescheduled.add(f"{job.id}.json")
             job_logger(job.id).warning(
                 "job {} failed (attempt {}, {}): {}; retry {} of {} in {}",
                 job.id,
@@ -93,8 +95,6 @@ class Filer:
                 limits.max_retries,
                 seconds(delay),
             )
-            self.schedule(job, entry["finished_at"] + delay)
-            self.rescheduled.add(f"{job.id}.json")
             return
         reason = f"{entry['outcome']} on attempt {job.attempts} (retries exhausted): {error}"
         self.failed(job, reason, entry.get("traceback"))
@@ -110,11 +110,11 @@ class Filer:
                 "it may be what brings the daemon down",
             )
             return
+        self.schedule(job, time.time())
+        self.rescheduled.add(f"{job.id}.json")
         job_logger(job.id).warning(
             "job {} was interrupted ({}); it will run again", job.id, entry.get("cause")
         )
-        self.schedule(job, time.time())
-        self.rescheduled.add(f"{job.id}.json")
 
     def deferred(self, job: Job) -> None:
         """A job whose run_at is still ahead: wait in scheduled/."""
