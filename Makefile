@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG := config/spoold.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit burst chaos bench bench-quick bench-fallback clean
+.PHONY: run test test-systemd lint typecheck unit burst chaos bench bench-quick bench-fallback clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ unit: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest -q
+
+# spoold under a real systemd: the README's install in a Debian 12 container booted
+# with systemd-nspawn (root; apt-get install systemd-container debootstrap). The root
+# filesystem is cached in /var/cache/spoold-test (tests/systemd/container.py).
+test-systemd: $(STAMP)
+	$(BIN)/pytest -q -s -m systemd tests/systemd
 
 chaos: $(STAMP)
 	$(BIN)/pytest -q -m chaos -s

@@ -25,6 +25,7 @@ from spoold.spool import FOLDER_MODES, ROOT_MODE, STATES, Spool
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
 UNIT = UNITS / "spoold.service"
+FORKING_UNIT = UNITS / "spoold-forking.service"
 SERVICE_CONFIG = UNITS / "spoold.toml"
 TMPFILES = UNITS / "spoold.tmpfiles"
 SYSUSERS = UNITS / "spoold.sysusers"
@@ -138,6 +139,42 @@ def test_unit_exposure_is_at_most_2_5() -> None:
     assert result.returncode == 0, output
 
 
+def test_forking_unit_verifies_and_is_as_hardened(tmp_path: Path) -> None:
+    """The Type=forking variant: verify is silent, and its exposure is the notify unit's."""
+    analyze = tool("systemd-analyze")
+    script = Path(sys.executable).parent / "spoold"
+    assert script.exists(), "the spoold console script is not installed"
+    copy = tmp_path / "spoold.service"
+    copy.write_text(FORKING_UNIT.read_text().replace("/usr/local/bin/spoold ", f"{script} "))
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result
+    scores = []
+    for unit in (UNIT, FORKING_UNIT):
+        out = subprocess.run(
+            [analyze, "security", "--offline=yes", str(unit)], capture_output=True, text=True
+        ).stdout
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+        assert match, out
+        scores.append(float(match.group(1)))
+    assert scores[1] == scores[0] <= MAX_EXPOSURE
+
+
+def test_forking_unit_differs_only_in_how_it_runs_and_logs() -> None:
+    forking = unit_settings(FORKING_UNIT.read_text())["Service"]
+    assert one(forking, "Type") == "forking"
+    pidfile = one(forking, "PIDFile")
+    assert one(forking, "ExecStart") == (
+        f"/usr/local/bin/spoold run --detach --pidfile {pidfile} --config /etc/spoold/spoold.toml"
+    )
+    assert Path(pidfile).parent == Path("/run") / one(forking, "RuntimeDirectory")
+    own = {"Type", "PIDFile", "ExecStart", "RuntimeDirectory", "LogsDirectory"}
+    notify_only = {"NotifyAccess", "WatchdogSec", "StandardOutput", "StandardError",
+                   "SyslogIdentifier"}  # fmt: skip
+    assert {k: v for k, v in forking.items() if k not in own} == {
+        k: v for k, v in service().items() if k not in own | notify_only
+    }
+
+
 # -- what the unit says --
 
 
@@ -146,7 +183,7 @@ def test_unit_runs_the_daemon_under_notify_with_a_watchdog() -> None:
     assert one(settings, "Type") == "notify"
     assert one(settings, "NotifyAccess") == "main"
     assert one(settings, "ExecStart") == SHIPPED_EXECSTART
-    assert one(settings, "ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert one(settings, "ExecReload") == "/bin/sh -c 'kill -HUP $$MAINPID'"
     assert one(settings, "Restart") == "on-failure"
     assert seconds(one(settings, "WatchdogSec")) == 30
     assert unit_settings(UNIT.read_text())["Install"]["WantedBy"] == ["multi-user.target"]

@@ -1,0 +1,1 @@
+"""spoold under a real systemd, in a container: ``make test-systemd``."""
