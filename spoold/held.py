@@ -24,6 +24,9 @@ from spoold.logs import job_logger
 from spoold.policy import Backoff
 from spoold.store import NotInActive
 
+# What a held filing is, for the log lines, where two rooms make the same one.
+WAIT_FOR_RUN_AT = "move to scheduled/ to wait for its run_at"
+
 
 @dataclass(frozen=True)
 class Held:

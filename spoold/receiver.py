@@ -17,6 +17,7 @@ from spoold import faults
 from spoold.claims import Claims
 from spoold.config import Config
 from spoold.durations import seconds
+from spoold.held import WAIT_FOR_RUN_AT
 from spoold.intake import Accepted, NotYet, Refused, Trouble, examine
 from spoold.job import Job
 from spoold.logs import job_logger
@@ -158,7 +159,7 @@ class Receiver:
             claimed = self.claims.claim("incoming", name, job)
             if claimed is not None:
                 wait = partial(self.filer.deferred, claimed)
-                self.filer.held.attempt(claimed.id, "move to scheduled/ (run_at ahead)", wait)
+                self.filer.held.attempt(claimed.id, WAIT_FOR_RUN_AT, wait)
             return
         cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
         self.ready.push("incoming", name, job.priority, job.enqueued_at, cached)

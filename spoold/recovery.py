@@ -17,6 +17,7 @@ from functools import partial
 from loguru import logger
 
 from spoold.config import Config
+from spoold.held import WAIT_FOR_RUN_AT
 from spoold.intake import Accepted, NotYet, Refused, Trouble, examine
 from spoold.job import Job
 from spoold.outcomes import Filer
@@ -78,7 +79,7 @@ def _rerun(spool: Spool, job: Job, name: str, config: Config, filer: Filer) -> N
     claimed_at = os.stat(spool.path("active", name), follow_symlinks=False).st_ctime
     if _was_on_its_way_to_wait(job, claimed_at):
         wait = partial(filer.deferred, job)
-        filer.held.attempt(job.id, "move to scheduled/ (run_at ahead)", wait)
+        filer.held.attempt(job.id, WAIT_FOR_RUN_AT, wait)
         return
     entry = {
         "attempt": job.attempts + 1,

@@ -51,7 +51,6 @@ class NotInActive(Exception):
 
     def __init__(self, job_id: str, state: str) -> None:
         super().__init__(f"job {job_id} is no longer in active/, so it cannot go to {state}/")
-        self.job_id = job_id
 
 
 class JobStore:
