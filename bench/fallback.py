@@ -1,13 +1,13 @@
 """What the link + unlink fallback costs: ``python -m bench.fallback [--ops N] [--runs R]``.
 
 On a file system without ``renameat2(RENAME_NOREPLACE)`` spoold moves a file
-with ``link`` then ``unlink`` (spoold/fsio.py). This puts a spool on bindfs
+with ``link`` then ``unlink`` (spoold/backends/files/fsio.py). This puts a spool on bindfs
 (a FUSE passthrough that answers the flag with EINVAL; mounted here in a
 temp folder and unmounted afterwards) and measures, beside the same work on
 the ext4 (or whatever) folder underneath:
 
 * per-operation microseconds of a plain ``os.rename``, of ``os.link`` +
-  ``os.unlink``, and of ``spoold.fsio.rename_noreplace`` on bindfs, and of
+  ``os.unlink``, and of ``spoold.backends.files.fsio.rename_noreplace`` on bindfs, and of
   ``rename_noreplace`` underneath, where the flag works;
 * the client's ``run_background_job`` calls per second (durable and not);
 * the real daemon draining N no-op jobs that wait in incoming/ before it
@@ -48,8 +48,8 @@ from bench.common import (
     spread,
 )
 from bench.workloads import drain_rate
+from spoold.backends.files.fsio import rename_noreplace
 from spoold.client import run_background_job
-from spoold.fsio import rename_noreplace
 
 CLIENT_TURN = 100  # client calls per turn while bindfs and ext4 take turns
 

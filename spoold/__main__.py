@@ -1,5 +1,5 @@
 """``python -m spoold``: the same as the ``spoold`` command."""
 
-from spoold.cli import main
+from spoold.cli.commands import main
 
 raise SystemExit(main())

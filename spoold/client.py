@@ -14,8 +14,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from spoold.backends.files.fsio import fsync_dir, rename_noreplace
 from spoold.config import find_config_path, load_config
-from spoold.fsio import fsync_dir, rename_noreplace
 from spoold.ids import new_job_id
 
 

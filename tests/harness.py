@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from spoold.backends.files.spool import STATES
+from spoold.backends.files.spool import Spool as RealSpool
 from spoold.client import run_background_job
-from spoold.spool import STATES
-from spoold.spool import Spool as RealSpool
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR = Path(__file__).resolve().parent / "jobs"

@@ -26,7 +26,7 @@ import pytest
 from conftest import StartDaemon
 from harness import JOBS_DIR, TESTJOBS_ALLOW, Spool, daemon_env, wait_for
 
-from spoold.fsio import UnsafeFile, read_regular
+from spoold.backends.files.fsio import UnsafeFile, read_regular
 
 MAX_JOB_BYTES = 400_000  # room for the 200,000-digit number
 MARKER_SOURCE = '''"""Leaves {name}.imported next to itself when imported."""

@@ -15,7 +15,7 @@ import pytest
 from conftest import StartDaemon
 from harness import Daemon, Spool, describe, job, pid_alive, read_lines, stays_false, wait_for
 
-from spoold.launcher import KILL_GRACE
+from spoold.exec.launcher import KILL_GRACE
 
 MB = 1 << 20
 GONE_WITHIN = 5.0  # seconds a job's processes may take to disappear once its record is filed

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from conftest import StartDaemon
 
-from spoold.admin import AdminError
-from spoold.cli import UsageError, submit_params
-from spoold.cli_output import format_age
-from spoold.maintenance import parse_age
-from spoold.spool import STATES, Spool, SpoolLock
+from spoold.backends.files.admin import AdminError
+from spoold.backends.files.maintenance import parse_age
+from spoold.backends.files.spool import STATES, Spool, SpoolLock
+from spoold.cli.commands import UsageError, submit_params
+from spoold.cli.output import format_age
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """

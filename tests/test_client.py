@@ -13,9 +13,9 @@ import pytest
 
 import spoold
 from spoold import run_background_job, runBackgroundJob
+from spoold.backends.files.spool import Spool
 from spoold.ids import new_job_id
 from spoold.job import parse_job
-from spoold.spool import Spool
 
 
 @pytest.fixture

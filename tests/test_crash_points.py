@@ -32,9 +32,10 @@ an inode; recovery finishes the move). Either way the history is the route's own
 no interrupted attempt.
 
 Skipped combination, checked rather than assumed: ``rejected`` x ``after_launch``. A
-refused file is claimed and filed by ``Claims.reject`` (spoold/claims.py), which never
-calls ``Dispatcher.launch``; the test still runs the armed daemon, checks it files the
-rejection and stays alive, and only then skips.
+refused file is claimed and filed by ``Claims.reject``
+(spoold/backends/files/claims.py), which never calls ``Dispatcher.launch``; the test
+still runs the armed daemon, checks it files the rejection and stays alive, and only
+then skips.
 
 The 30 combinations run side by side (``PARALLEL`` at a time, each on its own spool):
 each starts two daemons, and one after the other they took over a minute.

@@ -1,4 +1,4 @@
-"""Atomic file operations (spoold/fsio.py) on the real filesystem."""
+"""Atomic file operations (spoold/backends/files/fsio.py) on the real filesystem."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from spoold.fsio import TEMP_PREFIX, UnsafeFile, read_regular, rename_noreplace, write_new
+from spoold.backends.files.fsio import (
+    TEMP_PREFIX,
+    UnsafeFile,
+    read_regular,
+    rename_noreplace,
+    write_new,
+)
 
 
 def test_write_new_creates_the_file_whole(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Held-back outcomes are filed exactly once (issue #10, defect 1), in process.
 
 A real ``JobStore`` on a real temporary spool, the real ``Dispatcher`` and its
-``HeldFilings`` (spoold/held.py), with only
+``HeldFilings`` (spoold/core/held.py), with only
 the launcher stood in for (its reports are handed over as the launcher would send
 them). Filing is made to fail for real: a destination folder is moved aside, so the
 marker's rename into it fails with ENOENT, as it would with ENOSPC on a full disk.
@@ -25,17 +25,17 @@ import pytest
 from harness import Spool, write_config
 from loguru import logger
 
+from spoold.backends.files.intake import Accepted, examine
+from spoold.backends.files.queue import DueQueue
+from spoold.backends.files.spool import Spool as RealSpool
+from spoold.backends.files.store import JobStore, NotInActive
 from spoold.client import run_background_job
 from spoold.config import load_config
-from spoold.dispatcher import Dispatcher
+from spoold.core.dispatcher import Dispatcher
+from spoold.core.outcomes import Filer
+from spoold.exec.launcher_client import LauncherClient
 from spoold.identity import JobIdentity
-from spoold.intake import Accepted, examine
 from spoold.job import Job
-from spoold.launcher_client import LauncherClient
-from spoold.outcomes import Filer
-from spoold.queue import DueQueue
-from spoold.spool import Spool as RealSpool
-from spoold.store import JobStore, NotInActive
 
 LATER = time.time() + 10**6  # a round of HeldFilings.retry "now": far past any backoff
 

@@ -28,8 +28,8 @@ import pytest
 from conftest import StartDaemon
 from harness import ROOT, Spool, write_config
 
+from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES
 from spoold.client import run_background_job
-from spoold.spool import FOLDER_MODES, ROOT_MODE, STATES
 
 GROUP = "spoold-test-submit"
 ALICE = "spoold-test-alice"

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from spoold.spool import FOLDER_MODES, ROOT_MODE, STATES
+from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from spoold.launcher_client import LauncherClient, LauncherGone
+from spoold.exec.launcher_client import LauncherClient, LauncherGone
 
 
 def test_the_launcher_says_hello_once_its_loop_runs() -> None:

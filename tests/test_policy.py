@@ -1,4 +1,4 @@
-"""Retry policy arithmetic (spoold/policy.py): delays, counting, the retry decision."""
+"""Retry policy arithmetic (spoold/core/policy.py): delays, counting, the retry decision."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from spoold.config import config_from_mapping
-from spoold.job import parse_job
-from spoold.policy import (
+from spoold.core.policy import (
     DAEMON_DIED,
     SHUTDOWN,
     Backoff,
@@ -21,6 +20,7 @@ from spoold.policy import (
     retry_delay,
     should_retry,
 )
+from spoold.job import parse_job
 
 
 def limits(**changes: Any) -> Limits:

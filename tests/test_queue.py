@@ -1,8 +1,8 @@
-"""In-memory order (spoold/queue.py): priority then age; due entries by time."""
+"""In-memory order (spoold/backends/files/queue.py): priority then age; due entries by time."""
 
 from __future__ import annotations
 
-from spoold.queue import DueQueue, ReadyQueue
+from spoold.backends.files.queue import DueQueue, ReadyQueue
 
 
 def drain(queue: ReadyQueue) -> list[str]:

@@ -23,7 +23,7 @@ import pytest
 from conftest import StartDaemon
 from harness import Daemon, Spool, children_of, job, read_lines, stays_false, wait_for
 
-from spoold.spool import is_job_name
+from spoold.backends.files.spool import is_job_name
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="these limits need root")
 PIDS_CGROUP = Path("/sys/fs/cgroup/pids")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from spoold.launcher import KILL_GRACE
-from spoold.spool import FOLDER_MODES, ROOT_MODE, STATES, Spool
+from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES, Spool
+from spoold.exec.launcher import KILL_GRACE
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"

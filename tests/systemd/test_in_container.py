@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from spoold.spool import FOLDER_MODES, ROOT_MODE, STATES
+from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES
 from systemd.container import (
     ROOT,
     WHEELHOUSE_IN,

@@ -15,14 +15,14 @@ from functools import partial
 
 from loguru import logger
 
+from spoold.backends.files.intake import Accepted, Refused, Trouble, examine, is_directory
+from spoold.backends.files.queue import ReadyEntry
+from spoold.backends.files.spool import Spool
+from spoold.backends.files.store import JobStore
 from spoold.config import Config
-from spoold.intake import Accepted, Refused, Trouble, examine, is_directory
+from spoold.core.outcomes import Filer
 from spoold.job import Job, Rejected, check_allowed
 from spoold.logs import job_logger
-from spoold.outcomes import Filer
-from spoold.queue import ReadyEntry
-from spoold.spool import Spool
-from spoold.store import JobStore
 
 
 class Claims:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spoold.fsio import FileContent, UnsafeFile, read_regular
+from spoold.backends.files.fsio import FileContent, UnsafeFile, read_regular
+from spoold.backends.files.spool import STATES, Spool, running_daemon_pid
 from spoold.ids import is_valid_id
-from spoold.spool import STATES, Spool, running_daemon_pid
 
 # Records carry results, tracebacks and rejected bytes, so they may be larger
 # than max_job_bytes; the cap only stops a runaway file from eating memory.

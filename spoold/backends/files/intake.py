@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from spoold.config import Config
-from spoold.fsio import (
+from spoold.backends.files.fsio import (
     FileContent,
     LinkedFile,
     UnsafeFile,
@@ -21,9 +20,10 @@ from spoold.fsio import (
     link_count,
     read_regular,
 )
+from spoold.backends.files.spool import Spool
+from spoold.config import Config
 from spoold.ids import id_from_filename, new_job_id
 from spoold.job import Incomplete, Job, Rejected, check_allowed, parse_job
-from spoold.spool import Spool
 
 # How long a file that is not yet whole JSON may stay in incoming/ before it
 # is rejected, when no inotify "closed after writing" event says it is done.

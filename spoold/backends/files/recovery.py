@@ -16,13 +16,13 @@ from functools import partial
 
 from loguru import logger
 
+from spoold.backends.files.intake import Accepted, NotYet, Refused, Trouble, examine
+from spoold.backends.files.spool import Spool
 from spoold.config import Config
-from spoold.held import WAIT_FOR_RUN_AT
-from spoold.intake import Accepted, NotYet, Refused, Trouble, examine
+from spoold.core.held import WAIT_FOR_RUN_AT
+from spoold.core.outcomes import Filer
+from spoold.core.policy import DAEMON_DIED
 from spoold.job import Job
-from spoold.outcomes import Filer
-from spoold.policy import DAEMON_DIED
-from spoold.spool import Spool
 
 CLIENT_TMP_MAX_AGE = 36 * 3600  # Maildir's rule for abandoned tmp/ files
 COARSE_CLOCK_MARGIN = 0.02  # seconds a file timestamp may trail time.time()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spoold.protocol import READ_SIZE, FrameReader, Message, encode_frame
+from spoold.exec.protocol import READ_SIZE, FrameReader, Message, encode_frame
 
 # -P keeps the daemon's working directory off sys.path, so no job import can pick up
 # a module from wherever the daemon happened to be started; spoold itself is found
@@ -19,7 +19,7 @@ from spoold.protocol import READ_SIZE, FrameReader, Message, encode_frame
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _START = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from spoold.launcher import main; main(sys.argv[1:])"
+    "from spoold.exec.launcher import main; main(sys.argv[1:])"
 )
 
 
@@ -28,7 +28,7 @@ class LauncherGone(Exception):
 
 
 class LauncherClient:
-    """Starts ``python -m spoold.launcher`` before any thread exists, and talks to it."""
+    """Starts ``python -m spoold.exec.launcher`` before any thread exists, and talks to it."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

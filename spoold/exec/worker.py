@@ -28,8 +28,8 @@ import time
 import traceback
 from typing import Any
 
-from spoold.protocol import READ_SIZE, FrameReader, encode_frame
-from spoold.sweep import sweep_escaped
+from spoold.exec.protocol import READ_SIZE, FrameReader, encode_frame
+from spoold.exec.sweep import sweep_escaped
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36

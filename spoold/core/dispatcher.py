@@ -22,15 +22,15 @@ from typing import Any
 
 from loguru import logger
 
-from spoold import policy
 from spoold.config import Config
+from spoold.core import policy
+from spoold.core.outcomes import Filer
 from spoold.durations import seconds
+from spoold.exec.launcher_client import LauncherClient, LauncherGone
 from spoold.faults import crash_point
 from spoold.identity import JobIdentity
 from spoold.job import Job
-from spoold.launcher_client import LauncherClient, LauncherGone
 from spoold.logs import job_logger
-from spoold.outcomes import Filer
 
 
 @dataclass

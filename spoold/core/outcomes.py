@@ -14,14 +14,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from spoold import policy
+from spoold.backends.files.intake import Refused
+from spoold.backends.files.queue import DueQueue
+from spoold.backends.files.store import JobStore
+from spoold.core import policy
+from spoold.core.held import HeldFilings
 from spoold.durations import seconds
-from spoold.held import HeldFilings
-from spoold.intake import Refused
 from spoold.job import Job, rejection_record
 from spoold.logs import job_logger
-from spoold.queue import DueQueue
-from spoold.store import JobStore
 
 
 @dataclass

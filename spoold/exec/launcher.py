@@ -34,9 +34,9 @@ import time
 from typing import Any
 
 from spoold.durations import seconds
-from spoold.protocol import READ_SIZE, FrameReader, FrameWriter, Message, encode_frame
-from spoold.sweep import sweep_escaped
-from spoold.worker import MAX_REPORT, serve_attempts
+from spoold.exec.protocol import READ_SIZE, FrameReader, FrameWriter, Message, encode_frame
+from spoold.exec.sweep import sweep_escaped
+from spoold.exec.worker import MAX_REPORT, serve_attempts
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an attempt that overran
 SWEEP_WINDOW = 3.0  # seconds after an attempt ends during which escaped processes are hunted

@@ -21,21 +21,21 @@ from types import FrameType
 
 from loguru import logger
 
-from spoold import recovery
-from spoold.claims import Claims
+from spoold.backends.files import recovery
+from spoold.backends.files.claims import Claims
+from spoold.backends.files.intake import Refused
+from spoold.backends.files.queue import DueQueue, ReadyQueue
+from spoold.backends.files.receiver import Receiver
+from spoold.backends.files.spool import Spool, SpoolLock
+from spoold.backends.files.store import JobStore
 from spoold.config import Config, ConfigError, load_config
-from spoold.dispatcher import Dispatcher
+from spoold.core.dispatcher import Dispatcher
+from spoold.core.outcomes import Filer
+from spoold.core.policy import Backoff
 from spoold.durations import seconds
+from spoold.exec.launcher import KILL_GRACE
 from spoold.identity import JobIdentity, job_identity
-from spoold.intake import Refused
-from spoold.launcher import KILL_GRACE
 from spoold.logs import setup_logging
-from spoold.outcomes import Filer
-from spoold.policy import Backoff
-from spoold.queue import DueQueue, ReadyQueue
-from spoold.receiver import Receiver
-from spoold.spool import Spool, SpoolLock
-from spoold.store import JobStore
 from spoold.systemd import Notifier, notify
 
 # READY=1 waits this long at most for the launcher's interpreter to be up.

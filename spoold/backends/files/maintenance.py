@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spoold.admin import (
+from spoold.backends.files.admin import (
     AdminError,
     StoredJob,
     checked_id,
@@ -25,9 +25,9 @@ from spoold.admin import (
     reference_time,
     stored_jobs,
 )
-from spoold.fsio import fsync_dir, rename_noreplace, write_new
+from spoold.backends.files.fsio import fsync_dir, rename_noreplace, write_new
+from spoold.backends.files.spool import RECORD_STATES, Spool
 from spoold.job import DAEMON_KEYS, encode, raw_bytes
-from spoold.spool import RECORD_STATES, Spool
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

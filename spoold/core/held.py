@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from spoold.backends.files.store import NotInActive
+from spoold.core.policy import Backoff
 from spoold.durations import seconds
 from spoold.logs import job_logger
-from spoold.policy import Backoff
-from spoold.store import NotInActive
 
 # What a held filing is, for the log lines, where two rooms make the same one.
 WAIT_FOR_RUN_AT = "move to scheduled/ to wait for its run_at"

@@ -12,8 +12,8 @@ import argparse
 from dataclasses import dataclass
 from typing import NoReturn
 
-from spoold.admin import LISTED_STATES, AdminError
-from spoold.maintenance import parse_age
+from spoold.backends.files.admin import LISTED_STATES, AdminError
+from spoold.backends.files.maintenance import parse_age
 
 Formatter = argparse.RawDescriptionHelpFormatter
 

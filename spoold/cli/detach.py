@@ -9,7 +9,7 @@ error before that (the pidfile or the spool held by another daemon, a log
 file that cannot be opened) travels through the same pipe as text, and the
 command prints it and exits 1.
 
-The pidfile is ``spoold.pidfile``: ``flock``-held for the daemon's whole life.
+The pidfile is ``spoold.cli.pidfile``: ``flock``-held for the daemon's whole life.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spoold.cli.pidfile import DetachError, FlockPidfile, PidfileState, held_message, pidfile_state
 from spoold.config import Config, ConfigError
 from spoold.durations import seconds
-from spoold.pidfile import DetachError, FlockPidfile, PidfileState, held_message, pidfile_state
 
 READY_TIMEOUT = 30.0  # seconds the starting command waits for the first scan
 STOP_POLL = 0.05

@@ -39,11 +39,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from spoold.backends.files.fsio import (
+    fsync_dir,
+    link_count,
+    rename_noreplace,
+    write_new,
+    write_whole,
+)
+from spoold.backends.files.spool import Spool
 from spoold.faults import crash_point
-from spoold.fsio import fsync_dir, link_count, rename_noreplace, write_new, write_whole
 from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
-from spoold.spool import Spool
 
 
 class NotInActive(Exception):

@@ -20,16 +20,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from spoold import admin, cli_output, detach, maintenance
-from spoold.admin import AdminError, describe_os_error
-from spoold.checking import check_allowlist
-from spoold.cli_parser import build_parser
+from spoold.backends.files import admin, maintenance
+from spoold.backends.files.admin import AdminError, describe_os_error
+from spoold.backends.files.spool import Spool, SpoolLocked
+from spoold.cli import detach
+from spoold.cli import output as cli_output
+from spoold.cli.checking import check_allowlist
+from spoold.cli.parser import build_parser
+from spoold.cli.pidfile import DetachError, pidfile_state
 from spoold.client import run_background_job
 from spoold.config import Config, ConfigError, find_config_path, load_config
 from spoold.identity import job_identity
 from spoold.job import Rejected, parse_time
-from spoold.pidfile import DetachError, pidfile_state
-from spoold.spool import Spool, SpoolLocked
 
 
 class UsageError(Exception):
@@ -82,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_detached(args, config)
     if args.pidfile is not None:
         raise UsageError("--pidfile goes with --detach (a foreground daemon writes none)")
-    from spoold.daemon import run_daemon  # loguru and watchdog: only when the daemon runs
+    from spoold.core.daemon import run_daemon  # loguru and watchdog: only when the daemon runs
 
     return run_daemon(config, burst=args.burst)
 
@@ -102,7 +104,7 @@ def _run_detached(args: argparse.Namespace, config: Config) -> int:
 
 def _detached_daemon(config: Config, on_ready: Callable[[], None]) -> int:
     """The daemon's main, called inside the DaemonContext: sinks and threads start here."""
-    from spoold.daemon import run_daemon
+    from spoold.core.daemon import run_daemon
 
     return run_daemon(config, on_ready=on_ready)
 

@@ -14,18 +14,18 @@ from functools import partial
 from loguru import logger
 
 from spoold import faults
-from spoold.claims import Claims
+from spoold.backends.files.claims import Claims
+from spoold.backends.files.intake import Accepted, NotYet, Refused, Trouble, examine
+from spoold.backends.files.queue import ReadyQueue
+from spoold.backends.files.spool import Spool, is_job_name
+from spoold.backends.files.watcher import Watcher
 from spoold.config import Config
+from spoold.core.held import WAIT_FOR_RUN_AT
+from spoold.core.outcomes import Filer
+from spoold.core.policy import Backoff
 from spoold.durations import seconds
-from spoold.held import WAIT_FOR_RUN_AT
-from spoold.intake import Accepted, NotYet, Refused, Trouble, examine
 from spoold.job import Job
 from spoold.logs import job_logger
-from spoold.outcomes import Filer
-from spoold.policy import Backoff
-from spoold.queue import ReadyQueue
-from spoold.spool import Spool, is_job_name
-from spoold.watcher import Watcher
 
 PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
 # Names from a listing looked at per turn, so that with 100,000 files waiting the
