@@ -18,6 +18,7 @@ import selectors
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,12 @@ from spoold.backends.files.store import JobStore, NotInActive
 from spoold.client import run_background_job
 from spoold.config import load_config
 from spoold.core.dispatcher import Dispatcher
+from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.exec.launcher_client import LauncherClient
 from spoold.identity import JobIdentity
 from spoold.job import Job
+from spoold.live import Live
 
 LATER = time.time() + 10**6  # a round of HeldFilings.retry "now": far past any backoff
 
@@ -79,10 +82,12 @@ class Rig:
     def __init__(self, tmp_path: Path) -> None:
         self.spool = Spool(tmp_path / "spool").create()
         config = load_config(write_config(tmp_path / "config.toml", self.spool))
-        self.store = JobStore(RealSpool(self.spool.root), durable=True, defer_moves=True)
+        live = Live(replace(config, spool=replace(config.spool, fsync=True)), JobIdentity())
+        self.store = JobStore(RealSpool(self.spool.root), live, defer_moves=True)
         self.filer = Filer(self.store, DueQueue())
+        self.held_filings = HeldFilings()
         self.dispatcher = DispatcherOnStandIn(
-            config, self.filer, selectors.DefaultSelector(), JobIdentity()
+            live, self.filer, self.held_filings, selectors.DefaultSelector()
         )
         self.launcher: StandInLauncher = self.dispatcher.launcher  # type: ignore[assignment]
 
@@ -91,7 +96,7 @@ class Rig:
         job_id = run_background_job(f"testjobs.{class_name}", "run", spool=self.spool.root,
                                     durable=False, **options)  # fmt: skip
         name = f"{job_id}.json"
-        verdict = examine(self.store.spool, "incoming", name, self.dispatcher.config,
+        verdict = examine(self.store.spool, "incoming", name, self.dispatcher.live.config,
                           now=time.time(), closed=True)  # fmt: skip
         assert isinstance(verdict, Accepted), verdict
         job = self.store.claim("incoming", name, verdict.job)
@@ -111,7 +116,7 @@ class Rig:
         os.rename(self.spool.root / f"{state}.away", self.spool.folder(state))
 
     def held(self) -> list[str]:
-        return [held.job_id for held in self.filer.held.waiting]
+        return [held.job_id for held in self.held_filings.waiting]
 
     def close(self) -> None:
         self.dispatcher.close()
@@ -145,14 +150,14 @@ def test_two_held_records_the_first_failing_again_each_filed_once(
     assert not rig.dispatcher.can_launch(time.time())
 
     rig.give_back("done")  # room for the second, not yet for the first
-    rig.filer.held.retry(LATER)
+    rig.held_filings.retry(LATER)
     assert rig.held() == [failing.id], "an outcome filed in this round was held again"
     assert rig.spool.job_ids("done") == [passing.id]
     assert any("1 held-back filing(s) done, 1 still cannot be" in line for line in log_lines)
 
     rig.give_back("failed")
     for round_ in range(3):
-        rig.filer.held.retry(LATER + round_ + 1)
+        rig.held_filings.retry(LATER + round_ + 1)
     assert rig.held() == []
     assert rig.spool.job_ids("done") == [passing.id], "a record was filed twice"
     assert rig.spool.job_ids("failed") == [failing.id]
@@ -171,13 +176,13 @@ def test_a_held_retry_filed_in_a_round_is_not_moved_again(rig: Rig) -> None:
     assert rig.held() == [finishing.id, retrying.id]
 
     rig.give_back("scheduled")
-    rig.filer.held.retry(LATER)
+    rig.held_filings.retry(LATER)
     assert rig.held() == [finishing.id]
     assert rig.spool.job_ids("scheduled") == [retrying.id]
 
     rig.give_back("done")
     for round_ in range(3):
-        rig.filer.held.retry(LATER + round_ + 1)
+        rig.held_filings.retry(LATER + round_ + 1)
     assert rig.held() == [], "the retry is held for ever: the daemon starts nothing more"
     assert rig.dispatcher.can_launch(time.time())
     assert rig.spool.job_ids("scheduled") == [retrying.id]

@@ -62,7 +62,8 @@ def test_due_queue_pops_only_due_entries_in_time_order() -> None:
     assert [e.name for e in popped] == ["soon.json", "now.json"]
     assert popped[0].priority == 5
     assert popped[0].enqueued_at == 2.0
-    assert due.names() == {"late.json"}
+    assert "late.json" in due
+    assert "now.json" not in due
     assert due.next_due() == 30.0
     assert [e.name for e in due.pop_due(100.0)] == ["late.json"]
     assert due.next_due() is None
@@ -86,3 +87,15 @@ def test_a_ready_entry_tells_its_priority_and_age() -> None:
     queue.push("scheduled", "a.json", 7, 123.5, None)
     entry = queue.pop()
     assert (entry.priority, entry.enqueued_at) == (7, 123.5)
+
+
+def test_due_queue_counts_the_entries_burst_mode_waits_for() -> None:
+    """``again`` counts waiting retries, reruns and put-backs, not jobs waiting for a run_at."""
+    due = DueQueue()
+    due.push("retry.json", due_at=10.0, priority=0, enqueued_at=1.0, again=True)
+    due.push("later.json", due_at=20.0, priority=0, enqueued_at=2.0)
+    due.push("retry.json", due_at=5.0, priority=0, enqueued_at=1.0, again=True)  # held once
+    assert due.again == 1
+    assert [e.name for e in due.pop_due(15.0)] == ["retry.json"]
+    assert due.again == 0
+    assert len(due) == 1

@@ -55,6 +55,22 @@ def test_sighup_reloads_the_allowlist_without_disturbing_running_jobs(
     assert len(read_lines(log)) == 1
 
 
+def test_sighup_reaches_the_dispatcher_too(
+    spool: Spool, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """A reload's worker limits hold from the next attempt on: every room reads the one holder."""
+    config = write_config(tmp_path / "live.toml", spool)
+    daemon = start_daemon(config=config)
+    assert spool.wait_record(spool.drop_job("before", job("Noop")))["status"] == "done"
+    write_config(config, spool, {"worker": {"timeout": 1.0, "max_retries": 0}})
+    daemon.send(signal.SIGHUP)
+    daemon.wait_log("configuration reloaded")
+    record = spool.wait_record(spool.drop_job("slow", job("Sleeper", params=[30])), "failed")
+    assert [(e["outcome"], e["error"]) for e in record["history"]] == [
+        ("timeout", "timed out after 1s and was killed")
+    ]
+
+
 def test_a_broken_config_on_sighup_is_refused_and_the_old_one_kept(
     spool: Spool, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:

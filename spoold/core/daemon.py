@@ -30,11 +30,13 @@ from spoold.backends.files.spool import Spool, SpoolLock
 from spoold.backends.files.store import JobStore
 from spoold.config import Config, ConfigError, load_config
 from spoold.core.dispatcher import Dispatcher
+from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.core.policy import Backoff
 from spoold.durations import seconds
 from spoold.exec.launcher import KILL_GRACE
-from spoold.identity import JobIdentity, job_identity
+from spoold.identity import job_identity
+from spoold.live import Live
 from spoold.logs import setup_logging
 from spoold.systemd import Notifier, notify
 
@@ -69,37 +71,38 @@ def run_daemon(
         setup_logging(config.log)
         for warning in warnings:
             logger.warning(warning)
-        return Daemon(config, burst=burst, identity=identity, on_ready=on_ready).run()
+        return Daemon(Live(config, identity), burst=burst, on_ready=on_ready).run()
     finally:
         lock.release()
 
 
 class Daemon:
+    """The loop, its signals and its timers; the rooms it drives make the decisions."""
+
     def __init__(
-        self,
-        config: Config,
-        *,
-        burst: bool,
-        identity: JobIdentity,
-        on_ready: Callable[[], None] | None = None,
+        self, live: Live, *, burst: bool, on_ready: Callable[[], None] | None = None
     ) -> None:
-        self.config = config
+        self.live = live
         self.burst = burst
-        self.identity = identity
         self.on_ready = on_ready
-        self.spool = Spool(config.spool.dir)
-        self.store = JobStore(self.spool, durable=config.spool.fsync, defer_moves=True)
+        self.spool = Spool(live.config.spool.dir)
+        self.store = JobStore(self.spool, live, defer_moves=True)
         self.ready = ReadyQueue()
         self.due = DueQueue()
+        self.held = HeldFilings()  # what a resource shortage kept from leaving active/
         self.filer = Filer(self.store, self.due)
-        self.claims = Claims(self.spool, self.store, self.filer)
-        self.receiver = Receiver(config, self.spool, self.claims, self.ready, self.filer)
+        self.claims = Claims(self.spool, self.store, self.due, self.filer, self.held)
+        self.receiver = Receiver(live, self.spool, self.claims, self.ready, self.filer, self.held)
         self.selector = selectors.DefaultSelector()
         self.flags = Flags()
         self.trouble = Backoff()
         self.notifier = Notifier(time.time())
         self.stopping_since: float | None = None
         self.kills_sent = 0
+
+    @property
+    def config(self) -> Config:
+        return self.live.config  # read afresh each time: a reload swaps it
 
     # -- life cycle --
 
@@ -116,9 +119,9 @@ class Daemon:
     def _start(self) -> None:
         recovery.tidy(self.spool)
         # The launcher is a fresh interpreter, started before the watch on incoming/.
-        self.dispatcher = Dispatcher(self.config, self.filer, self.selector, self.identity)
-        recovery.recover_active(self.spool, self.config, self.filer)
-        for name in recovery.load_scheduled(self.spool, self.config, self.filer):
+        self.dispatcher = Dispatcher(self.live, self.filer, self.held, self.selector)
+        recovery.recover_active(self.spool, self.store, self.config, self.filer, self.held)
+        for name in recovery.load_scheduled(self.spool, self.config, self.due):
             self.claims.reject(
                 "scheduled", name, Refused(name[:-5], "the job file is damaged", b"")
             )
@@ -152,9 +155,9 @@ class Daemon:
         self.flags.dump = True
 
     def _close(self) -> None:
-        if self.filer.held:
+        if self.held:
             logger.warning("{} job(s) could not be filed out of active/; recovery files them at "
-                           "the next start", len(self.filer.held))  # fmt: skip
+                           "the next start", len(self.held))  # fmt: skip
         try:
             self.store.sync_pending()
         except OSError as exc:  # the markers are durable: recovery finishes these moves
@@ -186,7 +189,7 @@ class Daemon:
             self.receiver.turn(now)
             for entry in self.due.pop_due(now):
                 self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
-            self.filer.held.retry(now)
+            self.held.retry(now)
             self._start_ready(now)
             # After the launches, so that a slot's next attempt does not wait for the fsyncs.
             self.store.sync_pending()
@@ -211,15 +214,14 @@ class Daemon:
             return not self.dispatcher.running  # held-back outcomes stay in active/, to rerun
         if not self.burst:
             return False
-        waiting_retries = self.filer.rescheduled & self.due.names()
-        return not (self.dispatcher or self.ready or self.receiver.busy or waiting_retries)
+        return not (self.dispatcher or self.ready or self.receiver.busy or self.due.again)
 
     def _timeout(self, now: float) -> float:
         times = [self.receiver.next_wakeup(), self.trouble.until or now + 3600]
         wakeups = (
             self.due.next_due(),
             self.dispatcher.next_wakeup(),
-            self.filer.held.next_wakeup(),
+            self.held.next_wakeup(),
             self.notifier.next_wakeup(),
         )
         for moment in wakeups:
@@ -290,9 +292,7 @@ class Daemon:
         except ConfigError as exc:
             logger.error("reload refused, keeping the running configuration: {}", exc)
         else:
-            self.config = self.receiver.config = self.dispatcher.config = new
-            self.identity = self.dispatcher.identity = identity
-            self.store.durable = new.spool.fsync
+            self.live.swap(new, identity)
             logger.info("configuration reloaded: {} allowed class(es)", len(new.allow))
         notify("READY=1")
 

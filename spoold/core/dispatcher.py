@@ -22,14 +22,14 @@ from typing import Any
 
 from loguru import logger
 
-from spoold.config import Config
 from spoold.core import policy
+from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.durations import seconds
 from spoold.exec.launcher_client import LauncherClient, LauncherGone
 from spoold.faults import crash_point
-from spoold.identity import JobIdentity
 from spoold.job import Job
+from spoold.live import Live
 from spoold.logs import job_logger
 
 
@@ -43,14 +43,13 @@ class Running:
 
 class Dispatcher:
     def __init__(
-        self, config: Config, filer: Filer, selector: selectors.BaseSelector, identity: JobIdentity
+        self, live: Live, filer: Filer, held: HeldFilings, selector: selectors.BaseSelector
     ) -> None:
-        self.config = config
-        self.identity = identity
+        self.live = live
         self.filer = filer
+        self.held = held  # outcomes (and other filings) a resource shortage held back
         self.selector = selector
         self.running: dict[str, Running] = {}
-        self.held = filer.held  # outcomes (and other filings) a resource shortage held back
         self.launch_trouble = policy.Backoff()
         self.launcher = self._new_launcher()
 
@@ -77,16 +76,16 @@ class Dispatcher:
         return self.launch_trouble.until or None
 
     def launch(self, job: Job) -> None:
-        limits = policy.limits_for(job, self.config.worker)
+        limits = policy.limits_for(job, self.live.config.worker)
         request = {
             "job_id": job.id,
             "class": job.class_path,
             "method": job.method,
             "params": job.params,
-            "python_path": [str(p) for p in self.config.worker.python_path],
+            "python_path": [str(p) for p in self.live.config.worker.python_path],
             "memory_limit": limits.memory_limit,
-            "max_jobs_per_process": self.config.worker.max_jobs_per_process,
-            **self.identity.as_request(),
+            "max_jobs_per_process": self.live.config.worker.max_jobs_per_process,
+            **self.live.identity.as_request(),
         }
         self.running[job.id] = Running(job, limits)
         try:
@@ -146,7 +145,7 @@ class Dispatcher:
             self.filer.succeeded(job, entry)
         elif entry["outcome"] == "interrupted":
             entry.update(cause=policy.SHUTDOWN, error="killed at shutdown after shutdown_timeout")
-            self.filer.interrupted(job, entry, self.config.worker.max_interruptions)
+            self.filer.interrupted(job, entry, self.live.config.worker.max_interruptions)
         else:
             self.filer.attempt_failed(job, entry, running.limits)
 
@@ -158,9 +157,7 @@ class Dispatcher:
         self.held.attempt(job.id, "put-back to scheduled/", partial(self._unclaim, job, delay))
 
     def _unclaim(self, job: Job, delay: float) -> None:
-        self.filer.store.unclaim(job)
-        self.filer.due.push(f"{job.id}.json", time.time() + delay, job.priority, job.enqueued_at)
-        self.filer.rescheduled.add(f"{job.id}.json")
+        self.filer.unclaim(job, time.time() + delay)  # when the put-back is made, if held
 
     def _launcher_died(self) -> None:
         logger.critical("the launcher process died; failing its attempts and starting a new one")

@@ -18,7 +18,6 @@ from spoold.backends.files.intake import Refused
 from spoold.backends.files.queue import DueQueue
 from spoold.backends.files.store import JobStore
 from spoold.core import policy
-from spoold.core.held import HeldFilings
 from spoold.durations import seconds
 from spoold.job import Job, rejection_record
 from spoold.logs import job_logger
@@ -39,9 +38,7 @@ class Filer:
     def __init__(self, store: JobStore, due: DueQueue) -> None:
         self.store = store
         self.due = due
-        self.held = HeldFilings()  # what a resource shortage kept from leaving active/
         self.tally = Tally()
-        self.rescheduled: set[str] = set()  # retries and reruns this run put in scheduled/
 
     def reject(self, refused: Refused, *, file_name: str) -> None:
         """File the rejection record of a file already moved to active/<id>.json."""
@@ -71,10 +68,16 @@ class Filer:
         if traceback:
             log.debug("job {} traceback of the last attempt:\n{}", filed_as, traceback)
 
-    def schedule(self, job: Job, due_at: float) -> None:
+    def schedule(self, job: Job, due_at: float, *, again: bool) -> None:
+        """Move to scheduled/ to wait until ``due_at``; ``again``: a retry, a rerun, a put-back."""
         job = replace(job, due_at=due_at)
         self.store.schedule(job)
-        self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at)
+        self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at, again=again)
+
+    def unclaim(self, job: Job, due_at: float) -> None:
+        """A job that never started goes back to scheduled/ unchanged, to wait until ``due_at``."""
+        self.store.unclaim(job)
+        self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at, again=True)
 
     def attempt_failed(self, job: Job, entry: dict[str, Any], limits: policy.Limits) -> None:
         """An attempt ended in error, timeout or crash: retry later, or fail for good."""
@@ -83,8 +86,7 @@ class Filer:
         error = entry.get("error") or entry["outcome"]
         if policy.should_retry(job.history, limits):
             delay = policy.retry_delay(failures, limits)
-            self.schedule(job, entry["finished_at"] + delay)  # first: a held move logs once
-            self.rescheduled.add(f"{job.id}.json")
+            self.schedule(job, entry["finished_at"] + delay, again=True)  # first: logs once
             job_logger(job.id).warning(
                 "job {} failed (attempt {}, {}): {}; retry {} of {} in {}",
                 job.id,
@@ -110,8 +112,7 @@ class Filer:
                 "it may be what brings the daemon down",
             )
             return
-        self.schedule(job, time.time())
-        self.rescheduled.add(f"{job.id}.json")
+        self.schedule(job, time.time(), again=True)
         job_logger(job.id).warning(
             "job {} was interrupted ({}); it will run again", job.id, entry.get("cause")
         )
@@ -119,6 +120,6 @@ class Filer:
     def deferred(self, job: Job) -> None:
         """A job whose run_at is still ahead: wait in scheduled/."""
         assert job.run_at is not None
-        self.schedule(job, job.run_at)  # first: a move held back is logged once it is made
+        self.schedule(job, job.run_at, again=False)  # first: a held move logs once it is made
         when = datetime.fromtimestamp(job.run_at, UTC).isoformat(timespec="seconds")
         job_logger(job.id).info("job {} scheduled for {}", job.id, when)

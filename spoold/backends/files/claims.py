@@ -16,20 +16,27 @@ from functools import partial
 from loguru import logger
 
 from spoold.backends.files.intake import Accepted, Refused, Trouble, examine, is_directory
-from spoold.backends.files.queue import ReadyEntry
+from spoold.backends.files.queue import DueQueue, ReadyEntry
 from spoold.backends.files.spool import Spool
 from spoold.backends.files.store import JobStore
 from spoold.config import Config
+from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.job import Job, Rejected, check_allowed
 from spoold.logs import job_logger
 
 
 class Claims:
-    def __init__(self, spool: Spool, store: JobStore, filer: Filer) -> None:
+    """Takes waiting files into active/: ready jobs to run, refused files to file as rejected."""
+
+    def __init__(
+        self, spool: Spool, store: JobStore, due: DueQueue, filer: Filer, held: HeldFilings
+    ) -> None:
         self.spool = spool
         self.store = store
+        self.due = due
         self.filer = filer
+        self.held = held
         self.ignored: set[str] = set()  # folders someone made inside a waiting folder
 
     def claim(self, state: str, name: str, job: Job) -> Job | None:
@@ -57,9 +64,10 @@ class Claims:
                 if isinstance(verdict, Refused):
                     self.reject(entry.state, entry.name, verdict)
                 elif isinstance(verdict, Trouble) and entry.state == "scheduled":
-                    # unreadable for now: try again soon, keeping its place in the order
-                    self.filer.due.push(
-                        entry.name, time.time() + 1.0, entry.priority, entry.enqueued_at
+                    # Unreadable for now: try again soon, keeping its place in the order.
+                    # It is due work, so burst mode waits for it (``again``).
+                    self.due.push(
+                        entry.name, time.time() + 1.0, entry.priority, entry.enqueued_at, again=True
                     )
                 return None  # (an unreadable incoming/ file is found again by the rescan)
             job = verdict.job
@@ -84,4 +92,4 @@ class Claims:
         except FileNotFoundError:
             return
         rejection = partial(self.filer.reject, replace(refused, job_id=job_id), file_name=name)
-        self.filer.held.attempt(job_id, "rejection", rejection)
+        self.held.attempt(job_id, "rejection", rejection)

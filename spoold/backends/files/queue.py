@@ -70,6 +70,7 @@ class DueEntry:
     name: str = field(compare=False)
     priority: int = field(compare=False)
     enqueued_at: float = field(compare=False)
+    again: bool = field(compare=False, default=False)  # a retry, rerun or put-back of this run
 
 
 class DueQueue:
@@ -79,6 +80,9 @@ class DueQueue:
         self._heap: list[DueEntry] = []
         self._names: set[str] = set()
         self._order = itertools.count()
+        # Waiting entries this run put back (retries, reruns, put-backs): burst mode
+        # ends only when none is left, while jobs waiting for their own run_at may stay.
+        self.again = 0
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -86,11 +90,15 @@ class DueQueue:
     def __contains__(self, name: str) -> bool:
         return name in self._names
 
-    def push(self, name: str, due_at: float, priority: int, enqueued_at: float) -> None:
+    def push(
+        self, name: str, due_at: float, priority: int, enqueued_at: float, *, again: bool = False
+    ) -> None:
         if name in self._names:
             return
-        heapq.heappush(self._heap, DueEntry(due_at, next(self._order), name, priority, enqueued_at))
+        order = next(self._order)
+        heapq.heappush(self._heap, DueEntry(due_at, order, name, priority, enqueued_at, again))
         self._names.add(name)
+        self.again += again
 
     def next_due(self) -> float | None:
         return self._heap[0].due_at if self._heap else None
@@ -101,8 +109,6 @@ class DueQueue:
         while self._heap and self._heap[0].due_at <= now:
             entry = heapq.heappop(self._heap)
             self._names.discard(entry.name)
+            self.again -= entry.again
             due.append(entry)
         return due
-
-    def names(self) -> set[str]:
-        return set(self._names)

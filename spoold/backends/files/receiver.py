@@ -19,12 +19,12 @@ from spoold.backends.files.intake import Accepted, NotYet, Refused, Trouble, exa
 from spoold.backends.files.queue import ReadyQueue
 from spoold.backends.files.spool import Spool, is_job_name
 from spoold.backends.files.watcher import Watcher
-from spoold.config import Config
-from spoold.core.held import WAIT_FOR_RUN_AT
+from spoold.core.held import WAIT_FOR_RUN_AT, HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.core.policy import Backoff
 from spoold.durations import seconds
 from spoold.job import Job
+from spoold.live import Live
 from spoold.logs import job_logger
 
 PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
@@ -34,14 +34,23 @@ SCAN_SLICE = 200
 
 
 class Receiver:
+    """Notices, judges and queues what arrives in incoming/ (and has the refused claimed)."""
+
     def __init__(
-        self, config: Config, spool: Spool, claims: Claims, ready: ReadyQueue, filer: Filer
+        self,
+        live: Live,
+        spool: Spool,
+        claims: Claims,
+        ready: ReadyQueue,
+        filer: Filer,
+        held: HeldFilings,
     ) -> None:
-        self.config = config
+        self.live = live
         self.spool = spool
         self.claims = claims
         self.ready = ready
         self.filer = filer
+        self.held = held
         self.incomplete: dict[str, float] = {}  # name -> when to look at it again
         self.next_rescan = 0.0
         self.unread: list[str] = []  # listed by the last rescan, not looked at yet (oldest last)
@@ -100,7 +109,7 @@ class Receiver:
         # roughly age order; reversed, the oldest are popped first.
         names.reverse()  # in place: a second list of 100,000 names is memory for nothing
         self.unread = names
-        self.next_rescan = now + self.config.spool.rescan_interval
+        self.next_rescan = now + self.live.config.spool.rescan_interval
         self._read_listed(now)
 
     def _read_listed(self, now: float) -> None:
@@ -128,7 +137,7 @@ class Receiver:
     def _look_at(self, name: str, now: float, *, closed: bool) -> None:
         if ("incoming", name) in self.ready or name in self.claims.ignored:
             return
-        verdict = examine(self.spool, "incoming", name, self.config, now=now, closed=closed)
+        verdict = examine(self.spool, "incoming", name, self.live.config, now=now, closed=closed)
         self.incomplete.pop(name, None)
         if isinstance(verdict, Trouble):
             self._not_now(name, now, verdict.error, "read")
@@ -159,7 +168,7 @@ class Receiver:
             claimed = self.claims.claim("incoming", name, job)
             if claimed is not None:
                 wait = partial(self.filer.deferred, claimed)
-                self.filer.held.attempt(claimed.id, WAIT_FOR_RUN_AT, wait)
+                self.held.attempt(claimed.id, WAIT_FOR_RUN_AT, wait)
             return
         cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
         self.ready.push("incoming", name, job.priority, job.enqueued_at, cached)

@@ -17,9 +17,11 @@ from functools import partial
 from loguru import logger
 
 from spoold.backends.files.intake import Accepted, NotYet, Refused, Trouble, examine
+from spoold.backends.files.queue import DueQueue
 from spoold.backends.files.spool import Spool
+from spoold.backends.files.store import JobStore
 from spoold.config import Config
-from spoold.core.held import WAIT_FOR_RUN_AT
+from spoold.core.held import WAIT_FOR_RUN_AT, HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.core.policy import DAEMON_DIED
 from spoold.job import Job
@@ -35,28 +37,30 @@ def tidy(spool: Spool) -> None:
         logger.warning("removed {}: a client left it in tmp/ more than 36 hours ago", path)
 
 
-def recover_active(spool: Spool, config: Config, filer: Filer) -> None:
-    for line in [*filer.store.undo_cut_claims(), *filer.store.finish_moves()]:
+def recover_active(
+    spool: Spool, store: JobStore, config: Config, filer: Filer, held: HeldFilings
+) -> None:
+    for line in [*store.undo_cut_claims(), *store.finish_moves()]:
         logger.info(line)
     for name in spool.job_names("active"):
         try:
-            _recover_one(spool, name, config, filer)
+            _recover_one(spool, name, config, filer, held)
         except OSError as exc:  # unreadable for now: the job stays in active/ for next time
             logger.error("cannot recover active/{} now ({}); it stays there until the next start",
                          name, exc)  # fmt: skip
 
 
-def _recover_one(spool: Spool, name: str, config: Config, filer: Filer) -> None:
+def _recover_one(spool: Spool, name: str, config: Config, filer: Filer, held: HeldFilings) -> None:
     if not _finish_cut_move(spool, name):
         verdict = examine(spool, "active", name, config, now=time.time(), closed=True)
         if isinstance(verdict, Refused | NotYet):
             refused = (
                 verdict if isinstance(verdict, Refused) else Refused(name[:-5], "incomplete", b"")
             )
-            filer.held.attempt(refused.job_id, "rejection",
-                               partial(filer.reject, refused, file_name=name))  # fmt: skip
+            held.attempt(refused.job_id, "rejection",
+                         partial(filer.reject, refused, file_name=name))  # fmt: skip
         elif isinstance(verdict, Accepted):
-            _rerun(spool, verdict.job, name, config, filer)
+            _rerun(spool, verdict.job, name, config, filer, held)
         elif isinstance(verdict, Trouble):
             raise verdict.error
 
@@ -75,11 +79,13 @@ def _finish_cut_move(spool: Spool, name: str) -> bool:
     return False
 
 
-def _rerun(spool: Spool, job: Job, name: str, config: Config, filer: Filer) -> None:
+def _rerun(
+    spool: Spool, job: Job, name: str, config: Config, filer: Filer, held: HeldFilings
+) -> None:
     claimed_at = os.stat(spool.path("active", name), follow_symlinks=False).st_ctime
     if _was_on_its_way_to_wait(job, claimed_at):
         wait = partial(filer.deferred, job)
-        filer.held.attempt(job.id, WAIT_FOR_RUN_AT, wait)
+        held.attempt(job.id, WAIT_FOR_RUN_AT, wait)
         return
     entry = {
         "attempt": job.attempts + 1,
@@ -90,7 +96,7 @@ def _rerun(spool: Spool, job: Job, name: str, config: Config, filer: Filer) -> N
         "error": "the daemon stopped or died while this attempt ran",
     }
     rerun = partial(filer.interrupted, job, entry, config.worker.max_interruptions)
-    filer.held.attempt(job.id, "rerun after the daemon's death", rerun)
+    held.attempt(job.id, "rerun after the daemon's death", rerun)
 
 
 def _was_on_its_way_to_wait(job: Job, claimed_at: float) -> bool:
@@ -104,17 +110,17 @@ def _was_on_its_way_to_wait(job: Job, claimed_at: float) -> bool:
     return fresh and job.run_at is not None and job.run_at > claimed_at + COARSE_CLOCK_MARGIN
 
 
-def load_scheduled(spool: Spool, config: Config, filer: Filer) -> list[str]:
+def load_scheduled(spool: Spool, config: Config, due: DueQueue) -> list[str]:
     """Index scheduled/; return the names of files there that are not valid jobs."""
     damaged = []
     for name in spool.job_names("scheduled"):
         verdict = examine(spool, "scheduled", name, config, now=time.time(), closed=True)
         if isinstance(verdict, Accepted):
             job = verdict.job
-            due = job.due_at if job.due_at is not None else (job.run_at or 0.0)
-            filer.due.push(name, due, job.priority, job.enqueued_at)
+            due_at = job.due_at if job.due_at is not None else (job.run_at or 0.0)
+            due.push(name, due_at, job.priority, job.enqueued_at)
         elif isinstance(verdict, Trouble):  # unreadable for now: look at it again soon
-            filer.due.push(name, time.time() + 1.0, 0, 0.0)
+            due.push(name, time.time() + 1.0, 0, 0.0)
         elif verdict is not None:
             damaged.append(name)
     return damaged

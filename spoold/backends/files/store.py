@@ -50,6 +50,7 @@ from spoold.backends.files.spool import Spool
 from spoold.faults import crash_point
 from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
+from spoold.live import Live
 
 
 class NotInActive(Exception):
@@ -60,14 +61,18 @@ class NotInActive(Exception):
 
 
 class JobStore:
-    """Moves jobs between the spool's folders, durably unless told otherwise."""
+    """Moves jobs between the spool's folders, durably unless ``[spool] fsync`` is off."""
 
-    def __init__(self, spool: Spool, *, durable: bool, defer_moves: bool = False) -> None:
+    def __init__(self, spool: Spool, live: Live, *, defer_moves: bool = False) -> None:
         self.spool = spool
-        self.durable = durable
+        self.live = live
         self.defer_moves = defer_moves
         self._unsynced: set[str] = set()
         self._unsynced_moves: set[str] = set()
+
+    @property
+    def durable(self) -> bool:
+        return self.live.config.spool.fsync
 
     def id_taken(self, job_id: str, *, source: tuple[str, str] | None = None) -> bool:
         """True if another job or record already uses ``job_id``."""
