@@ -10,15 +10,15 @@ the client imports it.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spoold.names import is_class_path, is_identifier, is_private
+
 DEFAULT_CONFIG_PATH = Path("/etc/spoold/spoold.toml")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(Exception):
@@ -70,7 +70,7 @@ class Config:
     allow: Mapping[str, frozenset[str]]
 
     def is_allowed(self, class_path: str, method: str) -> bool:
-        return method in self.allow.get(class_path, frozenset()) and not method.startswith("_")
+        return method in self.allow.get(class_path, frozenset()) and not is_private(method)
 
 
 # -- checks: each returns the clean value or raises ValueError("what is wrong") --
@@ -264,17 +264,16 @@ def _allowlist(table: Any) -> dict[str, frozenset[str]]:
 
 
 def _check_class_path(class_path: str) -> None:
-    parts = class_path.split(".")
-    if len(parts) < 2 or not all(_IDENTIFIER.fullmatch(p) for p in parts):
+    if not is_class_path(class_path):
         raise ConfigError(
             f'[allow] "{class_path}": expected a dotted path such as "app.jobs.SomeClass"'
         )
 
 
 def _check_method(class_path: str, method: str) -> None:
-    if not _IDENTIFIER.fullmatch(method):
+    if not is_identifier(method):
         raise ConfigError(f'[allow] "{class_path}": "{method}" is not a method name')
-    if method.startswith("_"):
+    if is_private(method):
         raise ConfigError(
             f'[allow] "{class_path}": "{method}" starts with "_"; such methods can never be allowed'
         )

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from spoold.config import Config
+from spoold.names import is_class_path, is_identifier, is_private
 
 # Fields the daemon owns. A submitted file's copies of them are dropped at
 # intake, so a client cannot forge a job's history or status.
@@ -36,8 +36,6 @@ DAEMON_KEYS = frozenset(
         "received_at",
     }
 )
-OUTCOMES = ("ok", "error", "timeout", "crashed", "interrupted")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPTIONAL_FIELDS = (
     "priority",
     "run_at",
@@ -143,12 +141,20 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return document
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
+def constant_refuser(wording: str) -> Callable[[str], NoReturn]:
+    """A ``parse_constant`` raising ValueError("<name> <wording>") for NaN and ±Infinity.
+
+    Python's json reads them, but they are not JSON; each reader words the refusal.
+    """
+
+    def refuse(name: str) -> NoReturn:
+        raise ValueError(f"{name} {wording}")
+
+    return refuse
 
 
 # One decoder for every file: json.loads with an option builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(parse_constant=constant_refuser("is not allowed"))
 
 
 def _check_fields(doc: Mapping[str, Any], mtime: float) -> dict[str, Any]:
@@ -164,29 +170,31 @@ def _check_fields(doc: Mapping[str, Any], mtime: float) -> dict[str, Any]:
     return fields
 
 
-def _class_path(value: Any) -> str:
+def _required_string(name: str, value: Any) -> str:
     if value is None:
-        raise Rejected('missing field "class"')
+        raise Rejected(f'missing field "{name}"')
     if not isinstance(value, str):
-        raise Rejected(f'field "class" must be a string, not {_json_type(value)}')
-    parts = value.split(".")
-    if len(parts) < 2 or not all(_IDENTIFIER.fullmatch(p) for p in parts):
-        raise Rejected(
-            f'field "class" must be a dotted path such as "app.jobs.SomeClass", got {value!r:.200}'
-        )
+        raise Rejected(f'field "{name}" must be a string, not {_json_type(value)}')
     return value
+
+
+def _class_path(value: Any) -> str:
+    class_path = _required_string("class", value)
+    if not is_class_path(class_path):
+        raise Rejected(
+            'field "class" must be a dotted path such as "app.jobs.SomeClass",'
+            f" got {class_path!r:.200}"
+        )
+    return class_path
 
 
 def _method(value: Any) -> str:
-    if value is None:
-        raise Rejected('missing field "method"')
-    if not isinstance(value, str):
-        raise Rejected(f'field "method" must be a string, not {_json_type(value)}')
-    if not _IDENTIFIER.fullmatch(value):
-        raise Rejected(f'field "method" must be a plain method name, got {value!r:.200}')
-    if value.startswith("_"):
-        raise Rejected(f'field "method" names a private method ({value!r:.200}); those never run')
-    return value
+    method = _required_string("method", value)
+    if not is_identifier(method):
+        raise Rejected(f'field "method" must be a plain method name, got {method!r:.200}')
+    if is_private(method):
+        raise Rejected(f'field "method" names a private method ({method!r:.200}); those never run')
+    return method
 
 
 def _params(value: Any) -> list[Any] | dict[str, Any]:

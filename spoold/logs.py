@@ -86,7 +86,7 @@ def _journal_format(record: Record) -> str:
 
 
 class _ToLoguru(logging.Handler):
-    """Sends standard-library records (watchdog's warnings among them) to loguru."""
+    """Sends standard-library records (watchdog's inotify binding logs that way) to loguru."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -1,7 +1,9 @@
 """Installing spoold from a wheel, as README "Running as a service" says, as far
-as a test can: build the wheel, install it into a fresh venv, run that venv's
-`spoold`; then an upgrade (reinstall) with jobs waiting in incoming/,
-scheduled/ and active/, after which they all run.
+as a test can: build the wheel, check it holds every module of the package,
+install it into a fresh venv, run that venv's console entry points and
+`python -m spoold` from outside the checkout, and a job; then an upgrade
+(reinstall) with jobs waiting in incoming/, scheduled/ and active/, after
+which they all run.
 
 Offline on purpose: the wheel goes in with --no-deps, and its dependencies are
 this environment's own copies, linked into the new venv through a .pth file;
@@ -20,6 +22,8 @@ import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DEPENDENCIES = ("watchdog", "python-daemon", "lockfile", "loguru")
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 TIMEOUT = 120
 
 JOBS_MODULE = '''
@@ -177,6 +182,55 @@ def record(spool: Path, state: str, job_id: str) -> dict[str, Any]:
 
 
 # -- the tests --
+
+
+def test_the_wheel_holds_every_module_of_the_package(installed: Installed) -> None:
+    """A subpackage that packaging leaves out (no __init__.py, a narrow find) is caught here."""
+    in_wheel = set(zipfile.ZipFile(installed.wheel).namelist())
+    modules = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "spoold").rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert {"spoold/exec/launcher.py", "spoold/backends/files/fsio.py"} <= modules
+    missing = (modules | {"spoold/py.typed"}) - in_wheel
+    assert not missing, f"not in the wheel: {sorted(missing)}"
+    dist_info = f"spoold-{PROJECT['version']}.dist-info/"
+    strays = {n for n in in_wheel if not n.startswith(("spoold/", dist_info))}
+    assert not strays, f"in the wheel but not the package: {sorted(strays)}"
+
+
+def test_every_console_entry_point_runs_from_outside_the_checkout(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """Each [project.scripts] command, and `python -m spoold`, from the venv: --help works."""
+    assert not tmp_path.resolve().is_relative_to(ROOT)
+    assert not installed.venv.resolve().is_relative_to(ROOT)
+    env = clean_env()
+    assert not any(str(ROOT) in value for key, value in env.items() if "PATH" in key)
+
+    def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(part) for part in command], capture_output=True, text=True, env=env,
+            cwd=tmp_path, timeout=TIMEOUT,
+        )  # fmt: skip
+
+    # The installed copy, not the checkout, is what that venv's python imports.
+    where = run(installed.python, "-c", "import spoold.cli.commands as c; print(c.__file__)")
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()).is_relative_to(installed.venv), where.stdout
+
+    scripts = PROJECT["scripts"]
+    assert "spoold" in scripts
+    for name in scripts:
+        script = installed.venv / "bin" / name
+        assert script.read_text().startswith(f"#!{installed.python}"), f"{name}: another python"
+        result = run(script, "--help")
+        assert result.returncode == 0, f"{name} --help: {result.stdout}{result.stderr}"
+        assert "usage:" in result.stdout
+    module = run(installed.python, "-m", "spoold", "--help")
+    assert module.returncode == 0, f"python -m spoold --help: {module.stdout}{module.stderr}"
+    assert module.stdout == run(installed.spoold, "--help").stdout  # the same command
 
 
 def test_the_wheel_installs_and_its_dependencies_are_met(installed: Installed) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spoold.backends.files import admin, maintenance
-from spoold.backends.files.admin import AdminError, describe_os_error
+from spoold.backends.files.admin import AdminError
 from spoold.backends.files.spool import Spool, SpoolLocked
 from spoold.cli import detach
 from spoold.cli import output as cli_output
@@ -30,12 +30,16 @@ from spoold.cli.parser import build_parser
 from spoold.cli.pidfile import DetachError, pidfile_state
 from spoold.client import run_background_job
 from spoold.config import Config, ConfigError, find_config_path, load_config
+from spoold.errors import describe_os_error
 from spoold.identity import job_identity
-from spoold.job import Rejected, parse_time
+from spoold.job import Rejected, constant_refuser, parse_time
 
 
 class UsageError(Exception):
     """A command line argparse accepted but spoold cannot: exit status 2."""
+
+
+_no_constant = constant_refuser("is not JSON")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,10 +189,6 @@ def _param(position: int, word: str) -> Any:
         if word.lstrip()[:1] in ("[", "{", '"'):
             raise UsageError(f"PARAM {position} is not valid JSON ({exc}): {word:.60}") from None
         return word
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def parse_at(text: str) -> float:

@@ -28,6 +28,7 @@ from typing import Any
 from spoold.cli.pidfile import DetachError, FlockPidfile, PidfileState, held_message, pidfile_state
 from spoold.config import Config, ConfigError
 from spoold.durations import seconds
+from spoold.errors import describe_os_error
 
 READY_TIMEOUT = 30.0  # seconds the starting command waits for the first scan
 STOP_POLL = 0.05
@@ -100,7 +101,7 @@ def _daemon_side(config: Config, pidfile: Path, write_end: int, run: DaemonMain)
         context = _daemon_context(pidfile, write_end)
         context.open()  # forks twice: from here on this is the daemon
     except BaseException as exc:  # every reason must reach the command
-        reporter.send("error", _reason(exc))
+        reporter.send("error", describe_os_error(exc))
         return 1
     reporter.send("pid", str(os.getpid()))
     try:
@@ -138,22 +139,15 @@ def _daemon_context(pidfile: Path, write_end: int) -> Any:
     )
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
-    return str(exc) or type(exc).__name__
-
-
 def _report_failure(reporter: _Reporter, exc: BaseException) -> None:
     """Before ready, the starting command prints it; after, only the log can say it."""
     if reporter.fd is not None:
-        reporter.send("error", _reason(exc))
+        reporter.send("error", describe_os_error(exc))
         return
     with contextlib.suppress(Exception):
         from loguru import logger
 
-        logger.opt(exception=exc).critical("the daemon failed: {}", _reason(exc))
+        logger.opt(exception=exc).critical("the daemon failed: {}", describe_os_error(exc))
 
 
 def _close_log_sinks() -> None:

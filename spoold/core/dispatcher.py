@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import selectors
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from loguru import logger
 
@@ -26,11 +27,24 @@ from spoold.core import policy
 from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.durations import seconds
+from spoold.errors import describe_os_error
 from spoold.exec.launcher_client import LauncherClient, LauncherGone
+from spoold.exec.protocol import Op, Outcome
 from spoold.faults import crash_point
 from spoold.job import Job
 from spoold.live import Live
 from spoold.logs import job_logger
+
+if TYPE_CHECKING:
+    from spoold.exec.protocol import (
+        Attempt,
+        AttemptMessage,
+        FinishedMessage,
+        JobUser,
+        NotStartedMessage,
+        RunRequest,
+        StartedMessage,
+    )
 
 
 @dataclass
@@ -42,6 +56,8 @@ class Running:
 
 
 class Dispatcher:
+    """Hands claimed jobs to the launcher and routes what it reports back."""
+
     def __init__(
         self, live: Live, filer: Filer, held: HeldFilings, selector: selectors.BaseSelector
     ) -> None:
@@ -77,7 +93,7 @@ class Dispatcher:
 
     def launch(self, job: Job) -> None:
         limits = policy.limits_for(job, self.live.config.worker)
-        request = {
+        request: RunRequest = {
             "job_id": job.id,
             "class": job.class_path,
             "method": job.method,
@@ -85,7 +101,7 @@ class Dispatcher:
             "python_path": [str(p) for p in self.live.config.worker.python_path],
             "memory_limit": limits.memory_limit,
             "max_jobs_per_process": self.live.config.worker.max_jobs_per_process,
-            **self.live.identity.as_request(),
+            **cast("JobUser", self.live.identity.as_request()),  # its keys, or none
         }
         self.running[job.id] = Running(job, limits)
         try:
@@ -114,40 +130,64 @@ class Dispatcher:
         self.selector.unregister(self.launcher.fileno())
         self.launcher.close()
 
-    def _on_message(self, message: dict[str, Any]) -> None:
+    def _on_message(self, message: AttemptMessage) -> None:
         running = self.running.get(message["key"])
         if running is None:
             return
-        job = running.job
-        if message["op"] == "not_started":
-            del self.running[job.id]
-            self._put_back(running, message["error"])
-            return
-        if message["op"] == "started":
-            self.launch_trouble.clear()
-            running.pid = message["pid"]
-            job_logger(job.id).info(
-                "job {} started: {}.{} attempt {} (pid {})",
-                job.id, job.class_path, job.method, job.attempts + 1, message["pid"],
-            )  # fmt: skip
-            return
-        del self.running[job.id]
-        outcome = {k: v for k, v in message.items() if k not in ("op", "key")}
-        self._route(running, {"attempt": job.attempts + 1, **outcome})
+        handlers: dict[Op, Callable[[Running, Any], None]] = {
+            Op.NOT_STARTED: self._on_not_started,
+            Op.STARTED: self._on_started,
+            Op.FINISHED: self._on_finished,
+        }
+        handlers[message["op"]](running, message)
 
-    def _route(self, running: Running, entry: dict[str, Any]) -> None:
+    def _on_not_started(self, running: Running, message: NotStartedMessage) -> None:
+        del self.running[running.job.id]
+        # The launcher sends the errno, the daemon words it: "EAGAIN: Resource temporarily ..."
+        reason = OSError(message["errno"], message["strerror"])
+        self._put_back(running, describe_os_error(reason, code=True))
+
+    def _on_started(self, running: Running, message: StartedMessage) -> None:
+        job = running.job
+        self.launch_trouble.clear()
+        running.pid = message["pid"]
+        job_logger(job.id).info(
+            "job {} started: {}.{} attempt {} (pid {})",
+            job.id, job.class_path, job.method, job.attempts + 1, message["pid"],
+        )  # fmt: skip
+
+    def _on_finished(self, running: Running, message: FinishedMessage) -> None:
+        del self.running[running.job.id]
+        self._route(running, _history_entry(running.job.attempts + 1, message))
+
+    def _route(self, running: Running, entry: Attempt) -> None:
         self.held.attempt(running.job.id, "outcome", partial(self._file, running, entry))
 
-    def _file(self, running: Running, entry: dict[str, Any]) -> None:
+    def _file(self, running: Running, entry: Attempt) -> None:
         """File one outcome (raises OSError if it cannot be done now)."""
-        job = running.job
-        if entry["outcome"] == "ok":
-            self.filer.succeeded(job, entry)
-        elif entry["outcome"] == "interrupted":
-            entry.update(cause=policy.SHUTDOWN, error="killed at shutdown after shutdown_timeout")
-            self.filer.interrupted(job, entry, self.live.config.worker.max_interruptions)
-        else:
-            self.filer.attempt_failed(job, entry, running.limits)
+        filings = {
+            Outcome.OK: self._file_success,
+            Outcome.TIMEOUT: self._file_timeout,
+            Outcome.INTERRUPTED: self._file_interruption,
+        }
+        filings.get(entry["outcome"], self._file_failure)(running, entry)
+
+    def _file_success(self, running: Running, entry: Attempt) -> None:
+        self.filer.succeeded(running.job, entry)
+
+    def _file_timeout(self, running: Running, entry: Attempt) -> None:
+        # The launcher reports the fact; the words name the limit, which the daemon set.
+        entry["error"] = f"timed out after {seconds(running.limits.timeout)} and was killed"
+        self._file_failure(running, entry)
+
+    def _file_interruption(self, running: Running, entry: Attempt) -> None:
+        entry["cause"] = policy.SHUTDOWN
+        entry["error"] = "killed at shutdown after shutdown_timeout"
+        self.filer.interrupted(running.job, entry, self.live.config.worker.max_interruptions)
+
+    def _file_failure(self, running: Running, entry: Attempt) -> None:
+        """An error, a timeout or a crash: retry later, or fail for good."""
+        self.filer.attempt_failed(running.job, entry, running.limits)
 
     def _put_back(self, running: Running, error: str) -> None:
         job = running.job
@@ -166,7 +206,14 @@ class Dispatcher:
         now = time.time()
         for running in list(self.running.values()):
             del self.running[running.job.id]
-            entry = {"attempt": running.job.attempts + 1, "started_at": now, "finished_at": now,
-                     "outcome": "crashed", "error": "the launcher process died"}  # fmt: skip
+            entry: Attempt = {"attempt": running.job.attempts + 1, "started_at": now,
+                              "finished_at": now, "outcome": Outcome.CRASHED,
+                              "error": "the launcher process died"}  # fmt: skip
             self._route(running, entry)
         self.launcher = self._new_launcher()
+
+
+def _history_entry(number: int, message: FinishedMessage) -> Attempt:
+    """The attempt's number, then what the launcher saw, in the order it sent it."""
+    seen = {key: value for key, value in message.items() if key not in ("op", "key")}
+    return cast("Attempt", {"attempt": number, **seen})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from spoold.backends.files.intake import Refused
 from spoold.backends.files.queue import DueQueue
@@ -21,6 +21,9 @@ from spoold.core import policy
 from spoold.durations import seconds
 from spoold.job import Job, rejection_record
 from spoold.logs import job_logger
+
+if TYPE_CHECKING:
+    from spoold.exec.protocol import Attempt
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Filer:
         self.tally.rejected += 1
         job_logger(filed_as).warning("job {} rejected: {}", filed_as, refused.reason)
 
-    def succeeded(self, job: Job, entry: dict[str, Any]) -> None:
+    def succeeded(self, job: Job, entry: Attempt) -> None:
         attempt = {key: value for key, value in entry.items() if key != "result"}
         job = replace(job, history=(*job.history, attempt))
         record = job.record("done", entry["finished_at"], result=entry.get("result"))
@@ -79,9 +82,9 @@ class Filer:
         self.store.unclaim(job)
         self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at, again=True)
 
-    def attempt_failed(self, job: Job, entry: dict[str, Any], limits: policy.Limits) -> None:
+    def attempt_failed(self, job: Job, entry: Attempt, limits: policy.Limits) -> None:
         """An attempt ended in error, timeout or crash: retry later, or fail for good."""
-        job = replace(job, history=(*job.history, entry))
+        job = replace(job, history=(*job.history, dict(entry)))
         failures = policy.failed_attempts(job.history)
         error = entry.get("error") or entry["outcome"]
         if policy.should_retry(job.history, limits):
@@ -101,9 +104,9 @@ class Filer:
         reason = f"{entry['outcome']} on attempt {job.attempts} (retries exhausted): {error}"
         self.failed(job, reason, entry.get("traceback"))
 
-    def interrupted(self, job: Job, entry: dict[str, Any], max_interruptions: int) -> None:
+    def interrupted(self, job: Job, entry: Attempt, max_interruptions: int) -> None:
         """An attempt cut short by the daemon's stop or death: rerun it, unless that recurs."""
-        job = replace(job, history=(*job.history, entry))
+        job = replace(job, history=(*job.history, dict(entry)))
         in_a_row = policy.interruptions_in_a_row(job.history)
         if in_a_row >= max_interruptions:
             self.failed(

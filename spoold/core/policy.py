@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from spoold.config import WorkerSettings
+from spoold.exec.protocol import Outcome
 from spoold.job import Job
 
-FAILED_OUTCOMES = frozenset({"error", "timeout", "crashed"})
+# Records hold plain strings, which compare and hash equal to these members.
+FAILED_OUTCOMES = frozenset({Outcome.ERROR, Outcome.TIMEOUT, Outcome.CRASHED})
 DAEMON_DIED = "daemon_died"  # the ``cause`` of an attempt cut short by the daemon's death
 SHUTDOWN = "shutdown"  # ... or by a clean stop that ran out of shutdown_timeout
 
@@ -62,7 +64,7 @@ def interruptions_in_a_row(history: Sequence[dict[str, Any]]) -> int:
     """Trailing attempts cut short by the daemon's death; clean-stop kills are skipped."""
     count = 0
     for entry in reversed(history):
-        if entry.get("outcome") != "interrupted":
+        if entry.get("outcome") != Outcome.INTERRUPTED:
             break
         if entry.get("cause") == DAEMON_DIED:
             count += 1

@@ -22,8 +22,6 @@ launcher's page tables, and each page it shares costs a fault when written.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import json
 import os
 import selectors
@@ -31,17 +29,37 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
-from spoold.durations import seconds
-from spoold.exec.protocol import READ_SIZE, FrameReader, FrameWriter, Message, encode_frame
-from spoold.exec.sweep import sweep_escaped
+from spoold.exec.protocol import (
+    READ_SIZE,
+    FrameReader,
+    FrameWriter,
+    Op,
+    Outcome,
+    encode_frame,
+    write_all,
+)
+from spoold.exec.sweep import become_subreaper, sweep_escaped
 from spoold.exec.worker import MAX_REPORT, serve_attempts
+
+if TYPE_CHECKING:
+    from spoold.exec.protocol import (
+        AttemptEnd,
+        ExitMessage,
+        JobRequest,
+        KillMessage,
+        RunMessage,
+        RunRequest,
+        ToLauncher,
+        WorkerReport,
+        WorkerSetup,
+    )
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an attempt that overran
 SWEEP_WINDOW = 3.0  # seconds after an attempt ends during which escaped processes are hunted
 SWEEP_EVERY = 0.2
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 # Plain classes, compared by identity (the selector's tags and the pools hold
@@ -67,24 +85,21 @@ class Proc:
         self.profile = profile
         self.jobs_left = jobs_left
         self.report = bytearray()
-        self.frames = FrameReader()
+        self.frames: FrameReader[WorkerReport] = FrameReader()
         self.attempt: Child | None = None
 
 
 class Child:
     """One running attempt, as the launcher sees it."""
 
-    __slots__ = ("deadline", "key", "kill_at", "proc", "started_at", "stop_reason", "timeout")
+    __slots__ = ("deadline", "key", "kill_at", "proc", "started_at", "stop_reason")
 
-    def __init__(
-        self, key: str, proc: Proc, started_at: float, deadline: float | None, timeout: float
-    ) -> None:
+    def __init__(self, key: str, proc: Proc, started_at: float, deadline: float | None) -> None:
         self.key = key
         self.proc = proc
         self.started_at = started_at
         self.deadline = deadline
-        self.timeout = timeout
-        self.stop_reason: str | None = None  # "timeout" or "stopped"
+        self.stop_reason: Outcome | None = None  # TIMEOUT, or INTERRUPTED (by the daemon)
         self.kill_at: float | None = None
 
 
@@ -94,8 +109,13 @@ class Launcher:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self.reader = FrameReader()
+        self.reader: FrameReader[ToLauncher] = FrameReader()
         self.writer = FrameWriter(sock)
+        self.handlers: dict[Op, Callable[[Any], None]] = {
+            Op.RUN: self._on_run,
+            Op.KILL: self._on_kill,
+            Op.EXIT: self._on_exit,
+        }
         self.children: dict[str, Child] = {}
         self.idle: list[Proc] = []  # workers waiting for an attempt: spares, reused workers
         self.retiring: list[Proc] = []  # workers let go, not reaped yet
@@ -106,7 +126,7 @@ class Launcher:
         # every SWEEP_EVERY until SWEEP_WINDOW has passed with nothing found.
         self.sweep_until = 0.0
         self.next_sweep = 0.0
-        self.writer.send({"op": "ready"})  # imports done: the daemon may say READY=1 now
+        self.writer.send({"op": Op.READY})  # imports done: the daemon may say READY=1 now
 
     def serve(self) -> None:
         while self.running or self.children or self.retiring:
@@ -130,7 +150,7 @@ class Launcher:
                 # file: after the exit closed the pipe, that event is stale (and
                 # its fd number may already belong to a new process).
                 if self._is_live(proc):
-                    self._on_report_data(proc) if kind == "report" else self._on_exit(proc)
+                    self._on_report_data(proc) if kind == "report" else self._on_process_exit(proc)
 
     def _is_live(self, proc: Proc) -> bool:
         key = self.selector.get_map().get(proc.pidfd)
@@ -177,37 +197,42 @@ class Launcher:
         for message in self.reader.feed(data):
             self._handle(message)
 
-    def _handle(self, message: Message) -> None:
-        op = message["op"]
-        if op == "run":
-            self._start(message["key"], message["request"], float(message.get("timeout") or 0))
-        elif op == "kill" and message["key"] in self.children:
-            self._stop(
-                self.children[message["key"]], "stopped", float(message.get("grace", KILL_GRACE))
-            )
-        elif op == "exit":
-            self._daemon_gone()
+    def _handle(self, message: ToLauncher) -> None:
+        self.handlers[message["op"]](message)
+
+    def _on_run(self, message: RunMessage) -> None:
+        self._start(message["key"], message["request"], float(message.get("timeout") or 0))
+
+    def _on_kill(self, message: KillMessage) -> None:
+        child = self.children.get(message["key"])
+        if child is not None:  # else it ended meanwhile: its report is on its way
+            self._stop(child, Outcome.INTERRUPTED, float(message.get("grace", KILL_GRACE)))
+
+    def _on_exit(self, _message: ExitMessage) -> None:
+        self._daemon_gone()
 
     def _daemon_gone(self) -> None:
         """No daemon to report to: nothing may keep running unwatched."""
         self.running = False
         self.selector.unregister(self.sock)
         for child in self.children.values():
-            self._stop(child, "stopped", 0.0)
+            self._stop(child, Outcome.INTERRUPTED, 0.0)
         while self.idle:
             self._retire(self.idle.pop())
 
     # -- attempts --
 
-    def _start(self, key: str, request: dict[str, Any], timeout: float) -> None:
-        setup = {k: v for k, v in request.items() if k not in JOB_FIELDS}
+    def _start(self, key: str, request: RunRequest, timeout: float) -> None:
+        job, setup = _split(request)
         profile = json.dumps(setup, sort_keys=True, default=repr)
         try:
-            proc = self._process_for(request, profile)
+            proc = self._process_for(job, setup, profile)
         except OSError as exc:
             # Out of processes, descriptors or memory: the launcher's trouble, not
             # the job's. The daemon puts the job back to wait and tries again later.
-            self.writer.send({"op": "not_started", "key": key, "error": _os_error(exc)})
+            self.writer.send(
+                {"op": Op.NOT_STARTED, "key": key, "errno": exc.errno, "strerror": exc.strerror}
+            )
             return
         now = time.monotonic()
         child = Child(
@@ -215,41 +240,40 @@ class Launcher:
             proc=proc,
             started_at=time.time(),
             deadline=now + timeout if timeout > 0 else None,
-            timeout=timeout,
         )
         proc.attempt = child
         proc.jobs_left -= 1
         self.children[key] = child
         self.writer.send(
-            {"op": "started", "key": key, "pid": proc.pid, "started_at": child.started_at}
+            {"op": Op.STARTED, "key": key, "pid": proc.pid, "started_at": child.started_at}
         )
         # A process per attempt: have the next one ready meanwhile (idle workers
         # of other profiles were let go above, so any idle one would do).
-        if _max_jobs(request) == 1 and not self.idle:
+        if _max_jobs(setup) == 1 and not self.idle:
             self._fork_spare(setup, profile)
 
-    def _process_for(self, request: dict[str, Any], profile: str) -> Proc:
-        """A process that is running ``request`` now: an idle worker, or a new fork.
+    def _process_for(self, job: JobRequest, setup: WorkerSetup, profile: str) -> Proc:
+        """A process that is running ``job`` now: an idle worker, or a new fork.
 
         Idle workers are reused workers between attempts, and spares: with
         max_jobs_per_process = 1, a process forked and set up (its own
         session, limits, user) ahead of its one attempt, so that an attempt
-        starts without waiting for a fork. ``profile`` is what a worker is set
-        up with (the request without the job); another one needs another worker.
+        starts without waiting for a fork. ``profile`` is ``setup`` as text, what
+        a worker is set up with; another one needs another worker.
         """
         for proc in [p for p in self.idle if p.profile != profile]:  # the config changed
             self.idle.remove(proc)
             self._retire(proc)
         while self.idle:
             proc = self.idle.pop()
-            if _hand_over(proc, request):
+            if _hand_over(proc, job):
                 return proc
             self._retire(proc)  # it died between attempts; its exit is reaped as usual
-        return self._watch(_fork_worker(request, _max_jobs(request), profile=profile))
+        return self._watch(_fork_worker(setup, job, _max_jobs(setup), profile=profile))
 
-    def _fork_spare(self, setup: dict[str, Any], profile: str) -> None:
+    def _fork_spare(self, setup: WorkerSetup, profile: str) -> None:
         try:
-            spare = _fork_worker(setup, 1, profile=profile, first_job=False)
+            spare = _fork_worker(setup, None, 1, profile=profile)
         except OSError:
             return  # no room for it now: the next attempt forks its own process
         self.idle.append(self._watch(spare))
@@ -268,7 +292,7 @@ class Launcher:
         if not self.running:
             _signal_group(proc.pid, signal.SIGKILL)
 
-    def _stop(self, child: Child, reason: str, grace: float) -> None:
+    def _stop(self, child: Child, reason: Outcome, grace: float) -> None:
         if child.stop_reason is None:
             child.stop_reason = reason
         _signal_group(child.proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
@@ -279,7 +303,7 @@ class Launcher:
     def _enforce_deadlines(self, now: float) -> None:
         for child in list(self.children.values()):
             if child.deadline is not None and now >= child.deadline:
-                self._stop(child, "timeout", KILL_GRACE)
+                self._stop(child, Outcome.TIMEOUT, KILL_GRACE)
             elif child.kill_at is not None and now >= child.kill_at:
                 _signal_group(child.proc.pid, signal.SIGKILL)
                 child.kill_at = None
@@ -309,7 +333,7 @@ class Launcher:
             else:
                 self._retire(proc)
 
-    def _on_exit(self, proc: Proc) -> None:
+    def _on_process_exit(self, proc: Proc) -> None:
         # Signal the group before reaping its leader: until the leader is
         # reaped its pid (and so the group id) cannot be reused. This also
         # kills whatever the job left running in its group.
@@ -333,41 +357,46 @@ class Launcher:
         self.sweep_until = time.monotonic() + SWEEP_WINDOW
         self.next_sweep = 0.0  # at once: its orphans are the launcher's children already
 
-    def _finish(self, child: Child, outcome: dict[str, Any]) -> None:
+    def _finish(self, child: Child, outcome: AttemptEnd) -> None:
         del self.children[child.key]
         child.proc.attempt = None
-        self.writer.send({"op": "finished", "key": child.key, **outcome})
+        self.writer.send({"op": Op.FINISHED, "key": child.key, **outcome})
 
 
-def _max_jobs(request: dict[str, Any]) -> int:
-    return max(1, int(request.get("max_jobs_per_process") or 1))
+def _max_jobs(setup: WorkerSetup) -> int:
+    return max(1, int(setup.get("max_jobs_per_process") or 1))
 
 
 JOB_FIELDS = ("job_id", "class", "method", "params")
 
 
-def _hand_over(proc: Proc, request: dict[str, Any]) -> bool:
-    """Send the next request to an idle reused worker; False if it is gone."""
+def _split(request: RunRequest) -> tuple[JobRequest, WorkerSetup]:
+    """The job (what a worker is sent per attempt), and the rest: how a worker is set up."""
+    job: JobRequest = {
+        "job_id": request["job_id"],
+        "class": request["class"],
+        "method": request["method"],
+        "params": request["params"],
+    }
+    setup = {key: value for key, value in request.items() if key not in JOB_FIELDS}
+    return job, cast("WorkerSetup", setup)
+
+
+def _hand_over(proc: Proc, job: JobRequest) -> bool:
+    """Send the next job to an idle reused worker; False if it is gone."""
     assert proc.request_fd is not None
-    job = {k: request[k] for k in JOB_FIELDS if k in request}
     try:
-        _write_all(proc.request_fd, encode_frame(job))
+        write_all(proc.request_fd, encode_frame(job))
     except OSError:  # EPIPE: it exited (crashed, or was killed) while idle
         return False
     return True
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _fork_worker(
-    request: dict[str, Any], max_jobs: int, *, profile: str, first_job: bool = True
+    setup: WorkerSetup, job: JobRequest | None, max_jobs: int, *, profile: str
 ) -> Proc:
-    """Fork a worker for up to ``max_jobs`` attempts: ``request`` first, or (a spare) set
-    up from ``request`` and waiting for its first attempt on the request pipe.
+    """Fork a worker, set up from ``setup``, for up to ``max_jobs`` attempts: ``job``
+    first, or (a spare, no job) waiting for its first attempt on the request pipe.
 
     Raises OSError with nothing left behind (no fds, no process) if any step fails.
     """
@@ -385,7 +414,7 @@ def _fork_worker(
     if pid == 0:  # the worker
         try:
             _close(report_read, request_write)
-            serve_attempts(request, report_write, request_read, max_jobs, first_job=first_job)
+            serve_attempts(setup, job, report_write, request_read, max_jobs)
         finally:
             os._exit(70)
     _close(report_write, request_read)
@@ -420,11 +449,6 @@ def _close(*fds: int) -> None:
         os.close(fd)
 
 
-def _os_error(exc: OSError) -> str:
-    name = errno.errorcode.get(exc.errno or 0, "?")
-    return f"{name}: {exc.strerror}"
-
-
 def _drain(proc: Proc) -> bool:
     """Read what the process wrote; False at end of file."""
     while True:
@@ -443,31 +467,47 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def describe_outcome(child: Child, exit_code: int, report: dict[str, Any] | None) -> dict[str, Any]:
-    """Turn how the attempt ended, and what it reported, into a history entry."""
-    entry: dict[str, Any] = {"started_at": child.started_at, "finished_at": time.time()}
-    if child.stop_reason == "timeout":
-        error = f"timed out after {seconds(child.timeout)} and was killed"
-        entry.update(outcome="timeout", error=error)
-    elif child.stop_reason == "stopped":
-        entry.update(outcome="interrupted", error="stopped by the daemon")
+def describe_outcome(child: Child, exit_code: int, report: WorkerReport | None) -> AttemptEnd:
+    """Turn how the attempt ended, and what it reported, into (most of) a history entry.
+
+    A timeout gets no text: the daemon words it, with the limit it set.
+    """
+    # Crashed unless something says otherwise: the process ended without a report.
+    entry: AttemptEnd = {
+        "started_at": child.started_at,
+        "finished_at": time.time(),
+        "outcome": Outcome.CRASHED,
+    }
+    if child.stop_reason is Outcome.TIMEOUT:
+        entry["outcome"] = Outcome.TIMEOUT
+    elif child.stop_reason is Outcome.INTERRUPTED:
+        entry.update({"outcome": Outcome.INTERRUPTED, "error": "stopped by the daemon"})
     elif report is not None and report.get("ok"):
-        entry.update(outcome="ok", result=report.get("result"))
+        entry.update({"outcome": Outcome.OK, "result": report.get("result")})
     elif report is not None:
-        entry.update(outcome="error", error=report.get("error"), traceback=report.get("traceback"))
+        entry.update(
+            {
+                "outcome": Outcome.ERROR,
+                "error": report.get("error"),
+                "traceback": report.get("traceback"),
+            }
+        )
     else:
-        entry.update(outcome="crashed", **_crash_details(exit_code))
+        _add_crash_details(entry, exit_code)
     return entry
 
 
-def _crash_details(exit_code: int) -> dict[str, Any]:
+def _add_crash_details(entry: AttemptEnd, exit_code: int) -> None:
     if exit_code < 0:
         name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else "?"
-        return {"error": f"killed by signal {-exit_code} ({name})", "signal": -exit_code}
-    return {
-        "error": f"exited with status {exit_code} without reporting a result",
-        "exit_code": exit_code,
-    }
+        entry.update({"error": f"killed by signal {-exit_code} ({name})", "signal": -exit_code})
+        return
+    entry.update(
+        {
+            "error": f"exited with status {exit_code} without reporting a result",
+            "exit_code": exit_code,
+        }
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -475,7 +515,7 @@ def main(argv: list[str]) -> None:
     # drains its jobs and then tells the launcher to stop.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    become_subreaper()  # see sweep.py: what ended attempts leave behind comes to this process
     Launcher(socket.socket(fileno=int(argv[1]))).serve()
 
 

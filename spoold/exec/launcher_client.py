@@ -9,9 +9,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from spoold.exec.protocol import READ_SIZE, FrameReader, Message, encode_frame
+from spoold.exec.protocol import READ_SIZE, FrameReader, Op, encode_frame
+
+if TYPE_CHECKING:
+    from spoold.exec.protocol import (
+        AttemptMessage,
+        ExitMessage,
+        FromLauncher,
+        RunRequest,
+        ToLauncher,
+    )
 
 # -P keeps the daemon's working directory off sys.path, so no job import can pick up
 # a module from wherever the daemon happened to be started; spoold itself is found
@@ -39,7 +48,7 @@ class LauncherClient:
         )
         theirs.close()
         self.sock = ours
-        self._reader = FrameReader()
+        self._reader: FrameReader[FromLauncher] = FrameReader()
         self.ready = False  # its imports are done and its loop runs: attempts start at once
 
     def fileno(self) -> int:
@@ -59,21 +68,21 @@ class LauncherClient:
                     pass
         return True
 
-    def run(self, key: str, request: dict[str, Any], timeout: float) -> None:
-        self._send({"op": "run", "key": key, "request": request, "timeout": timeout})
+    def run(self, key: str, request: RunRequest, timeout: float) -> None:
+        self._send({"op": Op.RUN, "key": key, "request": request, "timeout": timeout})
 
     def kill(self, key: str, grace: float) -> None:
-        self._send({"op": "kill", "key": key, "grace": grace})
+        self._send({"op": Op.KILL, "key": key, "grace": grace})
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: ToLauncher) -> None:
         # Blocking is safe: the launcher never blocks, so it always reads.
         try:
             self.sock.sendall(encode_frame(message))
         except (BrokenPipeError, ConnectionResetError):
             raise LauncherGone("the launcher is gone") from None
 
-    def receive(self) -> list[Message]:
-        """Messages available now (call when the socket is readable)."""
+    def receive(self) -> list[AttemptMessage]:
+        """Messages about attempts available now (call when the socket is readable)."""
         try:
             data = self.sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -82,9 +91,9 @@ class LauncherClient:
             data = b""
         if not data:
             raise LauncherGone(f"the launcher exited (status {self.process.poll()})")
-        messages = []
+        messages: list[AttemptMessage] = []
         for message in self._reader.feed(data):
-            if message["op"] == "ready":
+            if message["op"] == Op.READY:  # the hello is the client's; the rest, the dispatcher's
                 self.ready = True
             else:
                 messages.append(message)
@@ -92,8 +101,9 @@ class LauncherClient:
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the launcher to stop (it kills what still runs) and reap it."""
+        goodbye: ExitMessage = {"op": Op.EXIT}
         with contextlib.suppress(OSError):
-            self.sock.sendall(encode_frame({"op": "exit"}))
+            self.sock.sendall(encode_frame(goodbye))
         self.sock.close()
         try:
             self.process.wait(timeout)

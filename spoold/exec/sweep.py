@@ -4,14 +4,27 @@ Killing an attempt's process group catches its ordinary children, but a
 descendant can leave the group (``setsid``, a double fork). The launcher is
 a child subreaper, and so is each attempt's first process: such a process
 is adopted by its attempt while that runs and by the launcher after; this
-module finds the launcher's adopted children and ends them.
+module makes a process a subreaper, and finds its adopted children and ends
+them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
+
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
+
+
+def become_subreaper() -> None:
+    """Adopt what this process's descendants orphan (even after ``setsid``), in init's stead.
+
+    That is what lets the sweep find them: they become this process's children.
+    """
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def sweep_escaped(running_leaders: set[int]) -> bool:

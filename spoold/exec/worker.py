@@ -26,13 +26,15 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spoold.exec.protocol import READ_SIZE, FrameReader, encode_frame
-from spoold.exec.sweep import sweep_escaped
+from spoold.exec.protocol import READ_SIZE, FrameReader, encode_frame, write_all
+from spoold.exec.sweep import become_subreaper, sweep_escaped
+
+if TYPE_CHECKING:
+    from spoold.exec.protocol import JobRequest, WorkerReport, WorkerSetup
 
 _PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -41,49 +43,44 @@ LEFTOVER_WAIT = 2.0  # seconds a reused worker waits for what a job left running
 
 
 def serve_attempts(
-    request: dict[str, Any], report_fd: int, request_fd: int, max_jobs: int, *, first_job: bool
+    setup: WorkerSetup, job: JobRequest | None, report_fd: int, request_fd: int, max_jobs: int
 ) -> None:
     """The whole life of a worker: up to ``max_jobs`` attempts; never returns.
 
-    With ``first_job`` the request is the first attempt's; without, it only
-    says how to set up, and the first attempt comes on the request pipe.
+    ``job`` is the first attempt's; without it (a spare), the first attempt
+    comes on the request pipe like the next ones.
     """
     code = EXIT_ERROR
     try:
-        _set_up(request, keep=(report_fd, request_fd))
-        requests = FrameReader()
-        if not first_job:
-            first = _next_request(request_fd, requests)
-            if first is None:  # let go before it ran anything
-                code = EXIT_OK
-                return
-            request = {**request, **first}
+        _set_up(setup, keep=(report_fd, request_fd))
+        requests: FrameReader[JobRequest] = FrameReader()
+        if job is None:
+            job = _next_request(request_fd, requests)
         for done in range(1, max_jobs + 1):
-            report = _call(request)
+            if job is None:  # the launcher let this worker go (a spare: before it ran anything)
+                break
+            report = _call(job)
             _flush_stdio()
             _end_leftovers()
-            last = done == max_jobs or _over_memory(request)
-            _write_all(report_fd, _report_frame(report, last=last))
+            last = done == max_jobs or _over_memory(setup)
+            write_all(report_fd, _report_frame(report, last=last))
             if last:
                 break
-            next_request = _next_request(request_fd, requests)
-            if next_request is None:  # the launcher let this worker go
-                break
-            request = {**request, **next_request}
+            job = _next_request(request_fd, requests)
         code = EXIT_OK
     finally:
         _flush_stdio()
         os._exit(code)
 
 
-def _set_up(request: dict[str, Any], keep: tuple[int, ...]) -> None:
+def _set_up(setup: WorkerSetup, keep: tuple[int, ...]) -> None:
     """Everything before the first job's code: apart, limited, the job's user."""
     launcher = os.getppid()
     _isolate(keep, launcher)
-    _apply_limits(request)
-    switch_to(request)  # after the limits (a user may not raise them), before any job code
+    _apply_limits(setup)
+    switch_to(setup)  # after the limits (a user may not raise them), before any job code
     _die_with_parent(launcher)  # a change of user clears the death signal: set it again
-    sys.path[:0] = request.get("python_path", [])
+    sys.path[:0] = setup.get("python_path", [])
 
 
 def _isolate(keep: tuple[int, ...], launcher: int) -> None:
@@ -94,7 +91,7 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
     # Whatever the job's descendants orphan (even after setsid) is adopted by
     # this process, which kills it when the attempt is over (_end_leftovers);
     # if this process dies first, the launcher inherits and sweeps it.
-    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    become_subreaper()
     low = 3
     for fd in sorted(keep):
         os.closerange(low, fd)
@@ -102,7 +99,7 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
     os.closerange(low, _max_fd())
 
 
-def _next_request(request_fd: int, requests: FrameReader) -> dict[str, Any] | None:
+def _next_request(request_fd: int, requests: FrameReader[JobRequest]) -> JobRequest | None:
     """Block until the launcher sends the next request; None at end of file."""
     while True:
         data = os.read(request_fd, READ_SIZE)
@@ -124,9 +121,9 @@ def _end_leftovers() -> None:
         time.sleep(0.001)
 
 
-def _over_memory(request: dict[str, Any]) -> bool:
+def _over_memory(setup: WorkerSetup) -> bool:
     """True if less than half of ``memory_limit`` is left for the next job."""
-    limit = int(request.get("memory_limit") or 0)
+    limit = int(setup.get("memory_limit") or 0)
     return limit > 0 and _data_bytes() > limit // 2
 
 
@@ -151,19 +148,19 @@ def _max_fd() -> int:
     return soft if soft != resource.RLIM_INFINITY else 65536
 
 
-def _apply_limits(request: dict[str, Any]) -> None:
+def _apply_limits(setup: WorkerSetup) -> None:
     # RLIMIT_DATA rather than RLIMIT_AS: address space counts thread stacks
     # and arenas, so RLIMIT_AS refuses threads long before memory runs out.
-    limit = int(request.get("memory_limit") or 0)
+    limit = int(setup.get("memory_limit") or 0)
     if limit > 0:
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def _call(request: dict[str, Any]) -> dict[str, Any]:
+def _call(job: JobRequest) -> WorkerReport:
     """Run the job; its report: ``ok`` with the result, or the error and traceback."""
-    os.environ["SPOOLD_JOB_ID"] = str(request.get("job_id", ""))  # for the job's own use
+    os.environ["SPOOLD_JOB_ID"] = str(job.get("job_id", ""))  # for the job's own use
     try:
-        result = call_job(request["class"], request["method"], request["params"])
+        result = call_job(job["class"], job["method"], job["params"])
     except BaseException as exc:  # the job's failure, whatever it is, is the report
         return {"ok": False, "error": _describe(exc), "traceback": traceback.format_exc()}
     return {"ok": True, "result": _jsonable(result)}
@@ -208,19 +205,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _report_frame(report: dict[str, Any], *, last: bool) -> bytes:
+def _report_frame(report: WorkerReport, *, last: bool) -> bytes:
     """A reused worker's report: one frame, never larger than the launcher takes."""
     frame = encode_frame({**report, "last": last})
     if len(frame) > MAX_REPORT:
         too_big = f"the job's report was larger than {MAX_REPORT} bytes"
         frame = encode_frame({"ok": False, "error": too_big, "last": last})
     return frame
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _flush_stdio() -> None:
@@ -231,14 +222,12 @@ def _flush_stdio() -> None:
             stream.flush()
 
 
-def switch_to(request: dict[str, object]) -> None:
+def switch_to(setup: WorkerSetup) -> None:
     """Become the job user (only its primary group), as identity.job_identity chose."""
-    uid, gid = request.get("uid"), request.get("gid")
+    uid, gid = setup.get("uid"), setup.get("gid")
     if not isinstance(uid, int) or not isinstance(gid, int):
         return
     os.setgroups([gid])
     os.setgid(gid)
     os.setuid(uid)
-    os.environ.update(
-        HOME=str(request["home"]), USER=str(request["user"]), LOGNAME=str(request["user"])
-    )
+    os.environ.update(HOME=str(setup["home"]), USER=str(setup["user"]), LOGNAME=str(setup["user"]))

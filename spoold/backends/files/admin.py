@@ -221,9 +221,3 @@ def running_jobs(spool: Spool, now: float | None = None) -> list[RunningJob]:
             RunningJob(stored.id, summary.target, summary.attempts + 1, max(0.0, moment - claimed))
         )
     return sorted(found, key=lambda job: -job.running_for)
-
-
-def describe_os_error(exc: OSError) -> str:
-    """``Permission denied: /var/spool/spoold/tmp`` rather than ``[Errno 13] ...``."""
-    where = f": {exc.filename}" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}"

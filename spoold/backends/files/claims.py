@@ -10,7 +10,7 @@ other way out of active/.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from loguru import logger
@@ -26,18 +26,16 @@ from spoold.job import Job, Rejected, check_allowed
 from spoold.logs import job_logger
 
 
+@dataclass
 class Claims:
     """Takes waiting files into active/: ready jobs to run, refused files to file as rejected."""
 
-    def __init__(
-        self, spool: Spool, store: JobStore, due: DueQueue, filer: Filer, held: HeldFilings
-    ) -> None:
-        self.spool = spool
-        self.store = store
-        self.due = due
-        self.filer = filer
-        self.held = held
-        self.ignored: set[str] = set()  # folders someone made inside a waiting folder
+    spool: Spool
+    store: JobStore
+    due: DueQueue
+    filer: Filer
+    held: HeldFilings
+    ignored: set[str] = field(default_factory=set)  # folders made inside a waiting folder
 
     def claim(self, state: str, name: str, job: Job) -> Job | None:
         """Move ``state/name`` to active/; None if it vanished meanwhile."""

@@ -1,10 +1,11 @@
-"""Atomic, durable file operations: the only way spoold writes or moves a file.
+"""Atomic, durable file operations: how the daemon and the CLI write or move a file.
 
 Every write is tmp file + fsync + no-clobber rename + fsync of the folder, so
 a reader (or a reboot) sees either the whole file or none of it, and an
 existing file is never replaced. Moves use ``renameat2(RENAME_NOREPLACE)``,
 falling back to link + unlink on filesystems without it (many FUSE and
-network filesystems answer the flag with EINVAL). Between that link and
+network filesystems answer the flag with EINVAL); the client moves its
+file with the same ``rename_noreplace``. Between that link and
 that unlink both names exist and the file has two links: readers of the
 spool tell such a move cut short from a hard-link attack by the twin's
 name and inode (intake.py, store.py).
@@ -19,6 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from spoold.exec.protocol import write_all
 from spoold.faults import crash_point
 
 _AT_FDCWD = -100
@@ -45,7 +47,8 @@ if _statx is not None:
     _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
     _statx.restype = ctypes.c_int
 
-# Prefix of every temporary file the daemon and the client make. Readers skip
+# Prefix of every temporary file the daemon and the CLI make beside a file they
+# write (the client writes tmp/<id>.json instead, see client.py). Readers skip
 # dotfiles, and the daemon removes its own leftovers (this prefix) at start.
 TEMP_PREFIX = ".spoold-"
 
@@ -82,7 +85,7 @@ def write_whole(path: str, data: bytes, *, durable: bool, mode: int = 0o640) -> 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             if durable:
                 os.fsync(fd)
         finally:
@@ -144,12 +147,6 @@ RESOURCE_ERRNOS = frozenset(
 
 def is_resource_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class UnsafeFile(Exception):

@@ -19,7 +19,6 @@ from spoold.backends.files.admin import (
     AdminError,
     StoredJob,
     checked_id,
-    describe_os_error,
     find_job,
     read_job,
     reference_time,
@@ -27,6 +26,7 @@ from spoold.backends.files.admin import (
 )
 from spoold.backends.files.fsio import fsync_dir, rename_noreplace, write_new
 from spoold.backends.files.spool import RECORD_STATES, Spool
+from spoold.errors import describe_os_error
 from spoold.job import DAEMON_KEYS, encode, raw_bytes
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")

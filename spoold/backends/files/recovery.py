@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from functools import partial
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -24,7 +25,11 @@ from spoold.config import Config
 from spoold.core.held import WAIT_FOR_RUN_AT, HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.core.policy import DAEMON_DIED
+from spoold.exec.protocol import Outcome
 from spoold.job import Job
+
+if TYPE_CHECKING:
+    from spoold.exec.protocol import Attempt
 
 CLIENT_TMP_MAX_AGE = 36 * 3600  # Maildir's rule for abandoned tmp/ files
 COARSE_CLOCK_MARGIN = 0.02  # seconds a file timestamp may trail time.time()
@@ -87,11 +92,11 @@ def _rerun(
         wait = partial(filer.deferred, job)
         held.attempt(job.id, WAIT_FOR_RUN_AT, wait)
         return
-    entry = {
+    entry: Attempt = {
         "attempt": job.attempts + 1,
         "started_at": claimed_at,
         "finished_at": time.time(),
-        "outcome": "interrupted",
+        "outcome": Outcome.INTERRUPTED,
         "cause": DAEMON_DIED,
         "error": "the daemon stopped or died while this attempt ran",
     }

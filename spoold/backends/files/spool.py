@@ -20,7 +20,6 @@ from pathlib import Path
 from spoold.backends.files.fsio import TEMP_PREFIX
 
 STATES = ("tmp", "incoming", "scheduled", "active", "done", "failed")
-WAITING_STATES = ("incoming", "scheduled", "active")
 RECORD_STATES = ("done", "failed")
 LOCK_NAME = ".spoold.lock"
 
