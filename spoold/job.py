@@ -14,10 +14,13 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from spoold.config import Config
 from spoold.names import is_class_path, is_identifier, is_private
+
+if TYPE_CHECKING:
+    from spoold.exec.protocol import Attempt
 
 # Fields the daemon owns. A submitted file's copies of them are dropped at
 # intake, so a client cannot forge a job's history or status.
@@ -73,7 +76,7 @@ class Job:
     backoff: str | None = None
     timeout: float | None = None
     memory_limit: int | None = None
-    history: tuple[dict[str, Any], ...] = field(default=())
+    history: tuple[Attempt, ...] = field(default=())  # as the daemon wrote it, oldest first
     due_at: float | None = None
     clean: bool = True  # False: the submitted file carried daemon-owned fields (dropped here)
 
@@ -260,14 +263,14 @@ _FIELD_CHECKS: dict[str, Any] = {
 }
 
 
-def _bookkeeping(doc: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], float | None]:
+def _bookkeeping(doc: Mapping[str, Any]) -> tuple[tuple[Attempt, ...], float | None]:
     history = doc.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise Rejected('the daemon\'s "history" field is damaged')
     due_at = doc.get("due_at")
     if due_at is not None and (isinstance(due_at, bool) or not isinstance(due_at, int | float)):
         raise Rejected('the daemon\'s "due_at" field is damaged')
-    return tuple(history), due_at
+    return tuple(cast("list[Attempt]", history)), due_at  # the daemon's own entries
 
 
 def _json_type(value: Any) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from spoold.backends.files.intake import Refused
 from spoold.backends.files.queue import DueQueue
@@ -55,7 +55,7 @@ class Filer:
 
     def succeeded(self, job: Job, entry: Attempt) -> None:
         attempt = {key: value for key, value in entry.items() if key != "result"}
-        job = replace(job, history=(*job.history, attempt))
+        job = replace(job, history=(*job.history, cast("Attempt", attempt)))
         record = job.record("done", entry["finished_at"], result=entry.get("result"))
         filed_as = self.store.file_record(job.id, "done", record)
         self.tally.done += 1
@@ -84,7 +84,7 @@ class Filer:
 
     def attempt_failed(self, job: Job, entry: Attempt, limits: policy.Limits) -> None:
         """An attempt ended in error, timeout or crash: retry later, or fail for good."""
-        job = replace(job, history=(*job.history, dict(entry)))
+        job = replace(job, history=(*job.history, entry))
         failures = policy.failed_attempts(job.history)
         error = entry.get("error") or entry["outcome"]
         if policy.should_retry(job.history, limits):
@@ -106,7 +106,7 @@ class Filer:
 
     def interrupted(self, job: Job, entry: Attempt, max_interruptions: int) -> None:
         """An attempt cut short by the daemon's stop or death: rerun it, unless that recurs."""
-        job = replace(job, history=(*job.history, dict(entry)))
+        job = replace(job, history=(*job.history, entry))
         in_a_row = policy.interruptions_in_a_row(job.history)
         if in_a_row >= max_interruptions:
             self.failed(

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spoold.config import WorkerSettings
 from spoold.exec.protocol import Outcome
 from spoold.job import Job
+
+if TYPE_CHECKING:
+    from spoold.exec.protocol import Attempt
 
 # Records hold plain strings, which compare and hash equal to these members.
 FAILED_OUTCOMES = frozenset({Outcome.ERROR, Outcome.TIMEOUT, Outcome.CRASHED})
@@ -55,12 +58,12 @@ def retry_delay(retry_number: int, limits: Limits) -> float:
     return min(delay, limits.max_delay)
 
 
-def failed_attempts(history: Sequence[dict[str, Any]]) -> int:
+def failed_attempts(history: Sequence[Attempt]) -> int:
     """Attempts that count against max_retries (interruptions do not)."""
     return sum(1 for entry in history if entry.get("outcome") in FAILED_OUTCOMES)
 
 
-def interruptions_in_a_row(history: Sequence[dict[str, Any]]) -> int:
+def interruptions_in_a_row(history: Sequence[Attempt]) -> int:
     """Trailing attempts cut short by the daemon's death; clean-stop kills are skipped."""
     count = 0
     for entry in reversed(history):
@@ -71,7 +74,7 @@ def interruptions_in_a_row(history: Sequence[dict[str, Any]]) -> int:
     return count
 
 
-def should_retry(history: Sequence[dict[str, Any]], limits: Limits) -> bool:
+def should_retry(history: Sequence[Attempt], limits: Limits) -> bool:
     return failed_attempts(history) <= limits.max_retries
 
 
