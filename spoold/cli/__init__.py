@@ -1,0 +1,1 @@
+"""The ``spoold`` command: its handlers (commands.py), arguments, output and helpers."""
