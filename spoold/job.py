@@ -20,7 +20,7 @@ from spoold.config import Config
 from spoold.names import is_class_path, is_identifier, is_private
 
 if TYPE_CHECKING:
-    from spoold.exec.protocol import Attempt
+    from spoold.exec.messages import Attempt
 
 # Fields the daemon owns. A submitted file's copies of them are dropped at
 # intake, so a client cannot forge a job's history or status.

@@ -36,7 +36,7 @@ from spoold.live import Live
 from spoold.logs import job_logger
 
 if TYPE_CHECKING:
-    from spoold.exec.protocol import (
+    from spoold.exec.messages import (
         Attempt,
         AttemptMessage,
         FinishedMessage,
@@ -134,7 +134,7 @@ class Dispatcher:
         running = self.running.get(message["key"])
         if running is None:
             return
-        handlers: dict[Op, Callable[[Running, Any], None]] = {
+        handlers: dict[str, Callable[[Running, Any], None]] = {
             Op.NOT_STARTED: self._on_not_started,
             Op.STARTED: self._on_started,
             Op.FINISHED: self._on_finished,

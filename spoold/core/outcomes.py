@@ -23,7 +23,7 @@ from spoold.job import Job, rejection_record
 from spoold.logs import job_logger
 
 if TYPE_CHECKING:
-    from spoold.exec.protocol import Attempt
+    from spoold.exec.messages import Attempt
 
 
 @dataclass

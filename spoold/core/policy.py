@@ -15,7 +15,7 @@ from spoold.exec.protocol import Outcome
 from spoold.job import Job
 
 if TYPE_CHECKING:
-    from spoold.exec.protocol import Attempt
+    from spoold.exec.messages import Attempt
 
 # Records hold plain strings, which compare and hash equal to these members.
 FAILED_OUTCOMES = frozenset({Outcome.ERROR, Outcome.TIMEOUT, Outcome.CRASHED})

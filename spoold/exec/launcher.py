@@ -22,6 +22,7 @@ launcher's page tables, and each page it shares costs a fault when written.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import selectors
@@ -45,11 +46,12 @@ from spoold.exec.sweep import become_subreaper, sweep_escaped
 from spoold.exec.worker import MAX_REPORT, serve_attempts
 
 if TYPE_CHECKING:
-    from spoold.exec.protocol import (
+    from spoold.exec.messages import (
         AttemptEnd,
         ExitMessage,
         JobRequest,
         KillMessage,
+        OutcomeName,
         RunMessage,
         RunRequest,
         ToLauncher,
@@ -85,7 +87,7 @@ class Proc:
         self.profile = profile
         self.jobs_left = jobs_left
         self.report = bytearray()
-        self.frames: FrameReader[WorkerReport] = FrameReader()
+        self.frames: FrameReader = FrameReader()
         self.attempt: Child | None = None
 
 
@@ -99,7 +101,7 @@ class Child:
         self.proc = proc
         self.started_at = started_at
         self.deadline = deadline
-        self.stop_reason: Outcome | None = None  # TIMEOUT, or INTERRUPTED (by the daemon)
+        self.stop_reason: OutcomeName | None = None  # TIMEOUT, or INTERRUPTED (by the daemon)
         self.kill_at: float | None = None
 
 
@@ -109,9 +111,9 @@ class Launcher:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self.reader: FrameReader[ToLauncher] = FrameReader()
+        self.reader: FrameReader = FrameReader()
         self.writer = FrameWriter(sock)
-        self.handlers: dict[Op, Callable[[Any], None]] = {
+        self.handlers: dict[str, Callable[[Any], None]] = {
             Op.RUN: self._on_run,
             Op.KILL: self._on_kill,
             Op.EXIT: self._on_exit,
@@ -292,7 +294,7 @@ class Launcher:
         if not self.running:
             _signal_group(proc.pid, signal.SIGKILL)
 
-    def _stop(self, child: Child, reason: Outcome, grace: float) -> None:
+    def _stop(self, child: Child, reason: OutcomeName, grace: float) -> None:
         if child.stop_reason is None:
             child.stop_reason = reason
         _signal_group(child.proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
@@ -510,12 +512,25 @@ def _add_crash_details(entry: AttemptEnd, exit_code: int) -> None:
     )
 
 
+def _give_back_freed_heap() -> None:
+    """Hand back to the kernel the heap pages the imports used and freed (glibc's malloc_trim).
+
+    Each attempt is a fork of this process, and each resident page is one more
+    to map in every child: at the hello this takes the launcher from about 14.1
+    to 13.4 MB (bench/launcher.py).
+    """
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
+
+
 def main(argv: list[str]) -> None:
     # Ctrl-C and a service manager's SIGTERM are the daemon's to handle: it
     # drains its jobs and then tells the launcher to stop.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     become_subreaper()  # see sweep.py: what ended attempts leave behind comes to this process
+    _give_back_freed_heap()
     Launcher(socket.socket(fileno=int(argv[1]))).serve()
 
 

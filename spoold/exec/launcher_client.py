@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING
 from spoold.exec.protocol import READ_SIZE, FrameReader, Op, encode_frame
 
 if TYPE_CHECKING:
-    from spoold.exec.protocol import (
+    from spoold.exec.messages import (
         AttemptMessage,
         ExitMessage,
-        FromLauncher,
         RunRequest,
         ToLauncher,
     )
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 # -P keeps the daemon's working directory off sys.path, so no job import can pick up
 # a module from wherever the daemon happened to be started; spoold itself is found
 # where the daemon found it.
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder that holds spoold/
 _START = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from spoold.exec.launcher import main; main(sys.argv[1:])"
@@ -48,7 +47,7 @@ class LauncherClient:
         )
         theirs.close()
         self.sock = ours
-        self._reader: FrameReader[FromLauncher] = FrameReader()
+        self._reader: FrameReader = FrameReader()
         self.ready = False  # its imports are done and its loop runs: attempts start at once
 
     def fileno(self) -> int:

@@ -1,10 +1,11 @@
 """Messages between the daemon, its launcher and the workers: their shapes, and the frames.
 
-Each message is declared here once: its ``op`` (``Op``), its keys (a
-TypedDict), and an attempt's ``outcome`` (``Outcome``). StrEnum members
-encode as plain strings, and the plain strings a decoded message holds
-compare (and hash) equal to them. Everything here is the standard library
-the launcher loads anyway (enum comes with signal, typing with the rest).
+Each message is declared once: its ``op`` (``Op``) and an attempt's
+``outcome`` (``Outcome``) here, as typed constants, and its keys as a
+TypedDict in messages.py (for the type checker only). Constants rather
+than enum classes: the plain strings of a decoded message are the values
+themselves, and the launcher, forked for every attempt, holds no more
+than the few strings (an ``Enum`` would cost it some 12 kB of heap).
 
 Each frame is a 4-byte big-endian length and a UTF-8 JSON object. Readers
 are fed whatever bytes a non-blocking read returned and yield whole
@@ -19,8 +20,7 @@ import json
 import os
 import struct
 from collections.abc import Iterator
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, Literal, NotRequired, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import socket  # for a type only: the client API imports this module too (write_all)
@@ -33,135 +33,33 @@ MAX_FRAME = 64 * 1024 * 1024
 READ_SIZE = 64 * 1024
 
 
-class Op(StrEnum):
-    """What a message is: its ``op``."""
+class Op:
+    """What a message is: its ``op`` (messages.OpName is their type)."""
 
-    RUN = "run"  # daemon -> launcher: start an attempt
-    KILL = "kill"  # daemon -> launcher: stop one (SIGTERM, a grace period, SIGKILL)
-    EXIT = "exit"  # daemon -> launcher: kill what runs and leave
-    READY = "ready"  # launcher -> daemon: the hello, its loop runs
-    NOT_STARTED = "not_started"  # launcher -> daemon: no process for it (fork failed)
-    STARTED = "started"  # launcher -> daemon: a process runs it
-    FINISHED = "finished"  # launcher -> daemon: it ended, and how
-
-
-class Outcome(StrEnum):
-    """How an attempt ended: the ``outcome`` of its history entry."""
-
-    OK = "ok"
-    ERROR = "error"  # the job raised
-    TIMEOUT = "timeout"  # it overran its timeout and was killed
-    CRASHED = "crashed"  # its process died without a report (or the launcher did)
-    INTERRUPTED = "interrupted"  # the daemon stopped it, or died while it ran
+    RUN: Final = "run"  # daemon -> launcher: start an attempt
+    KILL: Final = "kill"  # daemon -> launcher: stop one (SIGTERM, a grace period, SIGKILL)
+    EXIT: Final = "exit"  # daemon -> launcher: kill what runs and leave
+    READY: Final = "ready"  # launcher -> daemon: the hello, its loop runs
+    NOT_STARTED: Final = "not_started"  # launcher -> daemon: no process for it (fork failed)
+    STARTED: Final = "started"  # launcher -> daemon: a process runs it
+    FINISHED: Final = "finished"  # launcher -> daemon: it ended, and how
 
 
-# The shapes of the messages are for the type checker only: as classes they
-# would cost the launcher, and so every fork of it, some 66 kB of heap that no
-# code reads. Import them under TYPE_CHECKING too (and cast to their names).
+class Outcome:
+    """How an attempt ended: the ``outcome`` of its history entry (messages.OutcomeName)."""
+
+    OK: Final = "ok"
+    ERROR: Final = "error"  # the job raised
+    TIMEOUT: Final = "timeout"  # it overran its timeout and was killed
+    CRASHED: Final = "crashed"  # its process died without a report (or the launcher did)
+    INTERRUPTED: Final = "interrupted"  # the daemon stopped it, or died while it ran
+
+
+# The shapes of the messages live in messages.py, for the type checker only: as
+# classes here they would cost the launcher, and so every fork of it, heap that
+# no code reads (and even unexecuted, their code would be loaded with this module).
 if TYPE_CHECKING:
-    # -- what the daemon asks for --
-
-    # What the worker needs of the job itself ("class" is a keyword, hence this form).
-    JobRequest = TypedDict(
-        "JobRequest",
-        {"job_id": str, "class": str, "method": str, "params": list[Any] | dict[str, Any]},
-    )
-
-    class JobUser(TypedDict, total=False):
-        """The job user, for a root daemon (identity.job_identity); no keys otherwise."""
-
-        uid: int
-        gid: int
-        user: str
-        home: str
-
-    class WorkerSetup(JobUser):
-        """How a worker is set up before any job code: the request without the job."""
-
-        python_path: list[str]
-        memory_limit: int
-        max_jobs_per_process: int
-
-    class RunRequest(JobRequest, WorkerSetup):
-        """One attempt's request, as Dispatcher.launch builds it: the job and its worker's setup."""
-
-    class RunMessage(TypedDict):
-        op: Literal[Op.RUN]
-        key: str  # the job id: every later message about this attempt carries it
-        request: RunRequest
-        timeout: float  # seconds; 0 for none
-
-    class KillMessage(TypedDict):
-        op: Literal[Op.KILL]
-        key: str
-        grace: float  # seconds between SIGTERM and SIGKILL
-
-    class ExitMessage(TypedDict):
-        op: Literal[Op.EXIT]
-
-    ToLauncher = RunMessage | KillMessage | ExitMessage
-
-    # -- what the launcher answers --
-
-    class AttemptEnd(TypedDict):
-        """How one attempt ended, as the launcher saw it: facts the daemon words and files."""
-
-        started_at: float
-        finished_at: float
-        outcome: Outcome
-        result: NotRequired[Any]  # ok: what the job returned
-        error: NotRequired[str | None]  # error: the job's exception; crashed: how it died
-        traceback: NotRequired[str | None]  # error
-        signal: NotRequired[int]  # crashed: the signal that killed it
-        exit_code: NotRequired[int]  # crashed: the status it exited with, without a report
-
-    class Attempt(AttemptEnd):
-        """One entry of a job's history: launcher -> dispatcher -> outcomes -> the record.
-
-        Its keys are written in the order they were set (``attempt`` first), and
-        the record keeps that order.
-        """
-
-        attempt: int  # 1 for the first
-        cause: NotRequired[str]  # interrupted: policy.SHUTDOWN or policy.DAEMON_DIED
-
-    class ReadyMessage(TypedDict):
-        op: Literal[Op.READY]
-
-    class NotStartedMessage(TypedDict):
-        op: Literal[Op.NOT_STARTED]
-        key: str
-        errno: int | None  # why fork (or a pipe) failed; the daemon words it
-        strerror: str | None
-
-    class StartedMessage(TypedDict):
-        op: Literal[Op.STARTED]
-        key: str
-        pid: int
-        started_at: float
-
-    class FinishedMessage(AttemptEnd):
-        op: Literal[Op.FINISHED]
-        key: str
-
-    AttemptMessage = NotStartedMessage | StartedMessage | FinishedMessage  # for the dispatcher
-    FromLauncher = ReadyMessage | AttemptMessage
-
-    # -- between the launcher and a worker --
-
-    class WorkerReport(TypedDict):
-        """A worker's answer to one job: ``ok`` with the result, or the error and traceback."""
-
-        ok: bool
-        result: NotRequired[Any]
-        error: NotRequired[str]
-        traceback: NotRequired[str]
-        last: NotRequired[bool]  # the worker exits after it (recycled, or over its memory)
-
-    Frame = ToLauncher | FromLauncher | JobRequest | WorkerReport
-
-
-M = TypeVar("M", bound="Frame")  # what one reader's peer sends
+    from spoold.exec.messages import Frame, FromLauncher
 
 
 def encode_frame(message: Frame) -> bytes:
@@ -173,13 +71,13 @@ def encode_frame(message: Frame) -> bytes:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
 
 
-class FrameReader(Generic[M]):
-    """Accumulates bytes and yields complete messages (``FrameReader[WhatThePeerSends]``)."""
+class FrameReader:
+    """Accumulates bytes and yields complete messages: whatever ``Frame`` the peer sends."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[M]:
+    def feed(self, data: bytes) -> Iterator[Any]:
         self._buffer += data
         while len(self._buffer) >= _HEADER.size:
             (length,) = _HEADER.unpack_from(self._buffer)

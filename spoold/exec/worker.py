@@ -32,7 +32,7 @@ from spoold.exec.protocol import READ_SIZE, FrameReader, encode_frame, write_all
 from spoold.exec.sweep import become_subreaper, sweep_escaped
 
 if TYPE_CHECKING:
-    from spoold.exec.protocol import JobRequest, WorkerReport, WorkerSetup
+    from spoold.exec.messages import JobRequest, WorkerReport, WorkerSetup
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
@@ -53,7 +53,7 @@ def serve_attempts(
     code = EXIT_ERROR
     try:
         _set_up(setup, keep=(report_fd, request_fd))
-        requests: FrameReader[JobRequest] = FrameReader()
+        requests: FrameReader = FrameReader()
         if job is None:
             job = _next_request(request_fd, requests)
         for done in range(1, max_jobs + 1):
@@ -99,14 +99,15 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
     os.closerange(low, _max_fd())
 
 
-def _next_request(request_fd: int, requests: FrameReader[JobRequest]) -> JobRequest | None:
+def _next_request(request_fd: int, requests: FrameReader) -> JobRequest | None:
     """Block until the launcher sends the next request; None at end of file."""
     while True:
         data = os.read(request_fd, READ_SIZE)
         if not data:
             return None
         for message in requests.feed(data):
-            return message
+            job: JobRequest = message  # the launcher sends a worker nothing else
+            return job
 
 
 def _end_leftovers() -> None:

@@ -29,7 +29,7 @@ from spoold.exec.protocol import Outcome
 from spoold.job import Job
 
 if TYPE_CHECKING:
-    from spoold.exec.protocol import Attempt
+    from spoold.exec.messages import Attempt
 
 CLIENT_TMP_MAX_AGE = 36 * 3600  # Maildir's rule for abandoned tmp/ files
 COARSE_CLOCK_MARGIN = 0.02  # seconds a file timestamp may trail time.time()
