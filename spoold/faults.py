@@ -3,8 +3,9 @@
 ``SPOOLD_FAULT=<point>[:<n>]`` makes the daemon SIGKILL itself the n-th time
 (default: the first) it passes ``<point>``, exactly as a crash or a power
 cut would stop it there. ``SPOOLD_FAULT=no_watch`` runs without the inotify
-watch, on rescans alone. Unset (always, outside tests), a point costs one
-comparison. The points and what each proves are listed in
+watch, on rescans alone; ``SPOOLD_FAULT=broken_listener`` adds an event
+listener that raises in every hook (core/events.py). Unset (always, outside
+tests), a point costs one comparison. The points and what each proves are listed in
 docs/RELIABILITY.md.
 """
 
@@ -45,3 +46,7 @@ def crash_point(point: str) -> None:
 
 def watch_disabled() -> bool:
     return _name == "no_watch"
+
+
+def broken_listener() -> bool:
+    return _name == "broken_listener"

@@ -33,6 +33,7 @@ from spoold.backends.files.store import JobStore, NotInActive
 from spoold.client import run_background_job
 from spoold.config import load_config
 from spoold.core.dispatcher import Dispatcher
+from spoold.core.events import Events, Tally
 from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.exec.launcher_client import LauncherClient
@@ -84,7 +85,8 @@ class Rig:
         config = load_config(write_config(tmp_path / "config.toml", self.spool))
         live = Live(replace(config, spool=replace(config.spool, fsync=True)), JobIdentity())
         self.store = JobStore(RealSpool(self.spool.root), live, defer_moves=True)
-        self.filer = Filer(self.store, DueQueue())
+        self.tally = Tally()
+        self.filer = Filer(self.store, DueQueue(), Events(self.tally))
         self.held_filings = HeldFilings()
         self.dispatcher = DispatcherOnStandIn(
             live, self.filer, self.held_filings, selectors.DefaultSelector()
@@ -163,7 +165,7 @@ def test_two_held_records_the_first_failing_again_each_filed_once(
     assert rig.spool.job_ids("failed") == [failing.id]
     assert rig.spool.names("active") == []
     assert rig.dispatcher.can_launch(time.time())
-    assert rig.filer.tally.done == 1 and rig.filer.tally.failed == 1
+    assert rig.tally.filed_by_status == {"done": 1, "failed": 1}
 
 
 def test_a_held_retry_filed_in_a_round_is_not_moved_again(rig: Rig) -> None:

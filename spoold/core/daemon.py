@@ -21,6 +21,7 @@ from types import FrameType
 
 from loguru import logger
 
+from spoold import faults
 from spoold.backends.files import recovery
 from spoold.backends.files.claims import Claims
 from spoold.backends.files.intake import Refused
@@ -30,6 +31,7 @@ from spoold.backends.files.spool import Spool, SpoolLock
 from spoold.backends.files.store import JobStore
 from spoold.config import Config, ConfigError, load_config
 from spoold.core.dispatcher import Dispatcher
+from spoold.core.events import Broken, Events, Tally
 from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.core.policy import Backoff
@@ -90,9 +92,11 @@ class Daemon:
         self.ready = ReadyQueue()
         self.due = DueQueue()
         self.held = HeldFilings()  # what a resource shortage kept from leaving active/
-        self.filer = Filer(self.store, self.due)
+        self.tally = Tally()  # what this run filed: burst mode's exit status
+        self.events = Events(*([Broken()] if faults.broken_listener() else []), self.tally)
+        self.filer = Filer(self.store, self.due, self.events)
         self.claims = Claims(self.spool, self.store, self.due, self.filer, self.held)
-        self.receiver = Receiver(live, self.spool, self.claims, self.ready, self.filer, self.held)
+        self.receiver = Receiver(live, self.spool, self.claims, self.ready, self.events)
         self.selector = selectors.DefaultSelector()
         self.flags = Flags()
         self.trouble = Backoff()
@@ -113,8 +117,7 @@ class Daemon:
             self._loop()
         finally:
             self._close()
-        tally = self.filer.tally
-        return 1 if self.burst and (tally.failed or tally.rejected) else 0
+        return 1 if self.burst and self.tally.anything_failed else 0
 
     def _start(self) -> None:
         recovery.tidy(self.spool)

@@ -63,6 +63,7 @@ class Dispatcher:
     ) -> None:
         self.live = live
         self.filer = filer
+        self.events = filer.events
         self.held = held  # outcomes (and other filings) a resource shortage held back
         self.selector = selector
         self.running: dict[str, Running] = {}
@@ -155,34 +156,37 @@ class Dispatcher:
             "job {} started: {}.{} attempt {} (pid {})",
             job.id, job.class_path, job.method, job.attempts + 1, message["pid"],
         )  # fmt: skip
+        self.events.started(job, message["pid"])
 
     def _on_finished(self, running: Running, message: FinishedMessage) -> None:
         del self.running[running.job.id]
         self._route(running, _history_entry(running.job.attempts + 1, message))
 
     def _route(self, running: Running, entry: Attempt) -> None:
+        """Word the attempt's end, tell the listeners, and file it (held if it cannot be now)."""
+        wordings = {Outcome.TIMEOUT: self._word_timeout, Outcome.INTERRUPTED: self._word_stop}
+        if entry["outcome"] in wordings:
+            wordings[entry["outcome"]](running, entry)
+        self.events.finished(running.job, entry)
         self.held.attempt(running.job.id, "outcome", partial(self._file, running, entry))
+
+    def _word_timeout(self, running: Running, entry: Attempt) -> None:
+        # The launcher reports the fact; the words name the limit, which the daemon set.
+        entry["error"] = f"timed out after {seconds(running.limits.timeout)} and was killed"
+
+    def _word_stop(self, _running: Running, entry: Attempt) -> None:
+        entry["cause"] = policy.SHUTDOWN
+        entry["error"] = "killed at shutdown after shutdown_timeout"
 
     def _file(self, running: Running, entry: Attempt) -> None:
         """File one outcome (raises OSError if it cannot be done now)."""
-        filings = {
-            Outcome.OK: self._file_success,
-            Outcome.TIMEOUT: self._file_timeout,
-            Outcome.INTERRUPTED: self._file_interruption,
-        }
+        filings = {Outcome.OK: self._file_success, Outcome.INTERRUPTED: self._file_interruption}
         filings.get(entry["outcome"], self._file_failure)(running, entry)
 
     def _file_success(self, running: Running, entry: Attempt) -> None:
         self.filer.succeeded(running.job, entry)
 
-    def _file_timeout(self, running: Running, entry: Attempt) -> None:
-        # The launcher reports the fact; the words name the limit, which the daemon set.
-        entry["error"] = f"timed out after {seconds(running.limits.timeout)} and was killed"
-        self._file_failure(running, entry)
-
     def _file_interruption(self, running: Running, entry: Attempt) -> None:
-        entry["cause"] = policy.SHUTDOWN
-        entry["error"] = "killed at shutdown after shutdown_timeout"
         self.filer.interrupted(running.job, entry, self.live.config.worker.max_interruptions)
 
     def _file_failure(self, running: Running, entry: Attempt) -> None:

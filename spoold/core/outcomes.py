@@ -10,7 +10,7 @@ path brought it here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
@@ -18,6 +18,7 @@ from spoold.backends.files.intake import Refused
 from spoold.backends.files.queue import DueQueue
 from spoold.backends.files.store import JobStore
 from spoold.core import policy
+from spoold.core.events import Events
 from spoold.durations import seconds
 from spoold.job import Job, rejection_record
 from spoold.logs import job_logger
@@ -26,22 +27,13 @@ if TYPE_CHECKING:
     from spoold.exec.messages import Attempt
 
 
-@dataclass
-class Tally:
-    """What this run of the daemon filed; burst mode's exit status comes from it."""
-
-    done: int = 0
-    failed: int = 0
-    rejected: int = 0
-
-
 class Filer:
     """Files jobs out of active/ through the store and says so in the log."""
 
-    def __init__(self, store: JobStore, due: DueQueue) -> None:
+    def __init__(self, store: JobStore, due: DueQueue, events: Events) -> None:
         self.store = store
         self.due = due
-        self.tally = Tally()
+        self.events = events
 
     def reject(self, refused: Refused, *, file_name: str) -> None:
         """File the rejection record of a file already moved to active/<id>.json."""
@@ -50,32 +42,35 @@ class Filer:
             refused.job_id, refused.reason, refused.raw, file_name=file_name, received_at=now
         )
         filed_as = self.store.file_record(refused.job_id, "failed", record)
-        self.tally.rejected += 1
         job_logger(filed_as).warning("job {} rejected: {}", filed_as, refused.reason)
+        self.events.rejected(filed_as, refused.reason)
+        self.events.filed(filed_as, "rejected")
 
     def succeeded(self, job: Job, entry: Attempt) -> None:
         attempt = {key: value for key, value in entry.items() if key != "result"}
         job = replace(job, history=(*job.history, cast("Attempt", attempt)))
         record = job.record("done", entry["finished_at"], result=entry.get("result"))
         filed_as = self.store.file_record(job.id, "done", record)
-        self.tally.done += 1
         took = entry["finished_at"] - entry["started_at"]
         job_logger(filed_as).success("job {} succeeded in {}", filed_as, seconds(took))
+        self.events.filed(filed_as, "done")
 
     def failed(self, job: Job, reason: str, traceback: str | None = None) -> None:
         record = job.record("failed", time.time(), reason=reason)
         filed_as = self.store.file_record(job.id, "failed", record)
-        self.tally.failed += 1
         log = job_logger(filed_as)
         log.error("job {} failed for good after {} attempt(s): {}", filed_as, job.attempts, reason)
         if traceback:
             log.debug("job {} traceback of the last attempt:\n{}", filed_as, traceback)
+        self.events.filed(filed_as, "failed")
 
     def schedule(self, job: Job, due_at: float, *, again: bool) -> None:
         """Move to scheduled/ to wait until ``due_at``; ``again``: a retry, a rerun, a put-back."""
         job = replace(job, due_at=due_at)
         self.store.schedule(job)
         self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at, again=again)
+        if again:
+            self.events.retry_scheduled(job, due_at)
 
     def unclaim(self, job: Job, due_at: float) -> None:
         """A job that never started goes back to scheduled/ unchanged, to wait until ``due_at``."""

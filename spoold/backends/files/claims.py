@@ -20,7 +20,7 @@ from spoold.backends.files.queue import DueQueue, ReadyEntry
 from spoold.backends.files.spool import Spool
 from spoold.backends.files.store import JobStore
 from spoold.config import Config
-from spoold.core.held import HeldFilings
+from spoold.core.held import WAIT_FOR_RUN_AT, HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.job import Job, Rejected, check_allowed
 from spoold.logs import job_logger
@@ -50,6 +50,12 @@ class Claims:
             return self.store.claim(state, name, job)
         except FileNotFoundError:
             return None  # removed by hand meanwhile
+
+    def claim_to_wait(self, state: str, name: str, job: Job) -> None:
+        """Claim a job whose ``run_at`` is ahead and move it to scheduled/ to wait for it."""
+        claimed = self.claim(state, name, job)
+        if claimed is not None:
+            self.held.attempt(claimed.id, WAIT_FOR_RUN_AT, partial(self.filer.deferred, claimed))
 
     def claim_ready(self, entry: ReadyEntry, config: Config) -> Job | None:
         """Re-check a ready job (the allowlist may have been reloaded since) and claim it."""

@@ -9,8 +9,6 @@ period.
 
 from __future__ import annotations
 
-from functools import partial
-
 from loguru import logger
 
 from spoold import faults
@@ -19,8 +17,7 @@ from spoold.backends.files.intake import Accepted, NotYet, Refused, Trouble, exa
 from spoold.backends.files.queue import ReadyQueue
 from spoold.backends.files.spool import Spool, is_job_name
 from spoold.backends.files.watcher import Watcher
-from spoold.core.held import WAIT_FOR_RUN_AT, HeldFilings
-from spoold.core.outcomes import Filer
+from spoold.core.events import Events
 from spoold.core.policy import Backoff
 from spoold.durations import seconds
 from spoold.job import Job
@@ -42,15 +39,13 @@ class Receiver:
         spool: Spool,
         claims: Claims,
         ready: ReadyQueue,
-        filer: Filer,
-        held: HeldFilings,
+        events: Events,
     ) -> None:
         self.live = live
         self.spool = spool
         self.claims = claims
         self.ready = ready
-        self.filer = filer
-        self.held = held
+        self.events = events
         self.incomplete: dict[str, float] = {}  # name -> when to look at it again
         self.next_rescan = 0.0
         self.unread: list[str] = []  # listed by the last rescan, not looked at yet (oldest last)
@@ -164,11 +159,9 @@ class Receiver:
         job_logger(job.id).info(
             "job {} received: {}.{} (priority {})", job.id, job.class_path, job.method, job.priority
         )
+        self.events.received(job)
         if job.run_at is not None and job.run_at > now:
-            claimed = self.claims.claim("incoming", name, job)
-            if claimed is not None:
-                wait = partial(self.filer.deferred, claimed)
-                self.held.attempt(claimed.id, WAIT_FOR_RUN_AT, wait)
+            self.claims.claim_to_wait("incoming", name, job)
             return
         cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
         self.ready.push("incoming", name, job.priority, job.enqueued_at, cached)
