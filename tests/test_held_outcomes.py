@@ -102,14 +102,14 @@ class Rig:
                           now=time.time(), closed=True)  # fmt: skip
         assert isinstance(verdict, Accepted), verdict
         job = self.store.claim("incoming", name, verdict.job)
-        self.dispatcher.launch(job)
+        self.dispatcher.launch(job, time.time())
         return job
 
     def report(self, job: Job, outcome: str, **fields: Any) -> None:
         now = time.time()
         self.launcher.reports.append({"op": "finished", "key": job.id, "outcome": outcome,
                                       "started_at": now, "finished_at": now, **fields})  # fmt: skip
-        self.dispatcher.on_readable()
+        self.dispatcher.on_readable(time.time())
 
     def take_away(self, state: str) -> None:
         os.rename(self.spool.folder(state), self.spool.root / f"{state}.away")

@@ -123,11 +123,11 @@ class Daemon:
         recovery.tidy(self.spool)
         # The launcher is a fresh interpreter, started before the watch on incoming/.
         self.dispatcher = Dispatcher(self.live, self.filer, self.held, self.selector)
-        recovery.recover_active(self.spool, self.store, self.config, self.filer, self.held)
-        for name in recovery.load_scheduled(self.spool, self.config, self.due):
-            self.claims.reject(
-                "scheduled", name, Refused(name[:-5], "the job file is damaged", b"")
-            )
+        now = time.time()
+        recovery.recover_active(self.spool, self.store, self.config, self.filer, self.held, now)
+        for name in recovery.load_scheduled(self.spool, self.config, self.due, now):
+            damaged = Refused(name[:-5], "the job file is damaged", b"")
+            self.claims.reject("scheduled", name, damaged, now)
         self.store.sync_pending()
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self.wake_read, selectors.EVENT_READ, None)
@@ -135,7 +135,7 @@ class Daemon:
         watcher = self.receiver.start()
         self.selector.register(watcher.fileno(), selectors.EVENT_READ, "watch")
         self.receiver.rescan(time.time())
-        self.dispatcher.await_launcher(LAUNCHER_START_TIMEOUT)
+        self.dispatcher.await_launcher(LAUNCHER_START_TIMEOUT, time.time())
         notify("READY=1", f"STATUS={self._status()}")
         logger.info("ready: watching {} ({})", self.spool.folder("incoming"), self._status())
         if self.on_ready is not None:
@@ -178,12 +178,18 @@ class Daemon:
 
     def _loop(self) -> None:
         while True:
-            self._turn(time.time())
+            self.tick(time.time())
             if self._finished():
                 return
             self._wait(self._timeout(time.time()))
 
-    def _turn(self, now: float) -> None:
+    def tick(self, now: float) -> None:
+        """One turn of the loop at ``now``: signals, intake, due jobs, held filings, launches.
+
+        The loop calls it with the clock's time after each wait; a test may call it
+        with any time it likes (huey's ``loop(now)``). What the launcher reports is
+        read between turns (``_wait``), by the dispatcher.
+        """
         self._handle_flags(now)
         self.notifier.tick(now, self._status())
         if self.trouble.waiting(now):
@@ -208,9 +214,9 @@ class Daemon:
                 return
             if not self.dispatcher.can_launch(now):
                 return
-            job = self.claims.claim_ready(self.ready.pop(), self.config)
+            job = self.claims.claim_ready(self.ready.pop(), self.config, now)
             if job is not None:
-                self.dispatcher.launch(job)
+                self.dispatcher.launch(job, now)
 
     def _finished(self) -> bool:
         if self.stopping_since is not None:
@@ -239,7 +245,7 @@ class Daemon:
             if key.data is None:
                 _drain_pipe(self.wake_read)
             elif key.data != "watch":  # the watch's events are read at the start of the turn
-                self.dispatcher.on_readable()
+                self.dispatcher.on_readable(time.time())
 
     # -- signals --
 

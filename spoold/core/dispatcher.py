@@ -15,9 +15,8 @@ backoff.
 from __future__ import annotations
 
 import selectors
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
 class Running:
     job: Job
     limits: policy.Limits
-    sent_at: float = field(default_factory=time.time)
+    sent_at: float  # when it was handed to the launcher
     pid: int | None = None
 
 
@@ -75,13 +74,13 @@ class Dispatcher:
         self.selector.register(launcher.fileno(), selectors.EVENT_READ, self)
         return launcher
 
-    def await_launcher(self, timeout: float) -> None:
+    def await_launcher(self, timeout: float, now: float) -> None:
         """Wait until the launcher can take attempts, so that READY=1 means jobs start at once."""
         try:
             if not self.launcher.wait_ready(timeout):
                 logger.warning("the launcher is not ready after {}; going on", seconds(timeout))
         except LauncherGone:
-            self._launcher_died()
+            self._launcher_died(now)
 
     def __len__(self) -> int:
         return len(self.running) + len(self.held)
@@ -92,7 +91,7 @@ class Dispatcher:
     def next_wakeup(self) -> float | None:
         return self.launch_trouble.until or None
 
-    def launch(self, job: Job) -> None:
+    def launch(self, job: Job, now: float) -> None:
         limits = policy.limits_for(job, self.live.config.worker)
         request: RunRequest = {
             "job_id": job.id,
@@ -104,22 +103,22 @@ class Dispatcher:
             "max_jobs_per_process": self.live.config.worker.max_jobs_per_process,
             **cast("JobUser", self.live.identity.as_request()),  # its keys, or none
         }
-        self.running[job.id] = Running(job, limits)
+        self.running[job.id] = Running(job, limits, now)
         try:
             self.launcher.run(job.id, request, limits.timeout)
         except LauncherGone:
-            self._launcher_died()
+            self._launcher_died(now)
         crash_point("after_launch")
 
-    def on_readable(self) -> None:
+    def on_readable(self, now: float) -> None:
         """Handle what the launcher reported (a dead launcher is replaced here)."""
         try:
             messages = self.launcher.receive()
         except LauncherGone:
-            self._launcher_died()
+            self._launcher_died(now)
             return
         for message in messages:
-            self._on_message(message)
+            self._on_message(message, now)
 
     def stop_all(self, *, grace: float, why: str) -> None:
         if self.running:
@@ -131,24 +130,24 @@ class Dispatcher:
         self.selector.unregister(self.launcher.fileno())
         self.launcher.close()
 
-    def _on_message(self, message: AttemptMessage) -> None:
+    def _on_message(self, message: AttemptMessage, now: float) -> None:
         running = self.running.get(message["key"])
         if running is None:
             return
-        handlers: dict[str, Callable[[Running, Any], None]] = {
+        handlers: dict[str, Callable[[Running, Any, float], None]] = {
             Op.NOT_STARTED: self._on_not_started,
             Op.STARTED: self._on_started,
             Op.FINISHED: self._on_finished,
         }
-        handlers[message["op"]](running, message)
+        handlers[message["op"]](running, message, now)
 
-    def _on_not_started(self, running: Running, message: NotStartedMessage) -> None:
+    def _on_not_started(self, running: Running, message: NotStartedMessage, now: float) -> None:
         del self.running[running.job.id]
         # The launcher sends the errno, the daemon words it: "EAGAIN: Resource temporarily ..."
         reason = OSError(message["errno"], message["strerror"])
-        self._put_back(running, describe_os_error(reason, code=True))
+        self._put_back(running, describe_os_error(reason, code=True), now)
 
-    def _on_started(self, running: Running, message: StartedMessage) -> None:
+    def _on_started(self, running: Running, message: StartedMessage, _now: float) -> None:
         job = running.job
         self.launch_trouble.clear()
         running.pid = message["pid"]
@@ -158,17 +157,17 @@ class Dispatcher:
         )  # fmt: skip
         self.events.started(job, message["pid"])
 
-    def _on_finished(self, running: Running, message: FinishedMessage) -> None:
+    def _on_finished(self, running: Running, message: FinishedMessage, now: float) -> None:
         del self.running[running.job.id]
-        self._route(running, _history_entry(running.job.attempts + 1, message))
+        self._route(running, _history_entry(running.job.attempts + 1, message), now)
 
-    def _route(self, running: Running, entry: Attempt) -> None:
+    def _route(self, running: Running, entry: Attempt, now: float) -> None:
         """Word the attempt's end, tell the listeners, and file it (held if it cannot be now)."""
         wordings = {Outcome.TIMEOUT: self._word_timeout, Outcome.INTERRUPTED: self._word_stop}
         if entry["outcome"] in wordings:
             wordings[entry["outcome"]](running, entry)
         self.events.finished(running.job, entry)
-        self.held.attempt(running.job.id, "outcome", partial(self._file, running, entry))
+        self.held.attempt(running.job.id, "outcome", partial(self._file, running, entry), now)
 
     def _word_timeout(self, running: Running, entry: Attempt) -> None:
         # The launcher reports the fact; the words name the limit, which the daemon set.
@@ -178,42 +177,42 @@ class Dispatcher:
         entry["cause"] = policy.SHUTDOWN
         entry["error"] = "killed at shutdown after shutdown_timeout"
 
-    def _file(self, running: Running, entry: Attempt) -> None:
-        """File one outcome (raises OSError if it cannot be done now)."""
+    def _file(self, running: Running, entry: Attempt, now: float) -> None:
+        """File one outcome at ``now`` (raises OSError if it cannot be done now)."""
         filings = {Outcome.OK: self._file_success, Outcome.INTERRUPTED: self._file_interruption}
-        filings.get(entry["outcome"], self._file_failure)(running, entry)
+        filings.get(entry["outcome"], self._file_failure)(running, entry, now)
 
-    def _file_success(self, running: Running, entry: Attempt) -> None:
-        self.filer.succeeded(running.job, entry)
+    def _file_success(self, running: Running, entry: Attempt, _now: float) -> None:
+        self.filer.succeeded(running.job, entry)  # done when the attempt finished
 
-    def _file_interruption(self, running: Running, entry: Attempt) -> None:
-        self.filer.interrupted(running.job, entry, self.live.config.worker.max_interruptions)
+    def _file_interruption(self, running: Running, entry: Attempt, now: float) -> None:
+        self.filer.interrupted(running.job, entry, self.live.config.worker.max_interruptions, now)
 
-    def _file_failure(self, running: Running, entry: Attempt) -> None:
+    def _file_failure(self, running: Running, entry: Attempt, now: float) -> None:
         """An error, a timeout or a crash: retry later, or fail for good."""
-        self.filer.attempt_failed(running.job, entry, running.limits)
+        self.filer.attempt_failed(running.job, entry, running.limits, now)
 
-    def _put_back(self, running: Running, error: str) -> None:
+    def _put_back(self, running: Running, error: str, now: float) -> None:
         job = running.job
-        delay = self.launch_trouble.hit(time.time())
+        delay = self.launch_trouble.hit(now)
         job_logger(job.id).warning("job {} could not start ({}); it waits {} and tries again",
                                    job.id, error, seconds(delay))  # fmt: skip
-        self.held.attempt(job.id, "put-back to scheduled/", partial(self._unclaim, job, delay))
+        put_back = partial(self._unclaim, job, delay)
+        self.held.attempt(job.id, "put-back to scheduled/", put_back, now)
 
-    def _unclaim(self, job: Job, delay: float) -> None:
-        self.filer.unclaim(job, time.time() + delay)  # when the put-back is made, if held
+    def _unclaim(self, job: Job, delay: float, now: float) -> None:
+        self.filer.unclaim(job, now + delay)  # ``now``: when the put-back is made, if held
 
-    def _launcher_died(self) -> None:
+    def _launcher_died(self, now: float) -> None:
         logger.critical("the launcher process died; failing its attempts and starting a new one")
         self.selector.unregister(self.launcher.fileno())
         self.launcher.close(timeout=1)
-        now = time.time()
         for running in list(self.running.values()):
             del self.running[running.job.id]
             entry: Attempt = {"attempt": running.job.attempts + 1, "started_at": now,
                               "finished_at": now, "outcome": Outcome.CRASHED,
                               "error": "the launcher process died"}  # fmt: skip
-            self._route(running, entry)
+            self._route(running, entry, now)
         self.launcher = self._new_launcher()
 
 

@@ -2,7 +2,8 @@
 
 Every way a job leaves active/ (an attempt's outcome, a rejection, a wait
 in scheduled/ for its ``run_at``, a put-back after a failed start, what
-recovery decides at start) goes through ``attempt``. If the filing fails
+recovery decides at start) goes through ``attempt``. A filing is called
+with the time it is made, which for a held one is later than its decision. If the filing fails
 for want of a resource (a full disk, no descriptors), the job stays in
 active/ and the filing is kept here and tried again after a backoff, in
 the same running daemon; no new attempt starts meanwhile (the dispatcher
@@ -13,7 +14,6 @@ store refuses a move for a job that has left active/ in any case.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,7 +32,7 @@ WAIT_FOR_RUN_AT = "move to scheduled/ to wait for its run_at"
 class Held:
     job_id: str
     what: str  # for the log: "outcome", "rejection", ...
-    filing: Callable[[], None]
+    filing: Callable[[float], None]  # called with the time the filing is made
 
 
 class HeldFilings:
@@ -46,14 +46,14 @@ class HeldFilings:
     def __bool__(self) -> bool:
         return bool(self.waiting)
 
-    def attempt(self, job_id: str, what: str, filing: Callable[[], None]) -> bool:
+    def attempt(self, job_id: str, what: str, filing: Callable[[float], None], now: float) -> bool:
         """File now if it can be done; else hold it for later. True if filed."""
         held = Held(job_id, what, filing)
-        error = _file(held)
+        error = _file(held, now)
         if error is None:
             return True
         self.waiting.append(held)
-        delay = self.trouble.hit(time.time())
+        delay = self.trouble.hit(now)
         job_logger(job_id).error(
             "job {}: cannot file its {} ({}); kept in active/, trying again in {}",
             job_id, what, error, seconds(delay),
@@ -67,7 +67,7 @@ class HeldFilings:
         waiting, self.waiting = self.waiting, []
         error = None
         for held in waiting:
-            failure = _file(held)
+            failure = _file(held, now)
             if failure is not None:
                 self.waiting.append(held)
                 error = failure
@@ -84,10 +84,10 @@ class HeldFilings:
         return self.trouble.until if self.waiting else None
 
 
-def _file(held: Held) -> OSError | None:
+def _file(held: Held, now: float) -> OSError | None:
     """Do one filing; the OSError that stopped it, if any (the job stays in active/)."""
     try:
-        held.filing()
+        held.filing(now)
     except NotInActive as exc:  # a bug if it happens: say so, and never file it twice
         job_logger(held.job_id).error("job {}: its {} was not filed: {}", held.job_id, held.what,
                                       exc)  # fmt: skip

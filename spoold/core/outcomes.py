@@ -2,14 +2,14 @@
 
 Every way a job can leave ``active/`` is one method here: rejected, done,
 failed for good, or back to ``scheduled/`` to wait (a retry, a future
-``run_at``, an interrupted attempt to rerun). The daemon's loop and the
+``run_at``, an interrupted attempt to rerun). Those that go through
+``held.py`` take ``now`` last: the time the filing is made. The daemon's loop and the
 start-up recovery share them, so a job is filed the same way whichever
 path brought it here.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
@@ -35,9 +35,8 @@ class Filer:
         self.due = due
         self.events = events
 
-    def reject(self, refused: Refused, *, file_name: str) -> None:
+    def reject(self, refused: Refused, now: float, *, file_name: str) -> None:
         """File the rejection record of a file already moved to active/<id>.json."""
-        now = time.time()
         record = rejection_record(
             refused.job_id, refused.reason, refused.raw, file_name=file_name, received_at=now
         )
@@ -55,8 +54,8 @@ class Filer:
         job_logger(filed_as).success("job {} succeeded in {}", filed_as, seconds(took))
         self.events.filed(filed_as, "done")
 
-    def failed(self, job: Job, reason: str, traceback: str | None = None) -> None:
-        record = job.record("failed", time.time(), reason=reason)
+    def failed(self, job: Job, reason: str, now: float, traceback: str | None = None) -> None:
+        record = job.record("failed", now, reason=reason)
         filed_as = self.store.file_record(job.id, "failed", record)
         log = job_logger(filed_as)
         log.error("job {} failed for good after {} attempt(s): {}", filed_as, job.attempts, reason)
@@ -77,7 +76,7 @@ class Filer:
         self.store.unclaim(job)
         self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at, again=True)
 
-    def attempt_failed(self, job: Job, entry: Attempt, limits: policy.Limits) -> None:
+    def attempt_failed(self, job: Job, entry: Attempt, limits: policy.Limits, now: float) -> None:
         """An attempt ended in error, timeout or crash: retry later, or fail for good."""
         job = replace(job, history=(*job.history, entry))
         failures = policy.failed_attempts(job.history)
@@ -97,9 +96,9 @@ class Filer:
             )
             return
         reason = f"{entry['outcome']} on attempt {job.attempts} (retries exhausted): {error}"
-        self.failed(job, reason, entry.get("traceback"))
+        self.failed(job, reason, now, entry.get("traceback"))
 
-    def interrupted(self, job: Job, entry: Attempt, max_interruptions: int) -> None:
+    def interrupted(self, job: Job, entry: Attempt, max_interruptions: int, now: float) -> None:
         """An attempt cut short by the daemon's stop or death: rerun it, unless that recurs."""
         job = replace(job, history=(*job.history, entry))
         in_a_row = policy.interruptions_in_a_row(job.history)
@@ -108,15 +107,16 @@ class Filer:
                 job,
                 f"interrupted by the daemon's death {in_a_row} times in a row; "
                 "it may be what brings the daemon down",
+                now,
             )
             return
-        self.schedule(job, time.time(), again=True)
+        self.schedule(job, now, again=True)
         job_logger(job.id).warning(
             "job {} was interrupted ({}); it will run again", job.id, entry.get("cause")
         )
 
-    def deferred(self, job: Job) -> None:
-        """A job whose run_at is still ahead: wait in scheduled/."""
+    def deferred(self, job: Job, now: float) -> None:
+        """A job whose run_at is still ahead: wait in scheduled/ (until it, whatever ``now``)."""
         assert job.run_at is not None
         self.schedule(job, job.run_at, again=False)  # first: a held move logs once it is made
         when = datetime.fromtimestamp(job.run_at, UTC).isoformat(timespec="seconds")

@@ -9,7 +9,6 @@ other way out of active/.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -51,38 +50,37 @@ class Claims:
         except FileNotFoundError:
             return None  # removed by hand meanwhile
 
-    def claim_to_wait(self, state: str, name: str, job: Job) -> None:
+    def claim_to_wait(self, state: str, name: str, job: Job, now: float) -> None:
         """Claim a job whose ``run_at`` is ahead and move it to scheduled/ to wait for it."""
         claimed = self.claim(state, name, job)
         if claimed is not None:
-            self.held.attempt(claimed.id, WAIT_FOR_RUN_AT, partial(self.filer.deferred, claimed))
+            wait = partial(self.filer.deferred, claimed)
+            self.held.attempt(claimed.id, WAIT_FOR_RUN_AT, wait, now)
 
-    def claim_ready(self, entry: ReadyEntry, config: Config) -> Job | None:
+    def claim_ready(self, entry: ReadyEntry, config: Config, now: float) -> Job | None:
         """Re-check a ready job (the allowlist may have been reloaded since) and claim it."""
         job = entry.job
         if job is None:
-            verdict = examine(
-                self.spool, entry.state, entry.name, config, now=time.time(), closed=True
-            )
+            verdict = examine(self.spool, entry.state, entry.name, config, now=now, closed=True)
             if not isinstance(verdict, Accepted):
                 if isinstance(verdict, Refused):
-                    self.reject(entry.state, entry.name, verdict)
+                    self.reject(entry.state, entry.name, verdict, now)
                 elif isinstance(verdict, Trouble) and entry.state == "scheduled":
                     # Unreadable for now: try again soon, keeping its place in the order.
                     # It is due work, so burst mode waits for it (``again``).
                     self.due.push(
-                        entry.name, time.time() + 1.0, entry.priority, entry.enqueued_at, again=True
+                        entry.name, now + 1.0, entry.priority, entry.enqueued_at, again=True
                     )
                 return None  # (an unreadable incoming/ file is found again by the rescan)
             job = verdict.job
         try:
             check_allowed(job, config)
         except Rejected as exc:
-            self.reject(entry.state, entry.name, Refused(job.id, str(exc), b""))
+            self.reject(entry.state, entry.name, Refused(job.id, str(exc), b""), now)
             return None
         return self.claim(entry.state, entry.name, job)
 
-    def reject(self, state: str, name: str, refused: Refused) -> None:
+    def reject(self, state: str, name: str, refused: Refused, now: float) -> None:
         """Claim a refused file and file its rejection record."""
         if is_directory(self.spool, state, name):
             if name not in self.ignored:
@@ -96,4 +94,4 @@ class Claims:
         except FileNotFoundError:
             return
         rejection = partial(self.filer.reject, replace(refused, job_id=job_id), file_name=name)
-        self.held.attempt(job_id, "rejection", rejection)
+        self.held.attempt(job_id, "rejection", rejection, now)

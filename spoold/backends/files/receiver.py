@@ -142,7 +142,7 @@ class Receiver:
             if isinstance(verdict, NotYet):
                 self.incomplete[name] = verdict.look_again_at
             elif isinstance(verdict, Refused):
-                self.claims.reject("incoming", name, verdict)
+                self.claims.reject("incoming", name, verdict, now)
             elif isinstance(verdict, Accepted):
                 self._accept(name, verdict.job, now)
         except OSError as exc:  # the claim failed (a claim that failed half-way is undone)
@@ -161,7 +161,7 @@ class Receiver:
         )
         self.events.received(job)
         if job.run_at is not None and job.run_at > now:
-            self.claims.claim_to_wait("incoming", name, job)
+            self.claims.claim_to_wait("incoming", name, job, now)
             return
         cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
         self.ready.push("incoming", name, job.priority, job.enqueued_at, cached)

@@ -11,7 +11,6 @@ job whose copy further along exists), turns every other job in active/ into an
 from __future__ import annotations
 
 import os
-import time
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -43,29 +42,31 @@ def tidy(spool: Spool) -> None:
 
 
 def recover_active(
-    spool: Spool, store: JobStore, config: Config, filer: Filer, held: HeldFilings
+    spool: Spool, store: JobStore, config: Config, filer: Filer, held: HeldFilings, now: float
 ) -> None:
     for line in [*store.undo_cut_claims(), *store.finish_moves()]:
         logger.info(line)
     for name in spool.job_names("active"):
         try:
-            _recover_one(spool, name, config, filer, held)
+            _recover_one(spool, name, config, filer, held, now)
         except OSError as exc:  # unreadable for now: the job stays in active/ for next time
             logger.error("cannot recover active/{} now ({}); it stays there until the next start",
                          name, exc)  # fmt: skip
 
 
-def _recover_one(spool: Spool, name: str, config: Config, filer: Filer, held: HeldFilings) -> None:
+def _recover_one(
+    spool: Spool, name: str, config: Config, filer: Filer, held: HeldFilings, now: float
+) -> None:
     if not _finish_cut_move(spool, name):
-        verdict = examine(spool, "active", name, config, now=time.time(), closed=True)
+        verdict = examine(spool, "active", name, config, now=now, closed=True)
         if isinstance(verdict, Refused | NotYet):
             refused = (
                 verdict if isinstance(verdict, Refused) else Refused(name[:-5], "incomplete", b"")
             )
             held.attempt(refused.job_id, "rejection",
-                         partial(filer.reject, refused, file_name=name))  # fmt: skip
+                         partial(filer.reject, refused, file_name=name), now)  # fmt: skip
         elif isinstance(verdict, Accepted):
-            _rerun(spool, verdict.job, name, config, filer, held)
+            _rerun(spool, verdict.job, name, config, filer, held, now)
         elif isinstance(verdict, Trouble):
             raise verdict.error
 
@@ -85,23 +86,23 @@ def _finish_cut_move(spool: Spool, name: str) -> bool:
 
 
 def _rerun(
-    spool: Spool, job: Job, name: str, config: Config, filer: Filer, held: HeldFilings
+    spool: Spool, job: Job, name: str, config: Config, filer: Filer, held: HeldFilings, now: float
 ) -> None:
     claimed_at = os.stat(spool.path("active", name), follow_symlinks=False).st_ctime
     if _was_on_its_way_to_wait(job, claimed_at):
         wait = partial(filer.deferred, job)
-        held.attempt(job.id, WAIT_FOR_RUN_AT, wait)
+        held.attempt(job.id, WAIT_FOR_RUN_AT, wait, now)
         return
     entry: Attempt = {
         "attempt": job.attempts + 1,
         "started_at": claimed_at,
-        "finished_at": time.time(),
+        "finished_at": now,
         "outcome": Outcome.INTERRUPTED,
         "cause": DAEMON_DIED,
         "error": "the daemon stopped or died while this attempt ran",
     }
     rerun = partial(filer.interrupted, job, entry, config.worker.max_interruptions)
-    held.attempt(job.id, "rerun after the daemon's death", rerun)
+    held.attempt(job.id, "rerun after the daemon's death", rerun, now)
 
 
 def _was_on_its_way_to_wait(job: Job, claimed_at: float) -> bool:
@@ -115,17 +116,17 @@ def _was_on_its_way_to_wait(job: Job, claimed_at: float) -> bool:
     return fresh and job.run_at is not None and job.run_at > claimed_at + COARSE_CLOCK_MARGIN
 
 
-def load_scheduled(spool: Spool, config: Config, due: DueQueue) -> list[str]:
+def load_scheduled(spool: Spool, config: Config, due: DueQueue, now: float) -> list[str]:
     """Index scheduled/; return the names of files there that are not valid jobs."""
     damaged = []
     for name in spool.job_names("scheduled"):
-        verdict = examine(spool, "scheduled", name, config, now=time.time(), closed=True)
+        verdict = examine(spool, "scheduled", name, config, now=now, closed=True)
         if isinstance(verdict, Accepted):
             job = verdict.job
             due_at = job.due_at if job.due_at is not None else (job.run_at or 0.0)
             due.push(name, due_at, job.priority, job.enqueued_at)
         elif isinstance(verdict, Trouble):  # unreadable for now: look at it again soon
-            due.push(name, time.time() + 1.0, 0, 0.0)
+            due.push(name, now + 1.0, 0, 0.0)
         elif verdict is not None:
             damaged.append(name)
     return damaged
