@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 from harness import Spool, write_config
 from loguru import logger
+from standin import StandInLauncher
 
 from spoold.backends.files.intake import Accepted, examine
 from spoold.backends.files.queue import DueQueue
@@ -36,45 +36,11 @@ from spoold.core.dispatcher import Dispatcher
 from spoold.core.events import Events, Tally
 from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
-from spoold.exec.launcher_client import LauncherClient
 from spoold.identity import JobIdentity
 from spoold.job import Job
 from spoold.live import Live
 
 LATER = time.time() + 10**6  # a round of HeldFilings.retry "now": far past any backoff
-
-
-class StandInLauncher:
-    """Takes requests and hands back the reports a test queues, as the launcher would."""
-
-    def __init__(self) -> None:
-        self.ours, self.theirs = socket.socketpair()
-        self.requests: list[dict[str, Any]] = []
-        self.reports: list[dict[str, Any]] = []
-
-    def fileno(self) -> int:
-        return self.ours.fileno()
-
-    def run(self, key: str, request: dict[str, Any], timeout: float) -> None:
-        self.requests.append(request)
-
-    def receive(self) -> list[dict[str, Any]]:
-        reports, self.reports = self.reports, []
-        return reports
-
-    def kill(self, key: str, grace: float) -> None:
-        pass
-
-    def close(self, timeout: float | None = None) -> None:
-        self.ours.close()
-        self.theirs.close()
-
-
-class DispatcherOnStandIn(Dispatcher):
-    def _new_launcher(self) -> LauncherClient:
-        launcher = StandInLauncher()
-        self.selector.register(launcher.fileno(), selectors.EVENT_READ, self)
-        return launcher  # type: ignore[return-value]
 
 
 class Rig:
@@ -88,9 +54,10 @@ class Rig:
         self.tally = Tally()
         self.filer = Filer(self.store, DueQueue(), Events(self.tally))
         self.held_filings = HeldFilings()
-        self.dispatcher = DispatcherOnStandIn(
-            live, self.filer, self.held_filings, selectors.DefaultSelector()
-        )
+        self.dispatcher = Dispatcher(
+            live, self.filer, self.held_filings, selectors.DefaultSelector(),
+            StandInLauncher,  # type: ignore[arg-type]
+        )  # fmt: skip
         self.launcher: StandInLauncher = self.dispatcher.launcher  # type: ignore[assignment]
 
     def claim_and_launch(self, class_name: str, **options: Any) -> Job:

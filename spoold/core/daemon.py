@@ -29,6 +29,7 @@ from spoold.backends.files.queue import DueQueue, ReadyQueue
 from spoold.backends.files.receiver import Receiver
 from spoold.backends.files.spool import Spool, SpoolLock
 from spoold.backends.files.store import JobStore
+from spoold.backends.files.watcher import Watcher
 from spoold.config import Config, ConfigError, load_config
 from spoold.core.dispatcher import Dispatcher
 from spoold.core.events import Broken, Events, Tally
@@ -37,6 +38,7 @@ from spoold.core.outcomes import Filer
 from spoold.core.policy import Backoff
 from spoold.durations import seconds
 from spoold.exec.launcher import KILL_GRACE
+from spoold.exec.launcher_client import LauncherClient
 from spoold.identity import job_identity
 from spoold.live import Live
 from spoold.logs import setup_logging
@@ -82,11 +84,17 @@ class Daemon:
     """The loop, its signals and its timers; the rooms it drives make the decisions."""
 
     def __init__(
-        self, live: Live, *, burst: bool, on_ready: Callable[[], None] | None = None
+        self,
+        live: Live,
+        *,
+        burst: bool,
+        on_ready: Callable[[], None] | None = None,
+        new_launcher: Callable[[], LauncherClient] = LauncherClient,
     ) -> None:
         self.live = live
         self.burst = burst
         self.on_ready = on_ready
+        self.new_launcher = new_launcher  # a test drives the loop with a stand-in
         self.spool = Spool(live.config.spool.dir)
         self.store = JobStore(self.spool, live, defer_moves=True)
         self.ready = ReadyQueue()
@@ -116,30 +124,44 @@ class Daemon:
             self._start()
             self._loop()
         finally:
-            self._close()
+            self.close()
         return 1 if self.burst and self.tally.anything_failed else 0
 
     def _start(self) -> None:
-        recovery.tidy(self.spool)
-        # The launcher is a fresh interpreter, started before the watch on incoming/.
-        self.dispatcher = Dispatcher(self.live, self.filer, self.held, self.selector)
-        now = time.time()
-        recovery.recover_active(self.spool, self.store, self.config, self.filer, self.held, now)
-        for name in recovery.load_scheduled(self.spool, self.config, self.due, now):
-            damaged = Refused(name[:-5], "the job file is damaged", b"")
-            self.claims.reject("scheduled", name, damaged, now)
-        self.store.sync_pending()
+        self.open(time.time())
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self.wake_read, selectors.EVENT_READ, None)
         self._install_signal_handlers()
-        watcher = self.receiver.start()
+        watcher = self.watch(time.time())
         self.selector.register(watcher.fileno(), selectors.EVENT_READ, "watch")
-        self.receiver.rescan(time.time())
         self.dispatcher.await_launcher(LAUNCHER_START_TIMEOUT, time.time())
         notify("READY=1", f"STATUS={self._status()}")
         logger.info("ready: watching {} ({})", self.spool.folder("incoming"), self._status())
         if self.on_ready is not None:
             self.on_ready()
+
+    def open(self, now: float) -> None:
+        """Take the spool over: tidy, start the launcher, recover active/, index scheduled/.
+
+        ``run`` then installs its signal handlers and calls ``watch``; a test that
+        drives ``tick`` itself calls ``open`` and ``watch`` alone (no signals, no selector).
+        """
+        recovery.tidy(self.spool)
+        # The launcher is a fresh interpreter, started before the watch on incoming/.
+        self.dispatcher = Dispatcher(
+            self.live, self.filer, self.held, self.selector, self.new_launcher
+        )
+        recovery.recover_active(self.spool, self.store, self.config, self.filer, self.held, now)
+        for name in recovery.load_scheduled(self.spool, self.config, self.due, now):
+            damaged = Refused(name[:-5], "the job file is damaged", b"")
+            self.claims.reject("scheduled", name, damaged, now)
+        self.store.sync_pending()
+
+    def watch(self, now: float) -> Watcher:
+        """Watch incoming/ and read what is there; the watch's descriptor is the loop's."""
+        watcher = self.receiver.start()
+        self.receiver.rescan(now)
+        return watcher
 
     def _install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
@@ -157,7 +179,7 @@ class Daemon:
     def _on_dump_signal(self, _signum: int, _frame: FrameType | None) -> None:
         self.flags.dump = True
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self.held:
             logger.warning("{} job(s) could not be filed out of active/; recovery files them at "
                            "the next start", len(self.held))  # fmt: skip
@@ -179,7 +201,7 @@ class Daemon:
     def _loop(self) -> None:
         while True:
             self.tick(time.time())
-            if self._finished():
+            if self.finished():
                 return
             self._wait(self._timeout(time.time()))
 
@@ -218,7 +240,8 @@ class Daemon:
             if job is not None:
                 self.dispatcher.launch(job, now)
 
-    def _finished(self) -> bool:
+    def finished(self) -> bool:
+        """True when the loop is done: stopped and drained, or (burst) nothing left to run."""
         if self.stopping_since is not None:
             return not self.dispatcher.running  # held-back outcomes stay in active/, to rerun
         if not self.burst:

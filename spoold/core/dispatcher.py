@@ -58,9 +58,15 @@ class Dispatcher:
     """Hands claimed jobs to the launcher and routes what it reports back."""
 
     def __init__(
-        self, live: Live, filer: Filer, held: HeldFilings, selector: selectors.BaseSelector
+        self,
+        live: Live,
+        filer: Filer,
+        held: HeldFilings,
+        selector: selectors.BaseSelector,
+        new_launcher: Callable[[], LauncherClient] = LauncherClient,
     ) -> None:
         self.live = live
+        self.launcher_factory = new_launcher  # a test hands in a stand-in
         self.filer = filer
         self.events = filer.events
         self.held = held  # outcomes (and other filings) a resource shortage held back
@@ -70,7 +76,7 @@ class Dispatcher:
         self.launcher = self._new_launcher()
 
     def _new_launcher(self) -> LauncherClient:
-        launcher = LauncherClient()
+        launcher = self.launcher_factory()
         self.selector.register(launcher.fileno(), selectors.EVENT_READ, self)
         return launcher
 
