@@ -54,6 +54,16 @@ class Core:
         return run_background_job(f"testjobs.{class_name}", "run", spool=self.spool.root,
                                   durable=False, **options)  # fmt: skip
 
+    def launched(self, class_name: str = "Noop", **options: Any) -> str:
+        """Submit a job and run a turn, which hands it to the launcher; its id."""
+        job_id = self.submit(class_name, **options)
+        self.tick()
+        return job_id
+
+    def started(self, job_id: str) -> None:
+        self.launcher.started(job_id)
+        self.report()
+
     def tick(self, after: float = 0.0) -> None:
         """A turn of the loop ``after`` seconds past the test's start."""
         self.daemon.tick(self.now + after)
@@ -63,7 +73,7 @@ class Core:
         self.daemon.dispatcher.on_readable(self.now + after)
 
     def run_once(self, job_id: str, outcome: str = Outcome.OK, **fields: Any) -> None:
-        self.launcher.started(job_id)
+        self.started(job_id)
         self.launcher.finished(job_id, outcome, **fields)
         self.report()
 
@@ -84,8 +94,7 @@ def make_core(tmp_path: Path) -> Iterator[Any]:
 def test_a_job_runs_once_and_is_filed_as_done(make_core: Any) -> None:
     """Real daemon: tests/test_records.py."""
     core = make_core()
-    job_id = core.submit()
-    core.tick()
+    job_id = core.launched()
     assert core.launcher.keys == [job_id]
     core.run_once(job_id, result=7)
     record = core.spool.record(job_id, "done")
@@ -97,8 +106,7 @@ def test_a_job_runs_once_and_is_filed_as_done(make_core: Any) -> None:
 def test_a_failed_attempt_runs_again_after_its_delay_then_fails_for_good(make_core: Any) -> None:
     """Real daemon: tests/test_retries.py."""
     core = make_core(max_retries=1)
-    job_id = core.submit()
-    core.tick()
+    job_id = core.launched()
     core.run_once(job_id, Outcome.ERROR, error="ValueError: no", traceback="...")
     assert core.spool.job_ids("scheduled") == [job_id]
     core.tick(after=9.0)
@@ -142,8 +150,7 @@ def test_a_job_the_launcher_could_not_start_goes_back_unchanged_and_launches_pau
 ) -> None:
     """Real daemon: tests/test_resources.py (fork refused under RLIMIT_NPROC)."""
     core = make_core()
-    job_id = core.submit()
-    core.tick()
+    job_id = core.launched()
     core.launcher.not_started(job_id, errno.EAGAIN, "Resource temporarily unavailable")
     core.report()
     assert core.spool.job_ids("scheduled") == [job_id]
@@ -158,10 +165,8 @@ def test_when_the_launcher_dies_its_attempts_crash_and_a_new_one_starts(
 ) -> None:
     """Real daemon: tests/test_bad_jobs.py (the launcher killed)."""
     core = make_core()
-    job_id = core.submit()
-    core.tick()
-    core.launcher.started(job_id)
-    core.report()
+    job_id = core.launched()
+    core.started(job_id)
     core.launcher.gone = True
     core.report()
     assert len(core.launchers) == 2
@@ -176,10 +181,8 @@ def test_a_stop_waits_then_kills_with_a_grace_and_a_second_stop_kills_at_once(
 ) -> None:
     """Real daemon: tests/test_signals.py and tests/test_recovery.py (SIGTERM, twice)."""
     core = make_core(shutdown_timeout=5.0)
-    job_id = core.submit()
-    core.tick()
-    core.launcher.started(job_id)
-    core.report()
+    job_id = core.launched()
+    core.started(job_id)
     core.daemon.flags.stop = 1
     core.tick(after=1.0)
     assert core.launcher.kills == []
@@ -193,8 +196,7 @@ def test_a_stop_waits_then_kills_with_a_grace_and_a_second_stop_kills_at_once(
 def test_burst_mode_waits_for_a_retry_and_then_says_a_job_failed(make_core: Any) -> None:
     """Real daemon: tests/test_burst.py."""
     core = make_core(burst=True, max_retries=1)
-    job_id = core.submit()
-    core.tick()
+    job_id = core.launched()
     core.run_once(job_id, Outcome.CRASHED, error="killed by signal 9 (SIGKILL)", signal=9)
     assert not core.daemon.finished(), "burst ended with a retry still waiting"
     core.tick(after=11.0)

@@ -26,23 +26,11 @@ class Recorder(Listener):
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    def received(self, *args: Any) -> None:
-        self.calls.append(("received", args))
-
-    def rejected(self, *args: Any) -> None:
-        self.calls.append(("rejected", args))
-
-    def started(self, *args: Any) -> None:
-        self.calls.append(("started", args))
-
-    def finished(self, *args: Any) -> None:
-        self.calls.append(("finished", args))
-
-    def retry_scheduled(self, *args: Any) -> None:
-        self.calls.append(("retry_scheduled", args))
-
-    def filed(self, *args: Any) -> None:
-        self.calls.append(("filed", args))
+    def __getattribute__(self, name: str) -> Any:
+        if name in HOOKS:  # each hook: note the call
+            calls = object.__getattribute__(self, "calls")
+            return lambda *args: calls.append((name, args))
+        return object.__getattribute__(self, name)
 
 
 @pytest.fixture
