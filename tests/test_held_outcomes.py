@@ -52,10 +52,11 @@ class Rig:
         live = Live(replace(config, spool=replace(config.spool, fsync=True)), JobIdentity())
         self.store = JobStore(RealSpool(self.spool.root), live, defer_moves=True)
         self.tally = Tally()
-        self.filer = Filer(self.store, DueQueue(), Events(self.tally))
+        events = Events(self.tally)
+        self.filer = Filer(self.store, DueQueue(), events)
         self.held_filings = HeldFilings()
         self.dispatcher = Dispatcher(
-            live, self.filer, self.held_filings, selectors.DefaultSelector(),
+            live, self.filer, self.held_filings, events, selectors.DefaultSelector(),
             StandInLauncher,  # type: ignore[arg-type]
         )  # fmt: skip
         self.launcher: StandInLauncher = self.dispatcher.launcher  # type: ignore[assignment]

@@ -149,7 +149,7 @@ class Daemon:
         recovery.tidy(self.spool)
         # The launcher is a fresh interpreter, started before the watch on incoming/.
         self.dispatcher = Dispatcher(
-            self.live, self.filer, self.held, self.selector, self.new_launcher
+            self.live, self.filer, self.held, self.events, self.selector, self.new_launcher
         )
         recovery.recover_active(self.spool, self.store, self.config, self.filer, self.held, now)
         for name in recovery.load_scheduled(self.spool, self.config, self.due, now):

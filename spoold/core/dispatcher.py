@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from loguru import logger
 
 from spoold.core import policy
+from spoold.core.events import Events
 from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.durations import seconds
@@ -62,17 +63,30 @@ class Dispatcher:
         live: Live,
         filer: Filer,
         held: HeldFilings,
+        events: Events,
         selector: selectors.BaseSelector,
         new_launcher: Callable[[], LauncherClient] = LauncherClient,
     ) -> None:
         self.live = live
         self.launcher_factory = new_launcher  # a test hands in a stand-in
         self.filer = filer
-        self.events = filer.events
+        self.events = events
         self.held = held  # outcomes (and other filings) a resource shortage held back
         self.selector = selector
         self.running: dict[str, Running] = {}
         self.launch_trouble = policy.Backoff()
+        # By name, once: what each report does, how the daemon words an outcome, and
+        # where each outcome is filed (anything else failed: retry, or fail for good).
+        self.on_report: dict[str, Callable[[Running, Any, float], None]] = {
+            Op.NOT_STARTED: self._on_not_started,
+            Op.STARTED: self._on_started,
+            Op.FINISHED: self._on_finished,
+        }
+        self.wordings = {Outcome.TIMEOUT: self._word_timeout, Outcome.INTERRUPTED: self._word_stop}
+        self.filings = {
+            Outcome.OK: self._file_success,
+            Outcome.INTERRUPTED: self._file_interruption,
+        }
         self.launcher = self._new_launcher()
 
     def _new_launcher(self) -> LauncherClient:
@@ -140,12 +154,7 @@ class Dispatcher:
         running = self.running.get(message["key"])
         if running is None:
             return
-        handlers: dict[str, Callable[[Running, Any, float], None]] = {
-            Op.NOT_STARTED: self._on_not_started,
-            Op.STARTED: self._on_started,
-            Op.FINISHED: self._on_finished,
-        }
-        handlers[message["op"]](running, message, now)
+        self.on_report[message["op"]](running, message, now)
 
     def _on_not_started(self, running: Running, message: NotStartedMessage, now: float) -> None:
         del self.running[running.job.id]
@@ -169,9 +178,8 @@ class Dispatcher:
 
     def _route(self, running: Running, entry: Attempt, now: float) -> None:
         """Word the attempt's end, tell the listeners, and file it (held if it cannot be now)."""
-        wordings = {Outcome.TIMEOUT: self._word_timeout, Outcome.INTERRUPTED: self._word_stop}
-        if entry["outcome"] in wordings:
-            wordings[entry["outcome"]](running, entry)
+        if entry["outcome"] in self.wordings:
+            self.wordings[entry["outcome"]](running, entry)
         self.events.finished(running.job, entry)
         self.held.attempt(running.job.id, "outcome", partial(self._file, running, entry), now)
 
@@ -185,8 +193,7 @@ class Dispatcher:
 
     def _file(self, running: Running, entry: Attempt, now: float) -> None:
         """File one outcome at ``now`` (raises OSError if it cannot be done now)."""
-        filings = {Outcome.OK: self._file_success, Outcome.INTERRUPTED: self._file_interruption}
-        filings.get(entry["outcome"], self._file_failure)(running, entry, now)
+        self.filings.get(entry["outcome"], self._file_failure)(running, entry, now)
 
     def _file_success(self, running: Running, entry: Attempt, _now: float) -> None:
         self.filer.succeeded(running.job, entry)  # done when the attempt finished
