@@ -40,10 +40,16 @@ def setup_logging(settings: LogSettings) -> None:
     """Replace every sink with stderr and, if configured, the rotating log file."""
     logger.remove()
     logger.configure(extra={"job_id": "-"})
+    # Every sink: backtrace=False, diagnose=False. A traceback in the log is Python's own,
+    # from where the error was caught; loguru's defaults add every frame up to main() and
+    # the value of each variable in them, which buries the error under a screenful and
+    # can copy a job's params (secrets among them) into the log.
     if _stderr_is_journal():
-        logger.add(sys.stderr, level=settings.level, format=_journal_format, colorize=False)
+        logger.add(sys.stderr, level=settings.level, format=_journal_format, colorize=False,
+                   backtrace=False, diagnose=False)  # fmt: skip
     else:
-        logger.add(sys.stderr, level=settings.level, format=_TERMINAL_FORMAT)
+        logger.add(sys.stderr, level=settings.level, format=_TERMINAL_FORMAT,
+                   backtrace=False, diagnose=False)  # fmt: skip
     if settings.file is not None:
         _add_file_sink(settings)
     _route_standard_logging()
@@ -61,6 +67,8 @@ def _add_file_sink(settings: LogSettings) -> None:
             retention=settings.retention,
             serialize=settings.serialize,
             colorize=False,
+            backtrace=False,
+            diagnose=False,
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"[log] rotation/retention: {exc}") from None

@@ -117,3 +117,6 @@ def test_a_broken_listener_changes_nothing_for_the_jobs(
     log = daemon.log_text()
     for hook in HOOKS:
         assert log.count(f"event listener Broken.{hook} failed") == 1, hook
+    # Python's own traceback from where it was caught: no frames up to main(), no values
+    assert "in _emit" in log
+    assert "run_daemon" not in log and "│" not in log
