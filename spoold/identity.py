@@ -11,8 +11,12 @@ from __future__ import annotations
 import grp
 import pwd
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from spoold.config import ConfigError, WorkerSettings
+
+if TYPE_CHECKING:
+    from spoold.exec.messages import JobUser
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,9 @@ class JobIdentity:
     name: str = ""
     home: str = ""
 
-    def as_request(self) -> dict[str, object]:
-        if self.uid is None:
+    def as_request(self) -> JobUser:
+        """What a run request says of the job user: nothing when there is none to switch to."""
+        if self.uid is None or self.gid is None:
             return {}
         return {"uid": self.uid, "gid": self.gid, "user": self.name, "home": self.home}
 

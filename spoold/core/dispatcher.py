@@ -40,7 +40,6 @@ if TYPE_CHECKING:
         Attempt,
         AttemptMessage,
         FinishedMessage,
-        JobUser,
         NotStartedMessage,
         RunRequest,
         StartedMessage,
@@ -121,7 +120,7 @@ class Dispatcher:
             "python_path": [str(p) for p in self.live.config.worker.python_path],
             "memory_limit": limits.memory_limit,
             "max_jobs_per_process": self.live.config.worker.max_jobs_per_process,
-            **cast("JobUser", self.live.identity.as_request()),  # its keys, or none
+            **self.live.identity.as_request(),  # its keys, or none
         }
         self.running[job.id] = Running(job, limits, now)
         try:
