@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-# The values of protocol.Op and protocol.Outcome, as types.
+# protocol.Op and protocol.Outcome as types (tests/test_protocol.py keeps them equal).
 OpName = Literal["run", "kill", "exit", "ready", "not_started", "started", "finished"]
 OutcomeName = Literal["ok", "error", "timeout", "crashed", "interrupted"]
 
