@@ -1,7 +1,8 @@
 """``run_background_job``: write one job into the spool and return its id.
 
-The caller's side of the Maildir protocol: write ``tmp/<id>.json``, fsync,
-rename it into ``incoming/`` without replacing anything, fsync ``incoming/``.
+The caller's side of the Maildir protocol (``backends/files/submitter``): write
+``tmp/<id>.json``, fsync, rename it into ``incoming/`` without replacing
+anything, fsync ``incoming/``.
 It never talks to the daemon and never blocks on it. Standard library only:
 importing loguru here would cost every caller about 55 ms.
 """
@@ -14,9 +15,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from spoold.backends.files.fsio import fsync_dir, rename_noreplace
+from spoold.backends.files.submitter import FileSubmitter
 from spoold.config import find_config_path, load_config
-from spoold.ids import new_job_id
 
 
 def run_background_job(  # noqa: PLR0913 - the signature is SPEC.md's API
@@ -53,7 +53,7 @@ def run_background_job(  # noqa: PLR0913 - the signature is SPEC.md's API
     }
     document.update({key: value for key, value in options.items() if value is not None})
     payload = _encode(document)
-    return _publish(_spool_root(spool), payload, now=now, durable=durable)
+    return FileSubmitter(_spool_root(spool), durable=durable).submit(payload, now=now)
 
 
 runBackgroundJob = run_background_job  # noqa: N816 - the Laravel helper's name, for people coming from it
@@ -103,32 +103,3 @@ def _spool_root(spool: str | os.PathLike[str] | None) -> str:
     if from_env:
         return from_env
     return str(load_config(find_config_path(None)).spool.dir)
-
-
-def _publish(root: str, payload: bytes, *, now: float, durable: bool) -> str:
-    """Write tmp/<id>.json then move it to incoming/; a taken id gets a fresh one.
-
-    Plain string paths: pathlib would cost this call a tenth of its time.
-    """
-    temp_folder, incoming = os.path.join(root, "tmp"), os.path.join(root, "incoming")
-    while True:
-        job_id = new_job_id(now)
-        temp = f"{temp_folder}/{job_id}.json"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-        try:
-            os.write(fd, payload)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            rename_noreplace(temp, f"{incoming}/{job_id}.json")
-        except FileExistsError:
-            os.unlink(temp)
-            continue
-        except OSError:
-            os.unlink(temp)  # no incoming/ (or no room): leave nothing behind in tmp/
-            raise
-        if durable:
-            fsync_dir(incoming)
-        return job_id

@@ -19,6 +19,7 @@ import pytest
 from harness import Spool, write_config
 from standin import StandInLauncher
 
+from spoold.backends import open_engine
 from spoold.client import run_background_job
 from spoold.config import load_config
 from spoold.core.daemon import Daemon
@@ -35,9 +36,8 @@ class Core:
         self.spool = Spool(tmp_path / "spool").create()
         path = write_config(tmp_path / "config.toml", self.spool, {"worker": worker})
         self.launchers: list[StandInLauncher] = []
-        self.daemon = Daemon(
-            Live(load_config(path), JobIdentity()), burst=burst, new_launcher=self._launcher
-        )  # type: ignore[arg-type]
+        live = Live(load_config(path), JobIdentity())
+        self.daemon = Daemon(live, open_engine(live), burst=burst, new_launcher=self._launcher)  # type: ignore[arg-type]
         self.now = time.time()
         self.daemon.open(self.now)
         self.daemon.watch(self.now)

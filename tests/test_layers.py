@@ -103,11 +103,13 @@ RULES: dict[str, Rule] = {
     "package": rule(STDLIB, "client", lazy=True),
     # `python -m spoold` is the `spoold` command.
     "main": rule(STDLIB, "cli"),
-    # A backend is used by the daemon, which never needs the CLI.
-    # (Next: core/ never imports backends/; until then backends may import core/.)
+    # A backend implements the seam (core/backend.py) and is handed the core's
+    # judge; it never needs the CLI.
     "backends": rule(STDLIB, THIRD_PARTY, "leaf", "exec", "backends", "core"),
-    # The daemon never needs the CLI: the command starts the daemon, not the reverse.
-    "core": rule(*(r for r in EVERYTHING if r != "cli")),
+    # The daemon never needs the CLI (the command starts the daemon, not the reverse),
+    # and talks to where jobs live only through core/backend.py: the command hands it
+    # the backend, so any backend works with it.
+    "core": rule(*(r for r in EVERYTHING if r not in ("cli", "backends"))),
     # The command is the top: it may use anything.
     "cli": rule(*EVERYTHING),
 }
@@ -272,9 +274,8 @@ def room_violations(modules: dict[str, Module]) -> Iterator[Violation]:
 
 def closure_violations(modules: dict[str, Module]) -> Iterator[Violation]:
     for start in STDLIB_ONLY_CLOSURES:
-        via = _closure(modules, start)
-        for name, chain in via.items():
-            for imp in modules[name].imports:
+        for name, (chain, whole) in _closure(modules, start).items():
+            for imp in _loaded(modules[name], whole):
                 if kind_of(imp.target) == THIRD_PARTY:
                     path = " -> ".join(chain)
                     yield Violation(
@@ -285,20 +286,29 @@ def closure_violations(modules: dict[str, Module]) -> Iterator[Violation]:
                     )
 
 
-def _closure(modules: dict[str, Module], start: str) -> dict[str, list[str]]:
-    """Each spoold module that importing `start` may load, with the chain that loads it."""
-    via: dict[str, list[str]] = {}
-    todo = [[start]]
+def _closure(modules: dict[str, Module], start: str) -> dict[str, tuple[list[str], bool]]:
+    """Each spoold module that importing `start` may load: the chain that loads it, and
+    whether all of it may run (False: it is only a parent package of a module loaded,
+    whose functions nobody calls, so only its module-level imports load anything).
+    """
+    via: dict[str, tuple[list[str], bool]] = {}
+    todo = [([start], True)]
     while todo:
-        chain = todo.pop(0)
+        chain, whole = todo.pop(0)
         name = chain[-1]
-        if name in via or name not in modules:
+        if name not in modules or (name in via and (via[name][1] or not whole)):
             continue
-        via[name] = chain
-        loads = [imp.target for imp in modules[name].imports if is_spoold(imp.target)]
-        for target in [*_parents(name), *loads]:
-            todo.append([*chain, target])
+        via[name] = (chain, whole)
+        for imp in _loaded(modules[name], whole):
+            if is_spoold(imp.target):
+                todo.append(([*chain, imp.target], True))
+        for parent in _parents(name):
+            todo.append(([*chain, parent], False))
     return via
+
+
+def _loaded(module: Module, whole: bool) -> list[Import]:
+    return [imp for imp in module.imports if whole or not imp.lazy]
 
 
 def _parents(name: str) -> list[str]:
@@ -447,6 +457,19 @@ def test_the_skeleton_passes(tmp_path: Path) -> None:
     assert check(write(tmp_path, {})) == []
 
 
+def test_a_parent_package_of_the_clients_modules_may_load_the_daemon_lazily(
+    tmp_path: Path,
+) -> None:
+    """spoold/backends/__init__.py chooses a backend inside a function: the client, which
+    only imports a module below it, never runs that function."""
+    lazy = "def open_engine():\n    from spoold.backends.files import engine\n"
+    files = {
+        "spoold/backends/__init__.py": lazy,
+        "spoold/backends/files/engine.py": "from loguru import logger\n",
+    }
+    assert check(write(tmp_path, files)) == []
+
+
 CAUGHT = {
     "an exec module importing a leaf": (
         {"spoold/exec/bad.py": "import os\nfrom spoold.config import Config\n"},
@@ -523,9 +546,15 @@ CAUGHT = {
         "spoold/__init__.py:2 imports spoold.core.daemon: spoold/__init__.py may import only"
         " the standard library and spoold.client",
     ),
+    "core importing a backend": (
+        {"spoold/core/bad.py": "from spoold.backends.files import fsio\n"},
+        "spoold/core/bad.py:1 imports spoold.backends.files.fsio: core/ may not import"
+        " spoold.backends or spoold.cli",
+    ),
     "core importing the cli": (
         {"spoold/core/bad.py": "from spoold.cli import output\n"},
-        "spoold/core/bad.py:1 imports spoold.cli.output: core/ may not import spoold.cli",
+        "spoold/core/bad.py:1 imports spoold.cli.output: core/ may not import spoold.backends"
+        " or spoold.cli",
     ),
     "an import of a spoold module in no room": (
         {"spoold/cli/bad.py": "import spoold.nowhere\n"},

@@ -1,1 +1,33 @@
-"""Where jobs wait and where their records go; today one backend, the file spool (files/)."""
+"""Where jobs wait and where their records go: each backend implements ``core/backend.py``.
+
+Today there is one, the file spool (``files/``). The choice is made here
+and nowhere else (watchdog's ``_get_observer_cls`` habit), and each backend
+is imported only when it is chosen: the client imports ``files/fsio`` through
+this package, so nothing here may be imported at module level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spoold.config import Config
+    from spoold.core.backend import Catalog, Engine
+    from spoold.live import Live
+
+
+def open_engine(live: Live) -> Engine:
+    """The daemon's backend for ``[spool]``; a file spool is created and locked here.
+
+    Raises SpoolLocked if another daemon holds the spool.
+    """
+    from spoold.backends.files.engine import FileEngine
+
+    return FileEngine.open_locked(live)
+
+
+def open_catalog(config: Config) -> Catalog:
+    """The CLI's view of the jobs and records of ``[spool]``."""
+    from spoold.backends.files.catalog import FileCatalog
+
+    return FileCatalog(config)

@@ -1,7 +1,7 @@
 """The ``spoold`` command: parse the command line, do one operation, print the outcome.
 
 Thin on purpose: the grammar is in ``cli_parser``, what the admin commands
-do is in ``admin``, ``maintenance`` and ``checking``, submitting is the client,
+do is in the backend's ``Catalog`` (``open_catalog``) and ``checking``, submitting is the client,
 running is the daemon, and printing is in ``cli_output``. A user error ends as one
 line ``spoold: <message>`` on stderr and exit status 2 (usage or config) or
 1 (anything else); never a traceback.
@@ -15,12 +15,14 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from spoold.backends.files import admin, maintenance
+from spoold.backends import open_catalog
+from spoold.backends.files import admin
 from spoold.backends.files.admin import AdminError
 from spoold.backends.files.spool import Spool, SpoolLocked
 from spoold.cli import detach
@@ -30,6 +32,7 @@ from spoold.cli.parser import build_parser
 from spoold.cli.pidfile import DetachError, pidfile_state
 from spoold.client import run_background_job
 from spoold.config import Config, ConfigError, find_config_path, load_config
+from spoold.core.backend import CatalogError
 from spoold.errors import describe_os_error
 from spoold.identity import job_identity
 from spoold.job import Rejected, constant_refuser, parse_time
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # so a closed pipe is reported here, not at exit
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc), 2)
-    except (AdminError, SpoolLocked, DetachError) as exc:
+    except (CatalogError, SpoolLocked, DetachError) as exc:
         return _fail(str(exc), 1)
     except BrokenPipeError:
         _silence_stdout()
@@ -88,9 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_detached(args, config)
     if args.pidfile is not None:
         raise UsageError("--pidfile goes with --detach (a foreground daemon writes none)")
+    from spoold.backends import open_engine
     from spoold.core.daemon import run_daemon  # loguru and watchdog: only when the daemon runs
 
-    return run_daemon(config, burst=args.burst)
+    return run_daemon(config, open_engine, burst=args.burst)
 
 
 def _run_detached(args: argparse.Namespace, config: Config) -> int:
@@ -108,9 +112,10 @@ def _run_detached(args: argparse.Namespace, config: Config) -> int:
 
 def _detached_daemon(config: Config, on_ready: Callable[[], None]) -> int:
     """The daemon's main, called inside the DaemonContext: sinks and threads start here."""
+    from spoold.backends import open_engine
     from spoold.core.daemon import run_daemon
 
-    return run_daemon(config, on_ready=on_ready)
+    return run_daemon(config, open_engine, on_ready=on_ready)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -210,33 +215,33 @@ def parse_at(text: str) -> float:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _, spool = _spool(args)
+    catalog = open_catalog(_config(args))
     pidfile = pidfile_state(Path(args.pidfile)) if args.pidfile else None
-    running = admin.running_jobs(spool) if args.verbose else None
-    report = admin.spool_status(spool)
+    running = catalog.running(time.time()) if args.verbose else None
+    report = catalog.status(time.time())
     cli_output.status(report, as_json=args.json, pidfile=pidfile, running=running)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    _, spool = _spool(args)
+    catalog = open_catalog(_config(args))
     states = (args.state,) if args.state else admin.LISTED_STATES
-    cli_output.job_list(admin.list_jobs(spool, states), as_json=args.json)
+    cli_output.job_list(catalog.jobs(states, time.time()), as_json=args.json)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _, spool = _spool(args)
-    cli_output.show(admin.find_job(spool, args.job_id), as_json=args.json)
+    catalog = open_catalog(_config(args))
+    cli_output.show(catalog.find(args.job_id), as_json=args.json)
     return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    config, spool = _spool(args)
+    catalog = open_catalog(_config(args))
     if bool(args.job_ids) == args.all_failed:
         raise UsageError("give the ids of failed jobs, or --all-failed")
-    job_ids = maintenance.failed_ids(spool) if args.all_failed else args.job_ids
-    outcome = maintenance.retry_failed(spool, job_ids, durable=config.spool.fsync)
+    job_ids = catalog.failed_ids() if args.all_failed else args.job_ids
+    outcome = catalog.retry(job_ids)
     for job_id in outcome.retried:
         print(f"retried {job_id}")
     for error in outcome.errors:
@@ -245,10 +250,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    config, spool = _spool(args)
-    removed = maintenance.purge(spool, args.state, args.older_than, durable=config.spool.fsync)
+    catalog = open_catalog(_config(args))
+    removed = catalog.purge(args.state, args.older_than, time.time())
     noun = "record" if len(removed) == 1 else "records"
-    print(f"removed {len(removed)} {noun} from {spool.folder(args.state)}")
+    print(f"removed {len(removed)} {noun} from {catalog.where(args.state)}")
     return 0
 
 

@@ -11,12 +11,12 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from spoold.backends.files.admin import JobSummary, RunningJob, SpoolStatus, StoredJob
 from spoold.backends.files.spool import STATES, Spool
 from spoold.cli.checking import ClassCheck
 from spoold.cli.detach import StopOutcome
 from spoold.cli.pidfile import PidfileState
 from spoold.config import Config
+from spoold.core.backend import JobSummary, RunningJob, SpoolStatus, StoredJob
 from spoold.durations import seconds
 
 _ERROR_WIDTH = 100  # a list line shows the start of the error; `show` has the rest

@@ -1,12 +1,14 @@
 """The daemon: one loop that owns every decision.
 
-It has no other thread: the watch on incoming/ is an inotify descriptor
-read by the loop; the launcher only runs attempts and reports back; signal
-handlers only set flags. Each turn of the loop takes in new files, releases
-jobs whose time has come, starts what the free worker slots allow, and
-then makes the turn's claims and moves durable; then the loop waits on one
-selector for the next wake-up: a new file, a signal, a report from the
-launcher, or the earliest timer.
+It has no other thread: the backend's watch (inotify on incoming/, for the
+file spool) is a descriptor read by the loop; the launcher only runs
+attempts and reports back; signal handlers only set flags. Each turn of
+the loop takes in what the backend received and decides on it, keeps the
+leases of running attempts, starts what the free worker slots allow, and
+then has the backend make the turn's claims and moves durable; then the
+loop waits on one selector for the next wake-up: the backend's descriptor,
+a signal, a report from the launcher, or the earliest timer. The loop
+talks to the backend only through ``core/backend.py``.
 """
 
 from __future__ import annotations
@@ -17,35 +19,38 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from spoold import faults
-from spoold.backends.files import recovery
-from spoold.backends.files.claims import Claims
-from spoold.backends.files.intake import Refused
-from spoold.backends.files.queue import DueQueue, ReadyQueue
-from spoold.backends.files.receiver import Receiver
-from spoold.backends.files.spool import Spool, SpoolLock
-from spoold.backends.files.store import JobStore
-from spoold.backends.files.watcher import Watcher
 from spoold.config import Config, ConfigError, load_config
+from spoold.core.backend import Arrival, Engine, Recovered, Refusal, Refused, Taken
 from spoold.core.dispatcher import Dispatcher
 from spoold.core.events import Broken, Events, Tally
-from spoold.core.held import HeldFilings
+from spoold.core.held import HeldFilings, wait_for_run_at
+from spoold.core.judge import Judge
 from spoold.core.outcomes import Filer
-from spoold.core.policy import Backoff
+from spoold.core.policy import DAEMON_DIED, Backoff
 from spoold.durations import seconds
 from spoold.exec.launcher import KILL_GRACE
 from spoold.exec.launcher_client import LauncherClient
+from spoold.exec.protocol import Outcome
 from spoold.identity import job_identity
+from spoold.job import Job, Rejected, check_allowed
 from spoold.live import Live
-from spoold.logs import setup_logging
+from spoold.logs import job_logger, setup_logging
 from spoold.systemd import Notifier, notify
+
+if TYPE_CHECKING:
+    from spoold.exec.messages import Attempt
 
 # READY=1 waits this long at most for the launcher's interpreter to be up.
 LAUNCHER_START_TIMEOUT = 10.0
+# Seconds a recorded claim time may trail the clock (file times come from a coarse clock).
+COARSE_CLOCK_MARGIN = 0.02
 
 
 @dataclass
@@ -58,26 +63,30 @@ class Flags:
 
 
 def run_daemon(
-    config: Config, *, burst: bool = False, on_ready: Callable[[], None] | None = None
+    config: Config,
+    open_engine: Callable[[Live], Engine],
+    *,
+    burst: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run until stopped (with ``burst``: until the ready work is done); return the exit status.
 
-    ``on_ready`` is called once, when the first scan is done and jobs are taken
-    (``--detach`` uses it to let the starting command return only then).
+    ``open_engine`` is ``spoold.backends.open_engine``: the command chooses the
+    backend, the core never imports one. ``on_ready`` is called once, when the
+    first scan is done and jobs are taken (``--detach`` uses it to let the
+    starting command return only then).
     """
     identity, warnings = job_identity(config.worker, os.geteuid())
-    spool = Spool(config.spool.dir)
-    spool.create()
-    lock = SpoolLock(spool)
+    live = Live(config, identity)
     # Before the first log line: a second daemon on this spool says only that it is refused.
-    lock.acquire()
+    engine = open_engine(live)
     try:
         setup_logging(config.log)
         for warning in warnings:
             logger.warning(warning)
-        return Daemon(Live(config, identity), burst=burst, on_ready=on_ready).run()
+        return Daemon(live, engine, burst=burst, on_ready=on_ready).run()
     finally:
-        lock.release()
+        engine.close()
 
 
 class Daemon:
@@ -86,29 +95,27 @@ class Daemon:
     def __init__(
         self,
         live: Live,
+        engine: Engine,
         *,
         burst: bool,
         on_ready: Callable[[], None] | None = None,
         new_launcher: Callable[[], LauncherClient] = LauncherClient,
     ) -> None:
         self.live = live
+        self.engine = engine
         self.burst = burst
         self.on_ready = on_ready
         self.new_launcher = new_launcher  # a test drives the loop with a stand-in
-        self.spool = Spool(live.config.spool.dir)
-        self.store = JobStore(self.spool, live, defer_moves=True)
-        self.ready = ReadyQueue()
-        self.due = DueQueue()
-        self.held = HeldFilings()  # what a resource shortage kept from leaving active/
+        self.judge = Judge(live)
+        self.held = HeldFilings(engine.places)  # what a resource shortage kept claimed
         self.tally = Tally()  # what this run filed: burst mode's exit status
         self.events = Events(*([Broken()] if faults.broken_listener() else []), self.tally)
-        self.filer = Filer(self.store, self.due, self.events)
-        self.claims = Claims(self.spool, self.store, self.due, self.filer, self.held)
-        self.receiver = Receiver(live, self.spool, self.claims, self.ready, self.events)
+        self.filer = Filer(engine, self.events)
+        self.next_renewal = 0.0  # when the running attempts' leases are renewed next
         self.selector = selectors.DefaultSelector()
         self.flags = Flags()
         self.trouble = Backoff()
-        self.notifier = Notifier(time.time())
+        self.notifier = Notifier(engine.clock())
         self.stopping_since: float | None = None
         self.kills_sent = 0
 
@@ -119,7 +126,7 @@ class Daemon:
     # -- life cycle --
 
     def run(self) -> int:
-        """Run on a spool whose lock the caller holds (see ``run_daemon``)."""
+        """Run on a backend the caller opened (see ``run_daemon``), and close it."""
         try:
             self._start()
             self._loop()
@@ -128,40 +135,36 @@ class Daemon:
         return 1 if self.burst and self.tally.anything_failed else 0
 
     def _start(self) -> None:
-        self.open(time.time())
+        self.open(self.engine.clock())
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self.wake_read, selectors.EVENT_READ, None)
         self._install_signal_handlers()
-        watcher = self.watch(time.time())
-        self.selector.register(watcher.fileno(), selectors.EVENT_READ, "watch")
-        self.dispatcher.await_launcher(LAUNCHER_START_TIMEOUT, time.time())
+        watched = self.watch(self.engine.clock())
+        if watched is not None:
+            self.selector.register(watched, selectors.EVENT_READ, "watch")
+        self.dispatcher.await_launcher(LAUNCHER_START_TIMEOUT, self.engine.clock())
         notify("READY=1", f"STATUS={self._status()}")
-        logger.info("ready: watching {} ({})", self.spool.folder("incoming"), self._status())
+        logger.info("ready: watching {} ({})", self.engine.places.intake, self._status())
         if self.on_ready is not None:
             self.on_ready()
 
     def open(self, now: float) -> None:
-        """Take the spool over: tidy, start the launcher, recover active/, index scheduled/.
+        """Start the launcher, open the backend, and decide on what it recovered.
 
         ``run`` then installs its signal handlers and calls ``watch``; a test that
         drives ``tick`` itself calls ``open`` and ``watch`` alone (no signals, no selector).
         """
-        recovery.tidy(self.spool)
-        # The launcher is a fresh interpreter, started before the watch on incoming/.
+        # The launcher is a fresh interpreter, started first: it comes up while recovery runs.
         self.dispatcher = Dispatcher(
             self.live, self.filer, self.held, self.events, self.selector, self.new_launcher
         )
-        recovery.recover_active(self.spool, self.store, self.config, self.filer, self.held, now)
-        for name in recovery.load_scheduled(self.spool, self.config, self.due, now):
-            damaged = Refused(name[:-5], "the job file is damaged", b"")
-            self.claims.reject("scheduled", name, damaged, now)
-        self.store.sync_pending()
+        for recovered in self.engine.open(self.judge, now):
+            self._recover(recovered, now)
+        self.engine.end_turn()
 
-    def watch(self, now: float) -> Watcher:
-        """Watch incoming/ and read what is there; the watch's descriptor is the loop's."""
-        watcher = self.receiver.start()
-        self.receiver.rescan(now)
-        return watcher
+    def watch(self, now: float) -> int | None:
+        """Start the backend's watch and take what waits; its descriptor, for the loop."""
+        return self.engine.watch(now)
 
     def _install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
@@ -181,32 +184,29 @@ class Daemon:
 
     def close(self) -> None:
         if self.held:
-            logger.warning("{} job(s) could not be filed out of active/; recovery files them at "
-                           "the next start", len(self.held))  # fmt: skip
-        try:
-            self.store.sync_pending()
-        except OSError as exc:  # the markers are durable: recovery finishes these moves
-            logger.error("the last moves out of active/ may not be durable: {}", exc)
-        self.receiver.stop()
+            logger.warning("{} job(s) could not be filed out of {}; recovery files them at the "
+                           "next start", len(self.held), self.engine.places.claimed)  # fmt: skip
         if hasattr(self, "dispatcher"):
             self.dispatcher.close()
+        self.engine.close()
         signal.set_wakeup_fd(-1)
         logger.info("stopped")
 
     def _status(self) -> str:
-        return f"{len(self.dispatcher)} running, {len(self.ready)} ready, {len(self.due)} scheduled"
+        counts = self.engine.counts()
+        return f"{len(self.dispatcher)} running, {counts.ready} ready, {counts.waiting} scheduled"
 
     # -- the loop --
 
     def _loop(self) -> None:
         while True:
-            self.tick(time.time())
+            self.tick(self.engine.clock())
             if self.finished():
                 return
-            self._wait(self._timeout(time.time()))
+            self._wait(self._timeout(self.engine.clock()))
 
     def tick(self, now: float) -> None:
-        """One turn of the loop at ``now``: signals, intake, due jobs, held filings, launches.
+        """One turn of the loop at ``now``: signals, intake, leases, held filings, launches.
 
         The loop calls it with the clock's time after each wait; a test may call it
         with any time it likes (huey's ``loop(now)``). What the launcher reports is
@@ -217,41 +217,117 @@ class Daemon:
         if self.trouble.waiting(now):
             return
         try:
-            self.receiver.turn(now)
-            for entry in self.due.pop_due(now):
-                self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
+            for arrival in self.engine.receive(now):
+                self._arrived(arrival, now)
+            self._keep_claims(now)
             self.held.retry(now)
             self._start_ready(now)
             # After the launches, so that a slot's next attempt does not wait for the fsyncs.
-            self.store.sync_pending()
+            self.engine.end_turn()
         except OSError as exc:  # out of descriptors, disk, memory: wait, then carry on
             delay = self.trouble.hit(now)
             logger.opt(exception=exc).error("{}; trying again in {}", exc, seconds(delay))
         else:
             self.trouble.clear()
 
+    # -- the decisions on what the backend hands over --
+
+    def _arrived(self, arrival: Arrival, now: float) -> None:
+        """A judged submission: refuse it, queue it, or have it wait for its ``run_at``."""
+        if isinstance(arrival.verdict, Refused):
+            self._file_claimed(self.engine.claim_arrival(arrival, now), now)
+            return
+        job = arrival.verdict.job
+        job_logger(job.id).info(
+            "job {} received: {}.{} (priority {})", job.id, job.class_path, job.method, job.priority
+        )
+        self.events.received(job)
+        if job.run_at is not None and job.run_at > now:
+            self._file_claimed(self.engine.claim_arrival(arrival, now), now)
+        else:
+            self.engine.accept(arrival)
+
+    def _file_claimed(self, claimed: Taken | Refusal | None, now: float) -> None:
+        """File a claimed arrival: a refusal as rejected, a job to wait for its ``run_at``."""
+        if isinstance(claimed, Refusal):
+            self._reject(claimed, now)
+        elif claimed is not None:
+            wait = partial(self.filer.deferred, claimed.claim, claimed.job)
+            self.held.attempt(claimed.job.id, wait_for_run_at(self.engine.places), wait, now)
+
+    def _reject(self, refusal: Refusal, now: float) -> None:
+        reject = partial(self.filer.reject, refusal.claim, refusal.refused, source=refusal.source)
+        self.held.attempt(refusal.claim.job_id, "rejection", reject, now)
+
+    def _recover(self, recovered: Recovered, now: float) -> None:
+        """A job claimed when its daemon went away: rerun the lost attempt, or file it."""
+        claim, verdict = recovered.claim, recovered.verdict
+        if isinstance(verdict, Refused):
+            self._reject(Refusal(claim, verdict, recovered.source, now), now)
+            return
+        job = verdict.job
+        if _was_on_its_way_to_wait(job, recovered.claimed_at):
+            wait = partial(self.filer.deferred, claim, job)
+            self.held.attempt(job.id, wait_for_run_at(self.engine.places), wait, now)
+            return
+        entry: Attempt = {
+            "attempt": job.attempts + 1,
+            "started_at": recovered.claimed_at,
+            "finished_at": now,
+            "outcome": Outcome.INTERRUPTED,
+            "cause": DAEMON_DIED,
+            "error": "the daemon stopped or died while this attempt ran",
+        }
+        max_interruptions = self.config.worker.max_interruptions
+        rerun = partial(self.filer.interrupted, claim, job, entry, max_interruptions)
+        self.held.attempt(job.id, "rerun after the daemon's death", rerun, now)
+
+    def _keep_claims(self, now: float) -> None:
+        """Renew the running attempts' leases; rerun what lost its lease elsewhere.
+
+        Every third of a lease (never, for a backend whose claims never lapse).
+        """
+        if now < self.next_renewal:
+            return
+        self.next_renewal = now + self.engine.lease / 3
+        for lost in self.engine.renew(self.dispatcher.claims(), now):
+            self.dispatcher.lose(lost)
+        for recovered in self.engine.expired(now):
+            self._recover(recovered, now)
+
     def _start_ready(self, now: float) -> None:
-        while self.ready and self.stopping_since is None:
+        while self.stopping_since is None:
             if len(self.dispatcher) >= self.config.worker.concurrency:
                 return
             if not self.dispatcher.can_launch(now):
                 return
-            job = self.claims.claim_ready(self.ready.pop(), self.config, now)
-            if job is not None:
-                self.dispatcher.launch(job, now)
+            taken = self.engine.take_ready(now)
+            if taken is None:
+                return
+            if isinstance(taken, Refusal):
+                self._reject(taken, now)
+                continue
+            try:
+                check_allowed(taken.job, self.config)  # the allowlist may have been reloaded
+            except Rejected as exc:
+                refused = Refused(taken.job.id, str(exc), b"")
+                self._reject(Refusal(taken.claim, refused, taken.source, now), now)
+                continue
+            self.dispatcher.launch(taken, now)
 
     def finished(self) -> bool:
         """True when the loop is done: stopped and drained, or (burst) nothing left to run."""
         if self.stopping_since is not None:
-            return not self.dispatcher.running  # held-back outcomes stay in active/, to rerun
+            return not self.dispatcher.running  # held-back outcomes stay claimed, to rerun
         if not self.burst:
             return False
-        return not (self.dispatcher or self.ready or self.receiver.busy or self.due.again)
+        counts = self.engine.counts()
+        return not (self.dispatcher or counts.ready or counts.busy or counts.again)
 
     def _timeout(self, now: float) -> float:
-        times = [self.receiver.next_wakeup(), self.trouble.until or now + 3600]
+        times = [self.trouble.until or now + 3600]
         wakeups = (
-            self.due.next_due(),
+            self.engine.next_wakeup(now),
             self.dispatcher.next_wakeup(),
             self.held.next_wakeup(),
             self.notifier.next_wakeup(),
@@ -268,7 +344,7 @@ class Daemon:
             if key.data is None:
                 _drain_pipe(self.wake_read)
             elif key.data != "watch":  # the watch's events are read at the start of the turn
-                self.dispatcher.on_readable(time.time())
+                self.dispatcher.on_readable(self.engine.clock())
 
     # -- signals --
 
@@ -327,6 +403,16 @@ class Daemon:
             self.live.swap(new, identity)
             logger.info("configuration reloaded: {} allowed class(es)", len(new.allow))
         notify("READY=1")
+
+
+def _was_on_its_way_to_wait(job: Job, claimed_at: float) -> bool:
+    """A fresh job (no due time yet: it was just submitted) whose run_at was still ahead
+    when it was claimed never ran: it was being moved to wait for its run_at.
+
+    Inside the margin of a coarse clock, a rerun is the safe guess.
+    """
+    fresh = job.due_at is None and not job.history
+    return fresh and job.run_at is not None and job.run_at > claimed_at + COARSE_CLOCK_MARGIN
 
 
 def _drain_pipe(fd: int) -> None:

@@ -8,8 +8,7 @@ attempts are failed as ``crashed`` and a new launcher is started.
 The daemon's own trouble never fails a job: an outcome that cannot be filed
 (disk full) is held (``held.py``) and filed again after a backoff, and no
 new attempt starts meanwhile; a job the launcher could not start (out of
-processes) goes back to scheduled/ unchanged and launches pause for a
-backoff.
+processes) goes back to wait unchanged and launches pause for a backoff.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 from loguru import logger
 
 from spoold.core import policy
+from spoold.core.backend import Claim, Taken
 from spoold.core.events import Events
 from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Running:
+    claim: Claim
     job: Job
     limits: policy.Limits
     sent_at: float  # when it was handed to the launcher
@@ -110,7 +111,8 @@ class Dispatcher:
     def next_wakeup(self) -> float | None:
         return self.launch_trouble.until or None
 
-    def launch(self, job: Job, now: float) -> None:
+    def launch(self, taken: Taken, now: float) -> None:
+        job = taken.job
         limits = policy.limits_for(job, self.live.config.worker)
         request: RunRequest = {
             "job_id": job.id,
@@ -122,7 +124,7 @@ class Dispatcher:
             "max_jobs_per_process": self.live.config.worker.max_jobs_per_process,
             **self.live.identity.as_request(),  # its keys, or none
         }
-        self.running[job.id] = Running(job, limits, now)
+        self.running[job.id] = Running(taken.claim, job, limits, now)
         try:
             self.launcher.run(job.id, request, limits.timeout)
         except LauncherGone:
@@ -144,6 +146,23 @@ class Dispatcher:
             logger.warning("{}: stopping {} running job(s); they will run again", why, len(self))
         for job_id in self.running:
             self.launcher.kill(job_id, grace)
+
+    def lose(self, claim: Claim) -> None:
+        """The backend says ``claim`` no longer holds its job: stop the attempt at once.
+
+        The job runs again elsewhere (or here, claimed anew); this attempt's outcome,
+        if it still comes, is refused by the backend as stale.
+        """
+        running = self.running.get(claim.job_id)
+        if running is None or running.claim != claim:
+            return
+        job_logger(claim.job_id).error(
+            "job {}: lease lost; killing its attempt (pid {})", claim.job_id, running.pid or "?"
+        )
+        self.launcher.kill(claim.job_id, 0.0)
+
+    def claims(self) -> list[Claim]:
+        return [running.claim for running in self.running.values()]
 
     def close(self) -> None:
         self.selector.unregister(self.launcher.fileno())
@@ -195,25 +214,27 @@ class Dispatcher:
         self.filings.get(entry["outcome"], self._file_failure)(running, entry, now)
 
     def _file_success(self, running: Running, entry: Attempt, _now: float) -> None:
-        self.filer.succeeded(running.job, entry)  # done when the attempt finished
+        self.filer.succeeded(running.claim, running.job, entry)  # done when the attempt finished
 
     def _file_interruption(self, running: Running, entry: Attempt, now: float) -> None:
-        self.filer.interrupted(running.job, entry, self.live.config.worker.max_interruptions, now)
+        max_interruptions = self.live.config.worker.max_interruptions
+        self.filer.interrupted(running.claim, running.job, entry, max_interruptions, now)
 
     def _file_failure(self, running: Running, entry: Attempt, now: float) -> None:
         """An error, a timeout or a crash: retry later, or fail for good."""
-        self.filer.attempt_failed(running.job, entry, running.limits, now)
+        self.filer.attempt_failed(running.claim, running.job, entry, running.limits, now)
 
     def _put_back(self, running: Running, error: str, now: float) -> None:
         job = running.job
         delay = self.launch_trouble.hit(now)
         job_logger(job.id).warning("job {} could not start ({}); it waits {} and tries again",
                                    job.id, error, seconds(delay))  # fmt: skip
-        put_back = partial(self._unclaim, job, delay)
-        self.held.attempt(job.id, "put-back to scheduled/", put_back, now)
+        put_back = partial(self._unclaim, running, delay)
+        self.held.attempt(job.id, f"put-back to {self.held.places.waiting}", put_back, now)
 
-    def _unclaim(self, job: Job, delay: float, now: float) -> None:
-        self.filer.unclaim(job, now + delay)  # ``now``: when the put-back is made, if held
+    def _unclaim(self, running: Running, delay: float, now: float) -> None:
+        # ``now``: when the put-back is made, if it was held
+        self.filer.unclaim(running.claim, running.job, now + delay)
 
     def _launcher_died(self, now: float) -> None:
         logger.critical("the launcher process died; failing its attempts and starting a new one")

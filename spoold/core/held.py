@@ -1,15 +1,16 @@
-"""Held filings: moves out of active/ that the daemon's own trouble held back.
+"""Held filings: moves of claimed jobs that the daemon's own trouble held back.
 
-Every way a job leaves active/ (an attempt's outcome, a rejection, a wait
-in scheduled/ for its ``run_at``, a put-back after a failed start, what
-recovery decides at start) goes through ``attempt``. A filing is called
-with the time it is made, which for a held one is later than its decision. If the filing fails
-for want of a resource (a full disk, no descriptors), the job stays in
-active/ and the filing is kept here and tried again after a backoff, in
+Every way a claimed job goes on (an attempt's outcome, a rejection, a wait
+for its ``run_at``, a put-back after a failed start, what recovery
+decides) goes through ``attempt``. A filing is called with the time it is
+made, which for a held one is later than its decision. If the filing
+fails for want of a resource (a full disk, no descriptors), the job stays
+claimed and the filing is kept here and tried again after a backoff, in
 the same running daemon; no new attempt starts meanwhile (the dispatcher
 asks). A round of retries keeps exactly the filings that failed again:
 one filed in a round is never applied a second time (issue #10), and the
-store refuses a move for a job that has left active/ in any case.
+backend refuses a move by a claim that no longer holds its job
+(``StaleClaim``) in any case.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from spoold.backends.files.store import NotInActive
+from spoold.core.backend import Places, StaleClaim
 from spoold.core.policy import Backoff
 from spoold.durations import seconds
 from spoold.logs import job_logger
 
-# What a held filing is, for the log lines, where two rooms make the same one.
-WAIT_FOR_RUN_AT = "move to scheduled/ to wait for its run_at"
+
+def wait_for_run_at(places: Places) -> str:
+    """What a held deferral is, for the log lines."""
+    return f"move to {places.waiting} to wait for its run_at"
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class Held:
 
 
 class HeldFilings:
-    def __init__(self) -> None:
+    def __init__(self, places: Places) -> None:
+        self.places = places  # the backend's words, for the log lines
         self.waiting: list[Held] = []
         self.trouble = Backoff()
 
@@ -55,8 +59,8 @@ class HeldFilings:
         self.waiting.append(held)
         delay = self.trouble.hit(now)
         job_logger(job_id).error(
-            "job {}: cannot file its {} ({}); kept in active/, trying again in {}",
-            job_id, what, error, seconds(delay),
+            "job {}: cannot file its {} ({}); kept in {}, trying again in {}",
+            job_id, what, error, self.places.claimed, seconds(delay),
         )  # fmt: skip
         return False
 
@@ -85,10 +89,10 @@ class HeldFilings:
 
 
 def _file(held: Held, now: float) -> OSError | None:
-    """Do one filing; the OSError that stopped it, if any (the job stays in active/)."""
+    """Do one filing; the OSError that stopped it, if any (the job stays claimed)."""
     try:
         held.filing(now)
-    except NotInActive as exc:  # a bug if it happens: say so, and never file it twice
+    except StaleClaim as exc:  # a bug if it happens: say so, and never file it twice
         job_logger(held.job_id).error("job {}: its {} was not filed: {}", held.job_id, held.what,
                                       exc)  # fmt: skip
     except OSError as exc:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spoold.backends.files.fsio import FileContent, UnsafeFile, read_regular
 from spoold.backends.files.spool import STATES, Spool, running_daemon_pid
+from spoold.core.backend import CatalogError, JobSummary, RunningJob, SpoolStatus, StoredJob
 from spoold.ids import is_valid_id
 
 # Records carry results, tracebacks and rejected bytes, so they may be larger
@@ -28,56 +28,8 @@ LISTED_STATES = ("incoming", "scheduled", "active", "done", "failed")
 SEARCH_ORDER = ("incoming", "scheduled", "active", "done", "failed", "tmp")
 
 
-class AdminError(Exception):
+class AdminError(CatalogError):
     """A problem the operator can fix, worded in one line."""
-
-
-@dataclass(frozen=True)
-class StoredJob:
-    """One job file or record as found on disk."""
-
-    id: str
-    state: str
-    path: Path
-    mtime: float
-    document: dict[str, Any] | None  # None when the file cannot be read as a JSON object
-    text: str  # the file's text (undecodable bytes replaced), for files that are not JSON
-    problem: str | None = None  # why ``document`` is None
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    """One line of ``spoold list``."""
-
-    id: str
-    state: str
-    status: str | None
-    target: str
-    attempts: int
-    age: float
-    error: str | None
-
-
-@dataclass(frozen=True)
-class SpoolStatus:
-    """What ``spoold status`` reports."""
-
-    root: Path
-    counts: dict[str, int]
-    missing: list[str]
-    oldest_waiting_id: str | None
-    oldest_waiting_age: float | None
-    daemon_pid: int | None  # -1: a daemon holds the lock but its pid is unreadable
-
-
-@dataclass(frozen=True)
-class RunningJob:
-    """One job in active/, for ``spoold status --verbose``."""
-
-    id: str
-    target: str
-    attempt: int  # the attempt running now, counting from 1
-    running_for: float  # seconds since it was claimed into active/
 
 
 # -- reading --

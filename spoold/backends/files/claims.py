@@ -2,27 +2,59 @@
 
 A claim is the one step that makes a job the daemon's. It gives the job a
 fresh id if its id is already used anywhere (the spool never holds two jobs
-or records under one id), and a file that is refused is claimed too, so
+or records under one id), and a file the judge refused is claimed too, so
 that its rejection record is filed by the same crash-safe path as every
 other way out of active/.
+
+Every claim gets a fencing token (``Holds``): a move out of active/ must
+present the latest claim of its job. One daemon holds the spool's lock, so
+a claim never lapses; the tokens make a second filing of the same claim,
+or a filing by a claim that was put back and taken again, a refusal
+rather than a second record.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 from loguru import logger
 
-from spoold.backends.files.intake import Accepted, Refused, Trouble, examine, is_directory
+from spoold.backends.files.intake import Trouble, examine, is_directory
 from spoold.backends.files.queue import DueQueue, ReadyEntry
 from spoold.backends.files.spool import Spool
 from spoold.backends.files.store import JobStore
-from spoold.config import Config
-from spoold.core.held import WAIT_FOR_RUN_AT, HeldFilings
-from spoold.core.outcomes import Filer
-from spoold.job import Job, Rejected, check_allowed
+from spoold.core.backend import Accepted, Claim, Judge, Refusal, Refused, StaleClaim, Taken
+from spoold.job import Job
 from spoold.logs import job_logger
+
+
+@dataclass
+class Holds:
+    """The latest claim of each job in active/: the one that may move it on."""
+
+    owner: str
+    tokens: dict[str, int] = field(default_factory=dict)
+    _next: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def take(self, job_id: str) -> Claim:
+        token = next(self._next)
+        self.tokens[job_id] = token
+        return Claim(job_id, self.owner, token)
+
+    def check(self, claim: Claim) -> None:
+        """Raise StaleClaim unless ``claim`` is the job's latest, still held."""
+        if self.tokens.get(claim.job_id) != claim.token:
+            raise StaleClaim(
+                f"job {claim.job_id}: claim {claim.token} no longer holds it "
+                "(it was filed or claimed again since)"
+            )
+
+    def let_go(self, claim: Claim) -> None:
+        self.tokens.pop(claim.job_id, None)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
 
 
 @dataclass
@@ -32,11 +64,10 @@ class Claims:
     spool: Spool
     store: JobStore
     due: DueQueue
-    filer: Filer
-    held: HeldFilings
+    holds: Holds
     ignored: set[str] = field(default_factory=set)  # folders made inside a waiting folder
 
-    def claim(self, state: str, name: str, job: Job) -> Job | None:
+    def claim(self, state: str, name: str, job: Job) -> Taken | None:
         """Move ``state/name`` to active/; None if it vanished meanwhile."""
         if self.store.id_taken(job.id, source=(state, name)):
             fresh = self.store.fresh_id()
@@ -46,52 +77,41 @@ class Claims:
             # Only the name changes: a file's "id" field is never read (the name is the id).
             job = replace(job, id=fresh)
         try:
-            return self.store.claim(state, name, job)
+            job = self.store.claim(state, name, job)
         except FileNotFoundError:
             return None  # removed by hand meanwhile
+        return Taken(self.holds.take(job.id), job, source=name)
 
-    def claim_to_wait(self, state: str, name: str, job: Job, now: float) -> None:
-        """Claim a job whose ``run_at`` is ahead and move it to scheduled/ to wait for it."""
-        claimed = self.claim(state, name, job)
-        if claimed is not None:
-            wait = partial(self.filer.deferred, claimed)
-            self.held.attempt(claimed.id, WAIT_FOR_RUN_AT, wait, now)
-
-    def claim_ready(self, entry: ReadyEntry, config: Config, now: float) -> Job | None:
-        """Re-check a ready job (the allowlist may have been reloaded since) and claim it."""
+    def claim_ready(
+        self, entry: ReadyEntry, judge: Judge, max_bytes: int, now: float
+    ) -> Taken | Refusal | None:
+        """Claim a ready job, reading it again if it was not kept in memory."""
         job = entry.job
         if job is None:
-            verdict = examine(self.spool, entry.state, entry.name, config, now=now, closed=True)
+            verdict = examine(self.spool, entry.state, entry.name, judge, max_bytes,
+                              now=now, closed=True)  # fmt: skip
+            if isinstance(verdict, Refused):
+                return self.reject(entry.state, entry.name, verdict, now)
+            if isinstance(verdict, Trouble) and entry.state == "scheduled":
+                # Unreadable for now: try again soon, keeping its place in the order.
+                # It is due work, so burst mode waits for it (``again``).
+                self.due.push(entry.name, now + 1.0, entry.priority, entry.enqueued_at, again=True)
             if not isinstance(verdict, Accepted):
-                if isinstance(verdict, Refused):
-                    self.reject(entry.state, entry.name, verdict, now)
-                elif isinstance(verdict, Trouble) and entry.state == "scheduled":
-                    # Unreadable for now: try again soon, keeping its place in the order.
-                    # It is due work, so burst mode waits for it (``again``).
-                    self.due.push(
-                        entry.name, now + 1.0, entry.priority, entry.enqueued_at, again=True
-                    )
                 return None  # (an unreadable incoming/ file is found again by the rescan)
             job = verdict.job
-        try:
-            check_allowed(job, config)
-        except Rejected as exc:
-            self.reject(entry.state, entry.name, Refused(job.id, str(exc), b""), now)
-            return None
         return self.claim(entry.state, entry.name, job)
 
-    def reject(self, state: str, name: str, refused: Refused, now: float) -> None:
-        """Claim a refused file and file its rejection record."""
+    def reject(self, state: str, name: str, refused: Refused, now: float) -> Refusal | None:
+        """Claim a refused file, for its rejection record; None if it is gone or a folder."""
         if is_directory(self.spool, state, name):
             if name not in self.ignored:
                 self.ignored.add(name)
                 logger.warning("{}/{} is a folder, not a job file; leaving it alone", state, name)
-            return
+            return None
         taken = self.store.id_taken(refused.job_id, source=(state, name))
         job_id = self.store.fresh_id() if taken else refused.job_id
         try:
             self.store.move_to_active(state, name, job_id)
         except FileNotFoundError:
-            return
-        rejection = partial(self.filer.reject, replace(refused, job_id=job_id), file_name=name)
-        self.held.attempt(job_id, "rejection", rejection, now)
+            return None
+        return Refusal(self.holds.take(job_id), replace(refused, job_id=job_id), name, now)

@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass
 
 from spoold.backends.files.fsio import (
-    FileContent,
     LinkedFile,
     UnsafeFile,
     is_resource_error,
@@ -21,9 +20,8 @@ from spoold.backends.files.fsio import (
     read_regular,
 )
 from spoold.backends.files.spool import Spool
-from spoold.config import Config
+from spoold.core.backend import Accepted, Judge, Origin, Refused
 from spoold.ids import id_from_filename, new_job_id
-from spoold.job import Incomplete, Job, Rejected, check_allowed, parse_job
 
 # How long a file that is not yet whole JSON may stay in incoming/ before it
 # is rejected, when no inotify "closed after writing" event says it is done.
@@ -32,18 +30,6 @@ INCOMPLETE_GRACE = 5.0
 # rejected: a client's move on a filesystem without RENAME_NOREPLACE is a link and then
 # an unlink, and in between the file has two links (see fsio.rename_noreplace).
 TWIN_GRACE = 5.0
-
-
-@dataclass(frozen=True)
-class Accepted:
-    job: Job
-
-
-@dataclass(frozen=True)
-class Refused:
-    job_id: str
-    reason: str
-    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -62,12 +48,12 @@ Verdict = Accepted | Refused | NotYet | Trouble | None
 
 
 def examine(
-    spool: Spool, state: str, name: str, config: Config, *, now: float, closed: bool
+    spool: Spool, state: str, name: str, judge: Judge, max_bytes: int, *, now: float, closed: bool
 ) -> Verdict:
-    """Read ``state/name`` and judge it; ``closed`` means its writer has closed it."""
+    """Read ``state/name`` and have it judged; ``closed`` means its writer has closed it."""
     job_id = id_from_filename(name) or new_job_id(now)
     try:
-        content = read_regular(spool.file(state, name), config.spool.max_job_bytes)
+        content = read_regular(spool.file(state, name), max_bytes)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -76,7 +62,13 @@ def examine(
         return _linked(spool, state, name, job_id, exc, now)
     except UnsafeFile as exc:
         return Refused(job_id, f"the file {exc}", b"")
-    return _judge(content, job_id, config, trusted=state != "incoming", now=now, closed=closed)
+    origin = Origin(job_id, content.mtime, content.uid, content.gid, trusted=state != "incoming")
+    verdict = judge(content.data, origin)
+    # Not yet whole: its writer may still be at it, unless it closed the file or is late.
+    young = now - content.mtime < INCOMPLETE_GRACE
+    if isinstance(verdict, Refused) and verdict.incomplete and not closed and young:
+        return NotYet(content.mtime + INCOMPLETE_GRACE)
+    return verdict
 
 
 def _unreadable(job_id: str, exc: OSError) -> Refused:
@@ -125,31 +117,6 @@ def _wait_for_unlink(job_id: str, linked: LinkedFile, now: float) -> NotYet | Re
         "(a client that died half-way through its move into incoming/)",
         b"",
     )
-
-
-def _judge(
-    content: FileContent, job_id: str, config: Config, *, trusted: bool, now: float, closed: bool
-) -> Verdict:
-    try:
-        _check_owner(content.uid, content.gid, config)
-        job = parse_job(content.data, job_id=job_id, mtime=content.mtime, trusted=trusted)
-        check_allowed(job, config)
-    except Incomplete as exc:
-        if not closed and now - content.mtime < INCOMPLETE_GRACE:
-            return NotYet(content.mtime + INCOMPLETE_GRACE)
-        return Refused(job_id, str(exc), content.data)
-    except Rejected as exc:
-        return Refused(job_id, str(exc), content.data)
-    return Accepted(job)
-
-
-def _check_owner(uid: int, gid: int, config: Config) -> None:
-    uids, gids = config.spool.allowed_uids, config.spool.allowed_gids
-    if (uids or gids) and uid not in uids and gid not in gids:
-        raise Rejected(
-            f"the file is owned by uid {uid} gid {gid}, who may not submit jobs "
-            "([spool] allowed_uids / allowed_gids)"
-        )
 
 
 def is_directory(spool: Spool, state: str, name: str) -> bool:

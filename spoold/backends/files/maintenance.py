@@ -12,12 +12,10 @@ import contextlib
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from spoold.backends.files.admin import (
     AdminError,
-    StoredJob,
     checked_id,
     find_job,
     read_job,
@@ -26,19 +24,12 @@ from spoold.backends.files.admin import (
 )
 from spoold.backends.files.fsio import fsync_dir, rename_noreplace, write_new
 from spoold.backends.files.spool import RECORD_STATES, Spool
+from spoold.core.backend import RetryOutcome, StoredJob
 from spoold.errors import describe_os_error
 from spoold.job import DAEMON_KEYS, encode, raw_bytes
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-@dataclass(frozen=True)
-class RetryOutcome:
-    """Which jobs ``spoold retry`` put back, and why the others were not."""
-
-    retried: list[str]
-    errors: list[str]
 
 
 # -- retry --

@@ -1,4 +1,4 @@
-"""Receiving: notice files in incoming/, judge them, and queue or refuse them.
+"""Receiving: notice files in incoming/ and have them judged; the core says what follows.
 
 Watchdog's events name the files to look at; a listing of the folder at
 start, every ``rescan_interval`` and whenever the watch has stopped working
@@ -12,40 +12,32 @@ from __future__ import annotations
 from loguru import logger
 
 from spoold import faults
-from spoold.backends.files.claims import Claims
-from spoold.backends.files.intake import Accepted, NotYet, Refused, Trouble, examine
+from spoold.backends.files.intake import NotYet, Trouble, examine
 from spoold.backends.files.queue import ReadyQueue
 from spoold.backends.files.spool import Spool, is_job_name
 from spoold.backends.files.watcher import Watcher
-from spoold.core.events import Events
+from spoold.core.backend import Arrival, Judge
 from spoold.core.policy import Backoff
 from spoold.durations import seconds
-from spoold.job import Job
 from spoold.live import Live
-from spoold.logs import job_logger
 
-PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
 # Names from a listing looked at per turn, so that with 100,000 files waiting the
 # first jobs start within the first turns instead of after every file was read.
 SCAN_SLICE = 200
 
 
 class Receiver:
-    """Notices, judges and queues what arrives in incoming/ (and has the refused claimed)."""
+    """Notices what arrives in incoming/ and has it judged, for the core to decide on."""
 
     def __init__(
-        self,
-        live: Live,
-        spool: Spool,
-        claims: Claims,
-        ready: ReadyQueue,
-        events: Events,
+        self, live: Live, spool: Spool, judge: Judge, ready: ReadyQueue, ignored: set[str]
     ) -> None:
         self.live = live
         self.spool = spool
-        self.claims = claims
-        self.ready = ready
-        self.events = events
+        self.judge = judge
+        self.ready = ready  # a file queued already is not looked at again
+        self.ignored = ignored  # folders made inside incoming/
+        self.arrivals: list[Arrival] = []  # judged this turn, handed out by ``turn``
         self.incomplete: dict[str, float] = {}  # name -> when to look at it again
         self.next_rescan = 0.0
         self.unread: list[str] = []  # listed by the last rescan, not looked at yet (oldest last)
@@ -64,8 +56,8 @@ class Receiver:
         if hasattr(self, "watcher"):
             self.watcher.close()
 
-    def turn(self, now: float) -> None:
-        """Look at everything that may have arrived since the last turn."""
+    def turn(self, now: float) -> list[Arrival]:
+        """Look at everything that may have arrived since the last turn; what was judged."""
         self._take_events(now)
         if faults.reached("watcher_dies"):
             self.watcher.stop()
@@ -76,6 +68,8 @@ class Receiver:
         for name, when in list(self.incomplete.items()):
             if when <= now:
                 self._look_at(name, now, closed=False)
+        arrivals, self.arrivals = self.arrivals, []
+        return arrivals
 
     def next_wakeup(self) -> float:
         if self.unread:
@@ -130,38 +124,24 @@ class Receiver:
             logger.error("cannot watch incoming/ ({}); relying on rescans", exc)
 
     def _look_at(self, name: str, now: float, *, closed: bool) -> None:
-        if ("incoming", name) in self.ready or name in self.claims.ignored:
+        if ("incoming", name) in self.ready or name in self.ignored:
             return
-        verdict = examine(self.spool, "incoming", name, self.live.config, now=now, closed=closed)
+        config = self.live.config
+        verdict = examine(self.spool, "incoming", name, self.judge, config.spool.max_job_bytes,
+                          now=now, closed=closed)  # fmt: skip
         self.incomplete.pop(name, None)
         if isinstance(verdict, Trouble):
-            self._not_now(name, now, verdict.error, "read")
+            self.not_now(name, now, verdict.error, "read")
             return
         self.trouble.clear()
-        try:
-            if isinstance(verdict, NotYet):
-                self.incomplete[name] = verdict.look_again_at
-            elif isinstance(verdict, Refused):
-                self.claims.reject("incoming", name, verdict, now)
-            elif isinstance(verdict, Accepted):
-                self._accept(name, verdict.job, now)
-        except OSError as exc:  # the claim failed (a claim that failed half-way is undone)
-            self._not_now(name, now, exc, "claim")
+        if isinstance(verdict, NotYet):
+            self.incomplete[name] = verdict.look_again_at
+        elif verdict is not None:
+            self.arrivals.append(Arrival(name, verdict, now))
 
-    def _not_now(self, name: str, now: float, error: OSError, step: str) -> None:
+    def not_now(self, name: str, now: float, error: OSError, step: str) -> None:
         """The daemon could not take the file (its own trouble): leave it, look again later."""
         delay = self.trouble.hit(now)
         self.incomplete[name] = now + delay
         logger.warning("cannot {} incoming/{} ({}); leaving it there, trying again in {}",
                        step, name, error, seconds(delay))  # fmt: skip
-
-    def _accept(self, name: str, job: Job, now: float) -> None:
-        job_logger(job.id).info(
-            "job {} received: {}.{} (priority {})", job.id, job.class_path, job.method, job.priority
-        )
-        self.events.received(job)
-        if job.run_at is not None and job.run_at > now:
-            self.claims.claim_to_wait("incoming", name, job, now)
-            return
-        cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
-        self.ready.push("incoming", name, job.priority, job.enqueued_at, cached)

@@ -1,8 +1,7 @@
-"""The file-spool backend: every move of a job between state folders.
+"""The file spool's store: every move of a job between state folders.
 
-This is the narrow interface a second backend (Redis, for several hosts)
-would implement: claim a waiting job, put it back to wait for a time, file
-its record. A job is always in exactly one folder. Claims are plain
+The engine (``engine.py``) answers the core's ``claim``, ``schedule``,
+``unclaim`` and ``finish`` with these moves. A job is always in exactly one folder. Claims are plain
 renames. A job is rewritten only on its way *out of* ``active/``: the new
 content is written beside it as ``active/<id>.to-<state>`` (and fsynced),
 the old file is unlinked, and one rename moves the new one out, after which
@@ -47,13 +46,14 @@ from spoold.backends.files.fsio import (
     write_whole,
 )
 from spoold.backends.files.spool import Spool
+from spoold.core.backend import StaleClaim
 from spoold.faults import crash_point
 from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
 from spoold.live import Live
 
 
-class NotInActive(Exception):
+class NotInActive(StaleClaim):
     """An outcome for a job that is no longer in active/: it was refused, nothing changed."""
 
     def __init__(self, job_id: str, state: str) -> None:

@@ -1,0 +1,50 @@
+"""The file spool as a ``Catalog``: what ``spoold status/list/show/retry/purge`` see and change.
+
+The CLI reads and repairs jobs through ``core/backend.py``'s ``Catalog``
+and names no folder; this is the file spool's side of it. It only delegates:
+reading is ``admin``, changing is ``maintenance``, and both work on the real
+folders, never through the daemon. Errors are ``AdminError``, a
+``CatalogError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from spoold.backends.files import admin, maintenance
+from spoold.backends.files.spool import Spool
+from spoold.config import Config
+from spoold.core.backend import JobSummary, RetryOutcome, RunningJob, SpoolStatus, StoredJob
+
+
+class FileCatalog:
+    """The jobs and records in ``[spool] dir``; what it changes is fsynced if ``[spool] fsync``."""
+
+    def __init__(self, config: Config) -> None:
+        self.spool = Spool(config.spool.dir)
+        self.durable = config.spool.fsync
+
+    def find(self, job_id: str) -> StoredJob:
+        return admin.find_job(self.spool, job_id)
+
+    def jobs(self, states: Sequence[str], now: float) -> list[JobSummary]:
+        return admin.list_jobs(self.spool, tuple(states), now)
+
+    def status(self, now: float) -> SpoolStatus:
+        return admin.spool_status(self.spool, now)
+
+    def running(self, now: float) -> list[RunningJob]:
+        return admin.running_jobs(self.spool, now)
+
+    def failed_ids(self) -> list[str]:
+        return maintenance.failed_ids(self.spool)
+
+    def retry(self, job_ids: Sequence[str]) -> RetryOutcome:
+        return maintenance.retry_failed(self.spool, list(job_ids), durable=self.durable)
+
+    def purge(self, state: str, older_than: float, now: float) -> list[str]:
+        return maintenance.purge(self.spool, state, older_than, now=now, durable=self.durable)
+
+    def where(self, state: str) -> str:
+        """Where the jobs of ``state`` are, for a message: the folder's path."""
+        return str(self.spool.folder(state))

@@ -1,0 +1,188 @@
+"""The file spool as the daemon's ``Engine``: the rooms of files/ behind the seam.
+
+Assembles the spool, its lock, the store (every move between folders),
+the in-memory order (``queue``), claims, the receiver (the watch on
+incoming/) and start-up recovery, and answers the core in the seam's
+words. One daemon holds a spool (``SpoolLock``), so a claim never lapses:
+``lease`` is infinite, ``renew`` and ``expired`` have nothing to do, and
+recovery happens once, at ``open``. The clock is this host's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from loguru import logger
+
+from spoold.backends.files import recovery
+from spoold.backends.files.claims import Claims, Holds
+from spoold.backends.files.queue import DueQueue, ReadyQueue
+from spoold.backends.files.receiver import Receiver
+from spoold.backends.files.spool import Spool, SpoolLock
+from spoold.backends.files.store import JobStore
+from spoold.core.backend import (
+    Accepted,
+    Arrival,
+    Claim,
+    Counts,
+    Judge,
+    Places,
+    Recovered,
+    Refusal,
+    Refused,
+    Taken,
+)
+from spoold.job import Job
+from spoold.live import Live
+
+PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
+DAMAGED = "the job file is damaged"  # the reason for a file in scheduled/ that is not a job
+
+
+class FileEngine:
+    """One spool's folders, as the daemon's backend."""
+
+    lease = math.inf
+
+    def __init__(self, live: Live, spool: Spool, lock: SpoolLock | None = None) -> None:
+        self.live = live
+        self.spool = spool
+        self.lock = lock
+        self.store = JobStore(spool, live, defer_moves=True)
+        self.ready = ReadyQueue()
+        self.due = DueQueue()
+        self.holds = Holds(owner=f"{socket.gethostname()}:{os.getpid()}")
+        self.claims = Claims(spool, self.store, self.due, self.holds)
+        self.receiver: Receiver | None = None  # made by ``open``, which is given the judge
+        self.places = Places("active/", "scheduled/", str(spool.folder("incoming")))
+        self.closed = False
+
+    @classmethod
+    def open_locked(cls, live: Live) -> FileEngine:
+        """Create the spool's folders and take its lock (SpoolLocked if a daemon has it)."""
+        spool = Spool(live.config.spool.dir)
+        spool.create()
+        lock = SpoolLock(spool)
+        lock.acquire()
+        return cls(live, spool, lock)
+
+    @property
+    def max_bytes(self) -> int:
+        return self.live.config.spool.max_job_bytes
+
+    def clock(self) -> float:
+        return time.time()
+
+    # -- life cycle --
+
+    def open(self, judge: Judge, now: float) -> list[Recovered]:
+        recovery.tidy(self.spool)
+        self.receiver = Receiver(self.live, self.spool, judge, self.ready, self.claims.ignored)
+        found = recovery.recover_active(
+            self.spool, self.store, self.claims, judge, self.max_bytes, now
+        )
+        for name in recovery.load_scheduled(self.spool, judge, self.max_bytes, self.due, now):
+            refusal = self.claims.reject("scheduled", name, Refused(name[:-5], DAMAGED, b""), now)
+            if refusal is not None:
+                found.append(Recovered(refusal.claim, refusal.refused, now, source=name))
+        return found
+
+    def watch(self, now: float) -> int | None:
+        watcher = self._receiver.start()
+        self._receiver.rescan(now)
+        return watcher.fileno()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.receiver is not None:
+            self.receiver.stop()
+        try:
+            self.store.sync_pending()
+        except OSError as exc:  # the markers are durable: recovery finishes these moves
+            logger.error("the last moves out of active/ may not be durable: {}", exc)
+        if self.lock is not None:
+            self.lock.release()
+
+    @property
+    def _receiver(self) -> Receiver:
+        assert self.receiver is not None, "open() comes first"
+        return self.receiver
+
+    # -- each turn --
+
+    def next_wakeup(self, now: float) -> float | None:
+        due = self.due.next_due()
+        wakeup = self._receiver.next_wakeup()
+        return wakeup if due is None else min(due, wakeup)
+
+    def receive(self, now: float) -> list[Arrival]:
+        arrivals = self._receiver.turn(now)
+        for entry in self.due.pop_due(now):
+            self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
+        return arrivals
+
+    def accept(self, arrival: Arrival) -> None:
+        assert isinstance(arrival.verdict, Accepted)
+        job = arrival.verdict.job
+        cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
+        self.ready.push("incoming", arrival.ref, job.priority, job.enqueued_at, cached)
+
+    def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
+        verdict = arrival.verdict
+        try:
+            if isinstance(verdict, Refused):
+                return self.claims.reject("incoming", arrival.ref, verdict, now)
+            return self.claims.claim("incoming", arrival.ref, verdict.job)
+        except OSError as exc:  # the claim failed (a claim that failed half-way is undone)
+            self._receiver.not_now(arrival.ref, now, exc, "claim")
+            return None
+
+    def take_ready(self, now: float) -> Taken | Refusal | None:
+        while self.ready:
+            taken = self.claims.claim_ready(self.ready.pop(), self._judge, self.max_bytes, now)
+            if taken is not None:
+                return taken
+        return None
+
+    @property
+    def _judge(self) -> Judge:
+        return self._receiver.judge
+
+    def unclaim(self, claim: Claim, job: Job, due_at: float) -> None:
+        self.holds.check(claim)
+        self.store.unclaim(job)
+        self.holds.let_go(claim)
+        self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at, again=True)
+
+    def schedule(self, claim: Claim, job: Job, *, again: bool) -> None:
+        assert job.due_at is not None
+        self.holds.check(claim)
+        self.store.schedule(job)
+        self.holds.let_go(claim)
+        self.due.push(f"{job.id}.json", job.due_at, job.priority, job.enqueued_at, again=again)
+
+    def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
+        self.holds.check(claim)
+        filed_as = self.store.file_record(claim.job_id, status, record)
+        self.holds.let_go(claim)
+        return filed_as
+
+    def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
+        return []  # one daemon holds the spool: its claims never lapse
+
+    def expired(self, now: float) -> list[Recovered]:
+        return []  # ... and nobody else's claims are here to lapse
+
+    def end_turn(self) -> None:
+        self.store.sync_pending()
+
+    def counts(self) -> Counts:
+        busy = self.receiver is not None and self.receiver.busy
+        return Counts(len(self.ready), len(self.due), self.due.again, busy)

@@ -1,0 +1,314 @@
+"""The seam: what the core needs from where jobs live, in words that name no place.
+
+A backend keeps jobs waiting, hands them out, and files their records; it
+never decides. The core hands it a ``Judge`` (parse, owner and allowlist
+checks) for what it reads, and applies the policy (retry, give up, rerun,
+reject) to what it gets back. Three Protocols: ``Engine`` for the daemon,
+``Catalog`` for the CLI and a dashboard, ``Submitter`` for the client. The
+file spool implements them (``spoold.backends.files``); a test backend
+in memory does too (``tests/memory_backend.py``), and both pass one suite
+(``tests/test_backends.py``).
+
+Claims. Taking a job out of waiting gives the taker a ``Claim``: the job's
+id, who holds it (``owner``), until when (``expires_at``, on the backend's
+clock) and a **fencing token**, a number that grows with every claim of
+that job. Every later move of the job (``finish``, ``schedule``,
+``unclaim``, ``renew``) presents the claim, and a backend refuses it with
+``StaleClaim``, changing nothing, unless that claim still holds the job: a
+job claimed again (after a lapsed lease, say) cannot be filed by the holder
+of the older claim, so it ends in exactly one record. With one daemon on
+a locked spool a claim never lapses (``lease`` is infinite); a backend
+shared by several daemons sets a finite ``lease``, the core renews its
+running claims every third of it, and any daemon reruns what ``expired``
+returns.
+
+Time. Lease deadlines, due times and the moments a backend records are on
+the backend's clock (``Engine.clock``): the file spool's is this host's,
+a shared backend's is its server's. The core reads it once per turn and
+passes it down as ``now``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from spoold.job import Job
+
+# -- what the core judges a submission to be --
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+
+
+@dataclass(frozen=True)
+class Refused:
+    job_id: str
+    reason: str  # the record's ``reason``
+    raw: bytes  # the submitted bytes, kept in the rejection record
+    incomplete: bool = False  # not (yet) a whole document: its writer may still be at it
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What a backend knows of a submission besides its bytes."""
+
+    job_id: str  # the id it came under (a backend makes one up if it came without)
+    received_at: float  # when it was written (a file's mtime)
+    uid: int | None = None  # who wrote it, where the backend knows (a file's owner)
+    gid: int | None = None
+    trusted: bool = False  # written by the daemon itself: its bookkeeping is kept
+
+
+Verdict = Accepted | Refused
+Judge = Callable[[bytes, Origin], Verdict]
+
+
+# -- claims --
+
+
+class StaleClaim(Exception):
+    """A move that presented a claim which no longer holds the job: refused, nothing changed."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to move one job on: only the latest claim of a job holds it."""
+
+    job_id: str
+    owner: str  # the daemon that holds it
+    token: int  # the fencing token: grows with every claim of this job
+    expires_at: float = math.inf  # on the backend's clock; renewed while the attempt runs
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A ready job, claimed to run."""
+
+    claim: Claim
+    job: Job
+    source: str = ""  # how the backend names where it waited (a refusal record's ``file``)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A submission claimed so that its rejection record can be filed."""
+
+    claim: Claim
+    refused: Refused
+    source: str  # how the backend names what was submitted (the record's ``file``)
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A submission the backend read and had judged; the core says what becomes of it."""
+
+    ref: str  # the backend's handle on it, handed back to ``accept`` / ``claim_arrival``
+    verdict: Verdict
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """A claimed job that was running, or on its way somewhere, when its daemon went away."""
+
+    claim: Claim
+    verdict: Verdict  # the job as stored (a Refused one is filed as rejected)
+    claimed_at: float  # when the lost attempt's claim was made
+    source: str = ""  # for a Refused one: the record's ``file``
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What is waiting: the status line, burst mode's end, metrics."""
+
+    ready: int  # runnable now
+    waiting: int  # waiting for a time (run_at, retry delay)
+    again: int  # of those: put back to wait by this daemon (retries, reruns, put-backs)
+    busy: bool  # submissions seen but not yet read or judged
+
+
+@dataclass(frozen=True)
+class Places:
+    """The backend's words for where a job is, for the core's log lines."""
+
+    claimed: str  # "active/"
+    waiting: str  # "scheduled/"
+    intake: str  # what the daemon watches: "/srv/spool/incoming"
+
+
+class Engine(Protocol):
+    """The daemon's side: where jobs wait, how one is taken, where it ends."""
+
+    places: Places
+    lease: float  # seconds a claim holds without renewal (math.inf: for ever)
+
+    def clock(self) -> float:
+        """The backend's time, in seconds since the epoch."""
+        ...
+
+    def open(self, judge: Judge, now: float) -> list[Recovered]:
+        """Take over: tidy, index what waits; return what was claimed when a daemon died."""
+        ...
+
+    def watch(self, now: float) -> int | None:
+        """Start noticing submissions; the descriptor the loop waits on, if any."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching and let go (a locked spool is unlocked); safe to call twice."""
+        ...
+
+    def next_wakeup(self, now: float) -> float | None:
+        """When ``receive`` next has something to do without the descriptor waking the loop."""
+        ...
+
+    def receive(self, now: float) -> list[Arrival]:
+        """Release due jobs; read and judge new submissions, handing back what to decide."""
+        ...
+
+    def accept(self, arrival: Arrival) -> None:
+        """An accepted arrival becomes ready to run."""
+        ...
+
+    def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
+        """Claim an arrival (to refuse it, or to make it wait); None if not now or gone."""
+        ...
+
+    def take_ready(self, now: float) -> Taken | Refusal | None:
+        """Claim the best ready job (highest priority, then oldest); None if none is ready."""
+        ...
+
+    def unclaim(self, claim: Claim, job: Job, due_at: float) -> None:
+        """A claimed job that never started: back to wait until ``due_at``, unchanged."""
+        ...
+
+    def schedule(self, claim: Claim, job: Job, *, again: bool) -> None:
+        """Move a claimed job to wait until ``job.due_at`` (``again``: retry, rerun, put-back)."""
+        ...
+
+    def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
+        """File the job's record (``done`` or ``failed``) exactly once; the id filed under."""
+        ...
+
+    def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
+        """Extend running claims' leases; return those that are lost (stale or lapsed)."""
+        ...
+
+    def expired(self, now: float) -> list[Recovered]:
+        """Claim again, for this daemon, jobs whose lease lapsed: their attempts were lost."""
+        ...
+
+    def end_turn(self) -> None:
+        """Make the turn's claims and moves durable (batched: once a turn)."""
+        ...
+
+    def counts(self) -> Counts: ...
+
+
+# -- the CLI's and a dashboard's side --
+
+
+class CatalogError(Exception):
+    """A problem the operator can fix, worded in one line."""
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """One job or record as stored."""
+
+    id: str
+    state: str
+    path: Path  # where it is stored (a file; shown by ``spoold show``)
+    mtime: float
+    document: dict[str, Any] | None  # None when it cannot be read as a JSON object
+    text: str  # its text (undecodable bytes replaced), for what is not JSON
+    problem: str | None = None  # why ``document`` is None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """One line of ``spoold list``."""
+
+    id: str
+    state: str
+    status: str | None
+    target: str
+    attempts: int
+    age: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    """What ``spoold status`` reports."""
+
+    root: Path
+    counts: dict[str, int]
+    missing: list[str]
+    oldest_waiting_id: str | None
+    oldest_waiting_age: float | None
+    daemon_pid: int | None  # -1: a daemon holds the lock but its pid is unreadable
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """One claimed job, for ``spoold status --verbose``."""
+
+    id: str
+    target: str
+    attempt: int  # the attempt running now, counting from 1
+    running_for: float  # seconds since it was claimed
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    """Which jobs ``spoold retry`` put back, and why the others were not."""
+
+    retried: list[str]
+    errors: list[str]
+
+
+class Catalog(Protocol):
+    """Read and repair jobs and records: ``spoold status/list/show/retry/purge``, a dashboard."""
+
+    def find(self, job_id: str) -> StoredJob:
+        """The job or record with this id, wherever it is; CatalogError if there is none."""
+        ...
+
+    def jobs(self, states: Sequence[str], now: float) -> list[JobSummary]:
+        """Every job in these states, oldest first."""
+        ...
+
+    def status(self, now: float) -> SpoolStatus: ...
+
+    def running(self, now: float) -> list[RunningJob]: ...
+
+    def failed_ids(self) -> list[str]: ...
+
+    def retry(self, job_ids: Sequence[str]) -> RetryOutcome:
+        """Submit failed jobs again, each under a new id."""
+        ...
+
+    def purge(self, state: str, older_than: float, now: float) -> list[str]:
+        """Delete the records of ``state`` finished more than ``older_than`` seconds ago."""
+        ...
+
+    def where(self, state: str) -> str:
+        """How the backend names where the jobs of ``state`` are (a folder)."""
+        ...
+
+
+# -- the client's side --
+
+
+class Submitter(Protocol):
+    """Hand a job document in; the id it is known by comes back before anything runs."""
+
+    def submit(self, payload: bytes, *, now: float) -> str: ...

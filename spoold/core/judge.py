@@ -1,0 +1,48 @@
+"""Judging a submission: the core's one word on what may run, handed to every backend.
+
+A backend reads the bytes and says what it knows of their origin; this
+parses them, checks who wrote them (``[spool] allowed_uids`` and
+``allowed_gids``, where the backend knows the writer) and checks the
+class and method against the allowlist, on names alone: nothing is
+imported. The config is read afresh at each call, so a reload applies to
+the next submission judged.
+"""
+
+from __future__ import annotations
+
+from spoold.config import Config
+from spoold.core.backend import Accepted, Origin, Refused, Verdict
+from spoold.job import Incomplete, Rejected, check_allowed, parse_job
+from spoold.live import Live
+
+
+class Judge:
+    """The core's judge over the live config: ``judge(raw, origin)``."""
+
+    def __init__(self, live: Live) -> None:
+        self.live = live
+
+    def __call__(self, raw: bytes, origin: Origin) -> Verdict:
+        return judge(raw, origin, self.live.config)
+
+
+def judge(raw: bytes, origin: Origin, config: Config) -> Verdict:
+    try:
+        _check_owner(origin, config)
+        job = parse_job(raw, job_id=origin.job_id, mtime=origin.received_at,
+                        trusted=origin.trusted)  # fmt: skip
+        check_allowed(job, config)
+    except Incomplete as exc:
+        return Refused(origin.job_id, str(exc), raw, incomplete=True)
+    except Rejected as exc:
+        return Refused(origin.job_id, str(exc), raw)
+    return Accepted(job)
+
+
+def _check_owner(origin: Origin, config: Config) -> None:
+    uids, gids = config.spool.allowed_uids, config.spool.allowed_gids
+    if (uids or gids) and origin.uid not in uids and origin.gid not in gids:
+        raise Rejected(
+            f"the file is owned by uid {origin.uid} gid {origin.gid}, who may not submit jobs "
+            "([spool] allowed_uids / allowed_gids)"
+        )
