@@ -1,15 +1,17 @@
-"""The daemon's decisions, driven in process: ``Daemon.tick(now)`` on a real file spool,
-with the launcher stood in (tests/standin.py), so that time is the test's to choose.
+"""The daemon's decisions, driven in process: ``Daemon.tick(now)`` on each backend (the real
+file spool, and the memory engine of tests/memory_backend.py), with the launcher stood in
+(tests/standin.py), so that time is the test's to choose.
 
-No subprocess and no sleeping: each test submits through the real client, calls
-``tick`` at the moments it wants, feeds the dispatcher the launcher's reports, and
-reads the folders. Each decision is also tested once against the real daemon and
-launcher; the docstrings name where.
+No subprocess and no sleeping: each test submits a job (through the real client, on the
+file spool), calls ``tick`` at the moments it wants, feeds the dispatcher the launcher's
+reports, and reads what was filed. Each decision is also tested once against the real
+daemon and launcher; the docstrings name where.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,30 +19,52 @@ from typing import Any
 
 import pytest
 from harness import Spool, write_config
+from loguru import logger
+from memory_backend import MemoryEngine
 from standin import StandInLauncher
 
 from spoold.backends import open_engine
-from spoold.client import run_background_job
+from spoold.client import _encode, _job_document, _start_time, run_background_job
 from spoold.config import load_config
+from spoold.core.backend import Engine
 from spoold.core.daemon import Daemon
 from spoold.exec.launcher import KILL_GRACE
 from spoold.exec.protocol import Outcome
 from spoold.identity import JobIdentity
 from spoold.live import Live
 
+BACKENDS = ("files", "memory")
+
 
 class Core:
-    """One daemon's rooms on a temporary spool, its launchers stood in."""
+    """One daemon's rooms on a backend, its launchers stood in."""
 
-    def __init__(self, tmp_path: Path, worker: dict[str, Any], *, burst: bool) -> None:
+    def __init__(
+        self, tmp_path: Path, worker: dict[str, Any], *, burst: bool, backend: str, lease: float
+    ) -> None:
         self.spool = Spool(tmp_path / "spool").create()
         path = write_config(tmp_path / "config.toml", self.spool, {"worker": worker})
-        self.launchers: list[StandInLauncher] = []
-        live = Live(load_config(path), JobIdentity())
-        self.daemon = Daemon(live, open_engine(live), burst=burst, new_launcher=self._launcher)  # type: ignore[arg-type]
+        self.live = Live(load_config(path), JobIdentity())
+        self.burst = burst
         self.now = time.time()
-        self.daemon.open(self.now)
-        self.daemon.watch(self.now)
+        self.memory = (
+            MemoryEngine(lease=lease, clock_start=self.now) if backend == "memory" else None
+        )
+        self.launchers: list[StandInLauncher] = []
+        self.daemon = self._start(self.now)
+
+    def _start(self, now: float) -> Daemon:
+        engine: Engine = self.memory if self.memory is not None else open_engine(self.live)
+        daemon = Daemon(self.live, engine, burst=self.burst, new_launcher=self._launcher)  # type: ignore[arg-type]
+        daemon.open(now)
+        daemon.watch(now)
+        return daemon
+
+    def restart(self, after: float) -> None:
+        """The daemon goes away mid-attempt (closed, its claims left as they are) and a new
+        one opens the same backend ``after`` seconds past the test's start."""
+        self.daemon.close()
+        self.daemon = self._start(self.now + after)
 
     def _launcher(self) -> StandInLauncher:
         self.launchers.append(StandInLauncher())
@@ -51,8 +75,55 @@ class Core:
         return self.launchers[-1]
 
     def submit(self, class_name: str = "Noop", **options: Any) -> str:
-        return run_background_job(f"testjobs.{class_name}", "run", spool=self.spool.root,
-                                  durable=False, **options)  # fmt: skip
+        target = f"testjobs.{class_name}"
+        if self.memory is None:
+            return run_background_job(target, "run", spool=self.spool.root, durable=False,
+                                      **options)  # fmt: skip
+        now = time.time()  # the client's clock, as run_background_job reads it
+        document = _job_document(target, "run", None, now=now)
+        run_at = _start_time(now, options.pop("delay", None), None)
+        document.update({"run_at": run_at} if run_at is not None else {}, **options)
+        return self.memory.submit(_encode(document))
+
+    # -- what was filed, whatever the backend --
+
+    def record(self, job_id: str, status: str) -> dict[str, Any] | None:
+        """The record filed under ``job_id`` in done or failed, or None."""
+        if self.memory is None:
+            return self.spool.record(job_id, status)
+        return self.memory.records[status].get(job_id)
+
+    def waiting_ids(self) -> list[str]:
+        if self.memory is None:
+            return self.spool.job_ids("scheduled")
+        return self.memory.waiting_ids()
+
+    def waiting_history(self, job_id: str) -> list[dict[str, Any]]:
+        if self.memory is None:
+            document = self.spool.record(job_id, "scheduled")
+            assert document is not None, f"{job_id} is not waiting"
+            return list(document.get("history", []))
+        job = self.memory.waiting_job(job_id)
+        assert job is not None, f"{job_id} is not waiting"
+        return [dict(entry) for entry in job.history]
+
+    def fill_disk(self) -> None:
+        """Make every filing fail for want of room (files: the destinations taken away,
+        which fails the same step with ENOENT that a full disk fails with ENOSPC)."""
+        if self.memory is not None:
+            self.memory.full = True
+            return
+        for state in ("done", "failed", "scheduled"):
+            os.rename(self.spool.folder(state), self.spool.root / f"{state}.away")
+
+    def free_disk(self) -> None:
+        if self.memory is not None:
+            self.memory.full = False
+            return
+        for state in ("done", "failed", "scheduled"):
+            os.rename(self.spool.root / f"{state}.away", self.spool.folder(state))
+
+    # -- driving it --
 
     def launched(self, class_name: str = "Noop", **options: Any) -> str:
         """Submit a job and run a turn, which hands it to the launcher; its id."""
@@ -78,17 +149,29 @@ class Core:
         self.report()
 
 
-@pytest.fixture
-def make_core(tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(params=BACKENDS)
+def make_core(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     made: list[Core] = []
 
-    def make(*, burst: bool = False, **worker: Any) -> Core:
-        made.append(Core(tmp_path, {"retry_delay": 10.0, **worker}, burst=burst))
-        return made[-1]
+    def make(*, burst: bool = False, lease: float = float("inf"), **worker: Any) -> Core:
+        where = tmp_path / str(len(made))
+        where.mkdir()
+        core = Core(where, {"retry_delay": 10.0, **worker}, burst=burst, backend=request.param,
+                    lease=lease)  # fmt: skip
+        made.append(core)
+        return core
 
     yield make
     for core in made:
         core.daemon.close()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message).strip()), level="DEBUG")
+    yield lines
+    logger.remove(sink)
 
 
 def test_a_job_runs_once_and_is_filed_as_done(make_core: Any) -> None:
@@ -97,7 +180,7 @@ def test_a_job_runs_once_and_is_filed_as_done(make_core: Any) -> None:
     job_id = core.launched()
     assert core.launcher.keys == [job_id]
     core.run_once(job_id, result=7)
-    record = core.spool.record(job_id, "done")
+    record = core.record(job_id, "done")
     assert record is not None and record["result"] == 7
     assert [e["outcome"] for e in record["history"]] == ["ok"]
     assert core.daemon.tally.filed_by_status == {"done": 1}
@@ -108,13 +191,13 @@ def test_a_failed_attempt_runs_again_after_its_delay_then_fails_for_good(make_co
     core = make_core(max_retries=1)
     job_id = core.launched()
     core.run_once(job_id, Outcome.ERROR, error="ValueError: no", traceback="...")
-    assert core.spool.job_ids("scheduled") == [job_id]
+    assert core.waiting_ids() == [job_id]
     core.tick(after=9.0)
     assert core.launcher.keys == [job_id], "retried before its 10 s delay"
     core.tick(after=10.5)
     assert core.launcher.keys == [job_id, job_id]
     core.run_once(job_id, Outcome.ERROR, error="ValueError: no again")
-    record = core.spool.record(job_id, "failed")
+    record = core.record(job_id, "failed")
     assert record is not None
     assert record["reason"] == "error on attempt 2 (retries exhausted): ValueError: no again"
     assert core.daemon.tally.anything_failed
@@ -138,7 +221,7 @@ def test_a_job_with_a_run_at_ahead_waits_until_then(make_core: Any) -> None:
     job_id = core.submit(delay=100)
     core.tick()
     assert core.launcher.keys == []
-    assert core.spool.job_ids("scheduled") == [job_id]
+    assert core.waiting_ids() == [job_id]
     core.tick(after=50)
     assert core.launcher.keys == []
     core.tick(after=101)
@@ -153,8 +236,8 @@ def test_a_job_the_launcher_could_not_start_goes_back_unchanged_and_launches_pau
     job_id = core.launched()
     core.launcher.not_started(job_id, errno.EAGAIN, "Resource temporarily unavailable")
     core.report()
-    assert core.spool.job_ids("scheduled") == [job_id]
-    assert "history" not in core.spool.record(job_id, "scheduled")  # type: ignore[operator]
+    assert core.waiting_ids() == [job_id]
+    assert core.waiting_history(job_id) == []
     assert not core.daemon.dispatcher.can_launch(core.now)
     core.tick(after=5.0)
     assert core.launcher.keys == [job_id, job_id]
@@ -170,7 +253,7 @@ def test_when_the_launcher_dies_its_attempts_crash_and_a_new_one_starts(
     core.launcher.gone = True
     core.report()
     assert len(core.launchers) == 2
-    history = core.spool.record(job_id, "scheduled")["history"]  # type: ignore[index]
+    history = core.waiting_history(job_id)
     assert [(e["outcome"], e["error"]) for e in history] == [
         ("crashed", "the launcher process died")
     ]
@@ -203,3 +286,91 @@ def test_burst_mode_waits_for_a_retry_and_then_says_a_job_failed(make_core: Any)
     core.run_once(job_id, Outcome.CRASHED, error="killed by signal 9 (SIGKILL)", signal=9)
     assert core.daemon.finished()
     assert core.daemon.tally.anything_failed
+
+
+def test_exponential_backoff_doubles_the_delay_up_to_max_delay(make_core: Any) -> None:
+    """Real daemon: tests/test_retries.py (exponential backoff)."""
+    core = make_core(max_retries=3, backoff="exponential", max_delay=25.0)
+    job_id = core.launched()
+    finished_at = core.now
+    for delay in (10.0, 20.0, 25.0):  # 10, then 20, then 40 capped at 25
+        core.run_once(job_id, Outcome.ERROR, error="ValueError: no")
+        finished_at = time.time()  # at or after the stand-in's finished_at stamp
+        attempts = len(core.launcher.keys)
+        core.tick(after=finished_at - core.now + delay - 0.5)
+        assert len(core.launcher.keys) == attempts, f"retried before its {delay:g}s delay"
+        core.tick(after=finished_at - core.now + delay + 0.5)
+        assert len(core.launcher.keys) == attempts + 1, f"not retried after {delay:g}s"
+    core.run_once(job_id, Outcome.ERROR, error="ValueError: no")
+    record = core.record(job_id, "failed")
+    assert record is not None and record["attempts"] == 4
+
+
+def test_an_outcome_that_cannot_be_filed_is_held_and_nothing_starts_until_it_is(
+    make_core: Any, log_lines: list[str]
+) -> None:
+    """Real daemon: tests/test_resources.py (a full tmpfs) and tests/test_held_outcomes.py."""
+    core = make_core()
+    first = core.launched()
+    core.fill_disk()
+    core.run_once(first)
+    second = core.submit()
+    core.tick(after=0.01)
+    assert core.launcher.keys == [first], "an attempt started while an outcome was held"
+    assert core.record(first, "done") is None
+    assert any(f"job {first}: cannot file its outcome" in line for line in log_lines)
+    core.free_disk()
+    core.tick(after=60.0)  # past any backoff
+    assert core.record(first, "done") is not None
+    assert core.launcher.keys == [first, second]
+    core.tick(after=120.0)
+    assert core.daemon.tally.filed_by_status == {"done": 1}, "the held outcome was filed twice"
+
+
+@pytest.mark.parametrize("make_core", ["memory"], indirect=True)
+def test_a_lapsed_lease_kills_the_attempt_reruns_the_job_and_refuses_the_old_outcome(
+    make_core: Any, log_lines: list[str]
+) -> None:
+    """Memory only: the file spool's claims never lapse (one daemon holds its lock), so no
+    real daemon can lose a lease yet; the Redis backend (issue #15) tests it for real."""
+    core = make_core(lease=30.0)
+    job_id = core.launched()
+    core.started(job_id)
+    core.tick(after=9.0)
+    core.tick(after=11.0)  # renewed at a third of the lease: still held
+    assert core.launcher.kills == []
+    core.tick(after=11.0 + 31.0)  # no renewal for longer than the lease (a frozen loop, say)
+    assert core.launcher.kills == [(job_id, 0.0)]
+    assert any(f"job {job_id}: lease lost" in line for line in log_lines)
+    assert core.waiting_ids() == [job_id], "the lapsed job was not put back to rerun"
+    core.tick(after=43.0)
+    assert core.launcher.keys == [job_id], "rerun under the key of the attempt still stopping"
+    # The killed attempt still reports; its claim is stale, so nothing is filed.
+    core.launcher.finished(job_id, Outcome.OK, result="late")
+    core.report(after=43.5)
+    assert core.record(job_id, "done") is None
+    assert any("no longer holds it" in line for line in log_lines)
+    core.tick(after=45.0)
+    assert core.launcher.keys == [job_id, job_id], "the rerun did not start"
+    core.run_once(job_id, result="rerun")
+    record = core.record(job_id, "done")
+    assert record is not None and record["result"] == "rerun"
+    assert [e["outcome"] for e in record["history"]] == ["interrupted", "ok"]
+    assert core.daemon.tally.filed_by_status == {"done": 1}
+
+
+def test_what_a_dead_daemon_held_is_rerun_as_interrupted_by_the_next(make_core: Any) -> None:
+    """Real daemon: tests/test_recovery.py (SIGKILL mid-attempt, then a restart)."""
+    core = make_core()
+    job_id = core.launched()
+    core.started(job_id)
+    core.restart(after=5.0)
+    core.tick(after=6.0)
+    assert core.launcher.keys == [job_id]
+    core.run_once(job_id)
+    record = core.record(job_id, "done")
+    assert record is not None
+    assert [(e["outcome"], e.get("cause")) for e in record["history"]] == [
+        ("interrupted", "daemon_died"),
+        ("ok", None),
+    ]

@@ -31,6 +31,7 @@ def limits(**changes: Any) -> Limits:
         "max_delay": 3600.0,
         "timeout": 0.0,
         "memory_limit": 0,
+        "max_interruptions": 3,
     }
     return Limits(**{**values, **changes})
 
@@ -113,7 +114,7 @@ def test_a_job_field_overrides_the_config_default(tmp_path: Path) -> None:
         base=tmp_path,
     ).worker
     plain = parse_job(b'{"class": "a.B", "method": "m"}', job_id="j", mtime=0)
-    assert limits_for(plain, worker) == Limits(3, 2.0, "fixed", 100.0, 60.0, 0)
+    assert limits_for(plain, worker) == Limits(3, 2.0, "fixed", 100.0, 60.0, 0, 5)
     own = json.dumps(
         {
             "class": "a.B",
@@ -126,7 +127,7 @@ def test_a_job_field_overrides_the_config_default(tmp_path: Path) -> None:
         }
     ).encode()
     job = parse_job(own, job_id="j", mtime=0)
-    assert limits_for(job, worker) == Limits(0, 0.0, "exponential", 100.0, 0.0, 4096)
+    assert limits_for(job, worker) == Limits(0, 0.0, "exponential", 100.0, 0.0, 4096, 5)
 
 
 def test_backoff_doubles_from_its_first_wait_up_to_its_longest() -> None:

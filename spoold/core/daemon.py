@@ -313,7 +313,20 @@ class Daemon:
                 refused = Refused(taken.job.id, str(exc), b"")
                 self._reject(Refusal(taken.claim, refused, taken.source, now), now)
                 continue
+            if taken.job.id in self.dispatcher.running:
+                self._wait_for_lost_attempt(taken, now)
+                continue
             self.dispatcher.launch(taken, now)
+
+    def _wait_for_lost_attempt(self, taken: Taken, now: float) -> None:
+        """A job claimed anew while the attempt that lost its lease is still being stopped
+        here: put it back for a second (the launcher knows an attempt by its job's id)."""
+        job = taken.job
+
+        def put_back(when: float) -> None:
+            self.filer.unclaim(taken.claim, job, when + 1.0)
+
+        self.held.attempt(job.id, f"put-back to {self.engine.places.waiting}", put_back, now)
 
     def finished(self) -> bool:
         """True when the loop is done: stopped and drained, or (burst) nothing left to run."""

@@ -217,8 +217,10 @@ class Dispatcher:
         self.filer.succeeded(running.claim, running.job, entry)  # done when the attempt finished
 
     def _file_interruption(self, running: Running, entry: Attempt, now: float) -> None:
-        max_interruptions = self.live.config.worker.max_interruptions
-        self.filer.interrupted(running.claim, running.job, entry, max_interruptions, now)
+        # The limit as it was at launch, like the retry limits: a held filing made after a
+        # reload must make the same move it began (a half-made move admits no other).
+        limit = running.limits.max_interruptions
+        self.filer.interrupted(running.claim, running.job, entry, limit, now)
 
     def _file_failure(self, running: Running, entry: Attempt, now: float) -> None:
         """An error, a timeout or a crash: retry later, or fail for good."""

@@ -44,7 +44,7 @@ class Listener:
         """An attempt ended, ``attempt["outcome"]`` says how; its filing comes next."""
 
     def retry_scheduled(self, job: Job, due_at: float) -> None:
-        """``job`` waits in scheduled/ to run again at ``due_at``: a retry after a failed
+        """``job`` waits to run again at ``due_at``: a retry after a failed
         attempt, or a rerun after an interrupted one (``job.history[-1]`` says which)."""
 
     def filed(self, job_id: str, status: str) -> None:

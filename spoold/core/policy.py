@@ -33,6 +33,7 @@ class Limits:
     max_delay: float
     timeout: float
     memory_limit: int
+    max_interruptions: int  # read with the rest at launch: a reload meanwhile changes nothing
 
 
 def limits_for(job: Job, worker: WorkerSettings) -> Limits:
@@ -43,6 +44,7 @@ def limits_for(job: Job, worker: WorkerSettings) -> Limits:
         max_delay=worker.max_delay,
         timeout=_first(job.timeout, worker.timeout),
         memory_limit=_first(job.memory_limit, worker.memory_limit),
+        max_interruptions=worker.max_interruptions,
     )
 
 

@@ -1,0 +1,321 @@
+"""An in-memory ``Engine``: a whole backend in a few dicts, for fast tests of the core.
+
+What it is for: tests of the core's decisions (``spoold/core/``) that want a
+backend without folders, fsyncs or inotify, and a clock of their own, as
+dramatiq's ``StubBroker`` is for dramatiq. It implements every member of
+``spoold.core.backend.Engine`` with the seam's rules (fencing tokens, a
+record filed exactly once, due times, finite or infinite leases, recovery
+of what a dead daemon held) and passes the same backend suite as the file
+spool (``tests/test_backends.py``).
+
+It is a test backend, never a deployment one, and it is used *beside* the
+real file spool, never instead of it: every decision a test checks here is
+also checked on real folders (``tests/test_core_in_process.py`` and the
+daemon tests).
+
+Beyond the Protocol a test has:
+
+* ``submit(payload)``: what the client does (returns the job's id);
+* ``now`` / ``clock()`` / ``advance(seconds)``: the backend's clock;
+* ``full``: while True, every filing raises ``OSError(ENOSPC)`` and changes nothing;
+* ``crash()``: the daemon dies; a later ``open`` recovers what it held;
+* ``records``, ``record(id)``, ``waiting_ids()``, ``waiting_job(id)``, ``ready_ids()``,
+  ``claimed_ids()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import json
+import math
+import time
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from spoold.core.backend import (
+    Accepted,
+    Arrival,
+    Claim,
+    Counts,
+    Engine,
+    Judge,
+    Origin,
+    Places,
+    Recovered,
+    Refusal,
+    Refused,
+    StaleClaim,
+    Taken,
+)
+from spoold.ids import new_job_id
+from spoold.job import Job, encode
+
+RECORD_STATUSES = ("done", "failed")
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """Bytes handed in, not read yet."""
+
+    job_id: str
+    payload: bytes
+    uid: int | None
+    gid: int | None
+
+
+@dataclass
+class _Held:
+    """A claimed job (or refused submission) and its current claim."""
+
+    claim: Claim  # as handed out; its expiry is the one at claim time
+    item: Job | Refused
+    source: str
+    claimed_at: float
+    expires_at: float  # the current expiry: renewals move it, the handed-out Claim stays
+
+
+@dataclass
+class _Waiting:
+    job: Job
+    source: str
+    due_at: float
+    again: bool
+
+
+class MemoryEngine:
+    """Every job, claim and record of one backend, in memory."""
+
+    def __init__(
+        self, *, lease: float = math.inf, owner: str = "memory:1", clock_start: float | None = None
+    ) -> None:
+        self.lease = lease
+        self.owner = owner
+        self.now = time.time() if clock_start is None else clock_start
+        self.places = Places("memory:claimed", "memory:waiting", "memory")
+        self.full = False  # a test's full disk: filings raise ENOSPC
+        self.records: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in RECORD_STATUSES}
+        self.closed = False
+        self._judge: Judge | None = None
+        self._tokens = itertools.count(1)  # one counter for every claim: tokens only grow
+        self._order = itertools.count()  # ties in the heaps: first in, first out
+        self._unread: list[_Submission] = []
+        self._arrived: dict[str, tuple[_Submission, Arrival]] = {}  # judged, not decided yet
+        self._ready: dict[str, tuple[Job, str]] = {}
+        self._ready_heap: list[tuple[int, float, int, str]] = []
+        self._waiting: dict[str, _Waiting] = {}
+        self._waiting_heap: list[tuple[float, int, str]] = []
+        self._claimed: dict[str, _Held] = {}
+
+    # -- the test's side --
+
+    def clock(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock on; the new time."""
+        self.now += seconds
+        return self.now
+
+    def submit(self, payload: bytes, *, uid: int | None = None, gid: int | None = None) -> str:
+        """Hand a job document in, as the client does; its id (judged at the next ``receive``)."""
+        job_id = new_job_id(self.now)
+        while self._in_use(job_id):
+            job_id = new_job_id(self.now)
+        self._unread.append(_Submission(job_id, bytes(payload), uid, gid))
+        return job_id
+
+    def crash(self) -> None:
+        """The daemon dies: what it held stays claimed, for the next ``open`` to recover.
+
+        What it had read but not decided on is read again by the next daemon.
+        """
+        self._judge = None
+        self._unread[:0] = [submission for submission, _ in self._arrived.values()]
+        self._arrived.clear()
+
+    def record(self, job_id: str) -> dict[str, Any] | None:
+        """The record filed under ``job_id`` (done or failed), or None."""
+        for status in RECORD_STATUSES:
+            if job_id in self.records[status]:
+                return self.records[status][job_id]
+        return None
+
+    def waiting_ids(self) -> list[str]:
+        """Ids waiting for a time, soonest first."""
+        return [job_id for *_, job_id in sorted(self._waiting_heap)]
+
+    def waiting_job(self, job_id: str) -> Job | None:
+        """The job waiting under ``job_id`` as it was stored, or None."""
+        waiting = self._waiting.get(job_id)
+        return waiting.job if waiting is not None else None
+
+    def ready_ids(self) -> list[str]:
+        """Ids ready to run, in the order ``take_ready`` hands them out."""
+        return [job_id for *_, job_id in sorted(self._ready_heap)]
+
+    def claimed_ids(self) -> list[str]:
+        return sorted(self._claimed)
+
+    def _in_use(self, job_id: str) -> bool:
+        places: list[Container[str]] = [self._ready, self._waiting, self._claimed, self._arrived]
+        places += self.records.values()
+        places.append({s.job_id for s in self._unread})
+        return any(job_id in place for place in places)
+
+    # -- life cycle --
+
+    def open(self, judge: Judge, now: float) -> list[Recovered]:
+        """Take over: every job still claimed was held by a daemon that went away."""
+        self._judge = judge
+        self.closed = False
+        for waiting in self._waiting.values():
+            waiting.again = False  # "again" counts what *this* daemon put back
+        return [self._reclaim(held, now) for held in list(self._claimed.values())]
+
+    def watch(self, now: float) -> int | None:
+        return None  # nothing to wait on: ``next_wakeup`` says when to look
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.crash()  # a clean stop lets go the same way; claims stay for the next open
+
+    def end_turn(self) -> None:
+        pass  # memory is as durable as it gets
+
+    # -- each turn --
+
+    def next_wakeup(self, now: float) -> float | None:
+        if self._unread:
+            return now
+        return self._waiting_heap[0][0] if self._waiting_heap else None
+
+    def receive(self, now: float) -> list[Arrival]:
+        if self._judge is None:
+            raise RuntimeError("open() comes first")
+        arrivals = []
+        unread, self._unread = self._unread, []
+        for submission in unread:
+            origin = Origin(submission.job_id, now, submission.uid, submission.gid, trusted=False)
+            arrival = Arrival(submission.job_id, self._judge(submission.payload, origin), now)
+            self._arrived[arrival.ref] = (submission, arrival)
+            arrivals.append(arrival)
+        while self._waiting_heap and self._waiting_heap[0][0] <= now:
+            _, _, job_id = heapq.heappop(self._waiting_heap)
+            waiting = self._waiting.pop(job_id)
+            self._make_ready(waiting.job, waiting.source)
+        return arrivals
+
+    def accept(self, arrival: Arrival) -> None:
+        if not isinstance(arrival.verdict, Accepted):
+            raise ValueError(f"{arrival.ref}: only an accepted arrival can be made ready")
+        if self._arrived.pop(arrival.ref, None) is None:
+            return  # decided on already
+        self._make_ready(arrival.verdict.job, arrival.ref)
+
+    def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
+        if self._arrived.pop(arrival.ref, None) is None:
+            return None  # gone: decided on already
+        verdict = arrival.verdict
+        if isinstance(verdict, Refused):
+            held = self._claim(verdict.job_id, verdict, arrival.ref, now)
+            return Refusal(held.claim, verdict, arrival.ref, now)
+        held = self._claim(verdict.job.id, verdict.job, arrival.ref, now)
+        return Taken(held.claim, verdict.job, source=arrival.ref)
+
+    def take_ready(self, now: float) -> Taken | Refusal | None:
+        if not self._ready_heap:
+            return None
+        *_, job_id = heapq.heappop(self._ready_heap)
+        job, source = self._ready.pop(job_id)
+        held = self._claim(job.id, job, source, now)
+        return Taken(held.claim, job, source=source)
+
+    def unclaim(self, claim: Claim, job: Job, due_at: float) -> None:
+        held = self._check(claim, job)
+        self._wait(job, held.source, due_at, again=True)
+
+    def schedule(self, claim: Claim, job: Job, *, again: bool) -> None:
+        if job.due_at is None:
+            raise ValueError(f"job {job.id}: schedule needs its due_at")
+        held = self._check(claim, job)
+        self._wait(job, held.source, job.due_at, again=again)
+
+    def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
+        if status not in RECORD_STATUSES:
+            raise ValueError(f"a record is filed as done or failed, not {status!r}")
+        self._check(claim)
+        filed_as = claim.job_id
+        while self.record(filed_as) is not None:  # records are never replaced
+            filed_as = new_job_id(self.now)
+        # Stored as the file spool would read it back: JSON, a copy of its own.
+        self.records[status][filed_as] = json.loads(encode({**record, "id": filed_as}))
+        del self._claimed[claim.job_id]
+        return filed_as
+
+    def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
+        lost = []
+        for claim in claims:
+            held = self._claimed.get(claim.job_id)
+            if held is None or held.claim.token != claim.token or now >= held.expires_at:
+                lost.append(claim)
+            else:
+                held.expires_at = now + self.lease
+        return lost
+
+    def expired(self, now: float) -> list[Recovered]:
+        lapsed = [held for held in self._claimed.values() if now >= held.expires_at]
+        return [self._reclaim(held, now) for held in lapsed]
+
+    def counts(self) -> Counts:
+        again = sum(waiting.again for waiting in self._waiting.values())
+        return Counts(len(self._ready), len(self._waiting), again, bool(self._unread))
+
+    # -- claims and moves --
+
+    def _claim(self, job_id: str, item: Job | Refused, source: str, now: float) -> _Held:
+        expires_at = now + self.lease
+        claim = Claim(job_id, self.owner, next(self._tokens), expires_at)
+        held = _Held(claim, item, source, claimed_at=now, expires_at=expires_at)
+        self._claimed[job_id] = held
+        return held
+
+    def _reclaim(self, held: _Held, now: float) -> Recovered:
+        """Claim a held job anew for this daemon; the old claim is stale from now on."""
+        item = held.item
+        fresh = self._claim(held.claim.job_id, item, held.source, now)
+        verdict = Accepted(item) if isinstance(item, Job) else item
+        return Recovered(fresh.claim, verdict, claimed_at=held.claimed_at, source=held.source)
+
+    def _check(self, claim: Claim, job: Job | None = None) -> _Held:
+        """The job's hold if ``claim`` is its current claim (StaleClaim if not), room permitting."""
+        held = self._claimed.get(claim.job_id)
+        if held is None or held.claim.token != claim.token:
+            raise StaleClaim(
+                f"job {claim.job_id}: claim {claim.token} no longer holds it "
+                "(it was filed or claimed again since)"
+            )
+        if job is not None and job.id != claim.job_id:
+            raise ValueError(f"claim {claim.token} is for job {claim.job_id}, not {job.id}")
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return held
+
+    def _wait(self, job: Job, source: str, due_at: float, *, again: bool) -> None:
+        del self._claimed[job.id]
+        self._waiting[job.id] = _Waiting(job, source, due_at, again)
+        heapq.heappush(self._waiting_heap, (due_at, next(self._order), job.id))
+
+    def _make_ready(self, job: Job, source: str) -> None:
+        self._ready[job.id] = (job, source)
+        key = (-job.priority, job.enqueued_at, next(self._order), job.id)
+        heapq.heappush(self._ready_heap, key)
+
+
+def as_engine(engine: MemoryEngine) -> Engine:
+    """``engine`` as the core sees it (mypy checks here that every member of Engine is there)."""
+    return engine
