@@ -146,3 +146,14 @@ def bindfs_spool(tmp_path: Path) -> Iterator[Spool]:
 
     with bindfs(tmp_path / "bindfs-source", tmp_path / "bindfs") as mount_point:
         yield Spool(mount_point / "spool").create()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """What an in-process test's rooms log (the daemon's own loguru logger), line by line."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message).strip()), level="DEBUG")
+    yield lines
+    logger.remove(sink)

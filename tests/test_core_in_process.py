@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from harness import Spool, write_config
-from loguru import logger
 from memory_backend import MemoryEngine
 from standin import StandInLauncher
 
@@ -164,14 +163,6 @@ def make_core(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     yield make
     for core in made:
         core.daemon.close()
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message).strip()), level="DEBUG")
-    yield lines
-    logger.remove(sink)
 
 
 def test_a_job_runs_once_and_is_filed_as_done(make_core: Any) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from harness import Spool, write_config
-from loguru import logger
 from standin import StandInLauncher
 
 from spoold.backends.files.engine import FileEngine
@@ -104,14 +103,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     made = Rig(tmp_path)
     yield made
     made.close()
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message).strip()), level="DEBUG")
-    yield lines
-    logger.remove(sink)
 
 
 def test_two_held_records_the_first_failing_again_each_filed_once(
