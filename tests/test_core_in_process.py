@@ -365,3 +365,18 @@ def test_what_a_dead_daemon_held_is_rerun_as_interrupted_by_the_next(make_core: 
         ("interrupted", "daemon_died"),
         ("ok", None),
     ]
+
+
+@pytest.mark.parametrize("make_core", ["files"], indirect=True)
+def test_a_file_both_listed_and_named_by_the_watch_is_received_once(
+    make_core: Any, log_lines: list[str]
+) -> None:
+    """Files only (the watch and the listing are the file spool's). Real daemon: the
+    received counts of tests/test_events.py."""
+    core = make_core()
+    job_id = core.submit()
+    core.daemon.engine.receiver.next_rescan = 0.0  # this turn lists incoming/ as well
+    core.tick()
+    received = [line for line in log_lines if f"job {job_id} received" in line]
+    assert len(received) == 1, received
+    assert core.launcher.keys == [job_id]

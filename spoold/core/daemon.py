@@ -164,7 +164,11 @@ class Daemon:
 
     def watch(self, now: float) -> int | None:
         """Start the backend's watch and take what waits; its descriptor, for the loop."""
-        return self.engine.watch(now)
+        watched = self.engine.watch(now)
+        for arrival in self.engine.receive(now):
+            self._arrived(arrival, now)
+        self.engine.end_turn()
+        return watched
 
     def _install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)

@@ -37,7 +37,9 @@ class Receiver:
         self.judge = judge
         self.ready = ready  # a file queued already is not looked at again
         self.ignored = ignored  # folders made inside incoming/
-        self.arrivals: list[Arrival] = []  # judged this turn, handed out by ``turn``
+        # Judged since the last turn, by name: a file both listed and named by an event
+        # is handed out once.
+        self.arrivals: dict[str, Arrival] = {}
         self.incomplete: dict[str, float] = {}  # name -> when to look at it again
         self.next_rescan = 0.0
         self.unread: list[str] = []  # listed by the last rescan, not looked at yet (oldest last)
@@ -68,7 +70,7 @@ class Receiver:
         for name, when in list(self.incomplete.items()):
             if when <= now:
                 self._look_at(name, now, closed=False)
-        arrivals, self.arrivals = self.arrivals, []
+        arrivals, self.arrivals = list(self.arrivals.values()), {}
         return arrivals
 
     def next_wakeup(self) -> float:
@@ -124,7 +126,7 @@ class Receiver:
             logger.error("cannot watch incoming/ ({}); relying on rescans", exc)
 
     def _look_at(self, name: str, now: float, *, closed: bool) -> None:
-        if ("incoming", name) in self.ready or name in self.ignored:
+        if ("incoming", name) in self.ready or name in self.ignored or name in self.arrivals:
             return
         config = self.live.config
         verdict = examine(self.spool, "incoming", name, self.judge, config.spool.max_job_bytes,
@@ -137,7 +139,7 @@ class Receiver:
         if isinstance(verdict, NotYet):
             self.incomplete[name] = verdict.look_again_at
         elif verdict is not None:
-            self.arrivals.append(Arrival(name, verdict, now))
+            self.arrivals[name] = Arrival(name, verdict, now)
 
     def not_now(self, name: str, now: float, error: OSError, step: str) -> None:
         """The daemon could not take the file (its own trouble): leave it, look again later."""
