@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from spoold.backoff import Backoff
 from spoold.config import config_from_mapping
 from spoold.core.policy import (
     DAEMON_DIED,
     SHUTDOWN,
-    Backoff,
     Limits,
     failed_attempts,
     interruptions_in_a_row,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from spoold import faults
+from spoold.backoff import Backoff
 from spoold.config import Config, ConfigError, load_config
 from spoold.core.backend import Arrival, Engine, Recovered, Refusal, Refused, Taken
 from spoold.core.dispatcher import Dispatcher
@@ -33,7 +34,7 @@ from spoold.core.events import Broken, Events, Tally
 from spoold.core.held import HeldFilings, wait_for_run_at
 from spoold.core.judge import Judge
 from spoold.core.outcomes import Filer
-from spoold.core.policy import DAEMON_DIED, Backoff
+from spoold.core.policy import DAEMON_DIED
 from spoold.durations import seconds
 from spoold.exec.launcher import KILL_GRACE
 from spoold.exec.launcher_client import LauncherClient

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from loguru import logger
 
+from spoold.backoff import Backoff
 from spoold.core import policy
 from spoold.core.backend import Claim, Taken
 from spoold.core.events import Events
@@ -74,7 +75,7 @@ class Dispatcher:
         self.held = held  # outcomes (and other filings) a resource shortage held back
         self.selector = selector
         self.running: dict[str, Running] = {}
-        self.launch_trouble = policy.Backoff()
+        self.launch_trouble = Backoff()
         # By name, once: what each report does, how the daemon words an outcome, and
         # where each outcome is filed (anything else failed: retry, or fail for good).
         self.on_report: dict[str, Callable[[Running, Any, float], None]] = {

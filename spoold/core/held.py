@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from spoold.backoff import Backoff
 from spoold.core.backend import Places, StaleClaim
-from spoold.core.policy import Backoff
 from spoold.durations import seconds
 from spoold.logs import job_logger
 

@@ -78,29 +78,3 @@ def interruptions_in_a_row(history: Sequence[Attempt]) -> int:
 
 def should_retry(history: Sequence[Attempt], limits: Limits) -> bool:
     return failed_attempts(history) <= limits.max_retries
-
-
-@dataclass
-class Backoff:
-    """Waits that double while a resource stays short (0.1 s up to 30 s); cleared on success."""
-
-    first: float = 0.1
-    longest: float = 30.0
-    delay: float = 0.0
-    until: float = 0.0
-
-    def hit(self, now: float) -> float:
-        """Note a failure at ``now``; return how long to wait before trying again.
-
-        Failures while already waiting (several files in one round) count once.
-        """
-        if not self.waiting(now):
-            self.delay = min(max(self.delay * 2, self.first), self.longest)
-            self.until = now + self.delay
-        return self.until - now
-
-    def clear(self) -> None:
-        self.delay = self.until = 0.0
-
-    def waiting(self, now: float) -> bool:
-        return now < self.until

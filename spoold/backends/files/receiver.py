@@ -16,8 +16,8 @@ from spoold.backends.files.intake import NotYet, Trouble, examine
 from spoold.backends.files.queue import ReadyQueue
 from spoold.backends.files.spool import Spool, is_job_name
 from spoold.backends.files.watcher import Watcher
+from spoold.backoff import Backoff
 from spoold.core.backend import Arrival, Judge
-from spoold.core.policy import Backoff
 from spoold.durations import seconds
 from spoold.live import Live
 
