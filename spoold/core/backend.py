@@ -41,12 +41,12 @@ from spoold.job import Job
 # -- what the core judges a submission to be --
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Accepted:
     job: Job
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refused:
     job_id: str
     reason: str  # the record's ``reason``
@@ -54,7 +54,7 @@ class Refused:
     incomplete: bool = False  # not (yet) a whole document: its writer may still be at it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Origin:
     """What a backend knows of a submission besides its bytes."""
 
@@ -76,7 +76,7 @@ class StaleClaim(Exception):
     """A move that presented a claim which no longer holds the job: refused, nothing changed."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claim:
     """The right to move one job on: only the latest claim of a job holds it."""
 
@@ -86,7 +86,7 @@ class Claim:
     expires_at: float = math.inf  # on the backend's clock; renewed while the attempt runs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Taken:
     """A ready job, claimed to run."""
 
@@ -95,7 +95,7 @@ class Taken:
     source: str = ""  # how the backend names where it waited (a refusal record's ``file``)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """A submission claimed so that its rejection record can be filed."""
 
@@ -105,7 +105,7 @@ class Refusal:
     received_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Arrival:
     """A submission the backend read and had judged; the core says what becomes of it."""
 
@@ -114,7 +114,7 @@ class Arrival:
     received_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recovered:
     """A claimed job that was running, or on its way somewhere, when its daemon went away."""
 
@@ -124,7 +124,7 @@ class Recovered:
     source: str = ""  # for a Refused one: the record's ``file``
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Counts:
     """What is waiting: the status line, burst mode's end, metrics."""
 
@@ -134,7 +134,7 @@ class Counts:
     busy: bool  # submissions seen but not yet read or judged
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Places:
     """The backend's words for where a job is, for the core's log lines."""
 
@@ -219,7 +219,7 @@ class CatalogError(Exception):
     """A problem the operator can fix, worded in one line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredJob:
     """One job or record as stored."""
 
@@ -232,7 +232,7 @@ class StoredJob:
     problem: str | None = None  # why ``document`` is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSummary:
     """One line of ``spoold list``."""
 
@@ -245,7 +245,7 @@ class JobSummary:
     error: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpoolStatus:
     """What ``spoold status`` reports."""
 
@@ -257,7 +257,7 @@ class SpoolStatus:
     daemon_pid: int | None  # -1: a daemon holds the lock but its pid is unreadable
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunningJob:
     """One claimed job, for ``spoold status --verbose``."""
 
@@ -267,7 +267,7 @@ class RunningJob:
     running_for: float  # seconds since it was claimed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RetryOutcome:
     """Which jobs ``spoold retry`` put back, and why the others were not."""
 
