@@ -13,10 +13,10 @@ import json
 import os
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from spoold.backends.files.submitter import FileSubmitter
-from spoold.config import find_config_path, load_config
+from spoold.config import Config, find_config_path, load_config
 
 
 def run_background_job(  # noqa: PLR0913 - the signature is SPEC.md's API
@@ -42,18 +42,51 @@ def run_background_job(  # noqa: PLR0913 - the signature is SPEC.md's API
     producers that accept losing the last jobs to a power cut.
     """
     now = time.time()
-    document = _job_document(class_path, method, params, now=now)
-    if priority:
-        document["priority"] = priority
     options = {
+        "priority": priority or None,
         "run_at": _start_time(now, delay, run_at),
         "max_retries": max_retries,
         "retry_delay": retry_delay,
         "timeout": timeout,
     }
+    payload = job_payload(class_path, method, params, now=now, **options)
+    return _submitter(spool, durable).submit(payload, now=now)
+
+
+def job_payload(class_path: str, method: str, params: Any, *, now: float, **options: Any) -> bytes:
+    """The job document's bytes: class, method, params, enqueued_at, and the options set.
+
+    TypeError if ``params`` (or an option) is not JSON.
+    """
+    document = _job_document(class_path, method, params, now=now)
     document.update({key: value for key, value in options.items() if value is not None})
-    payload = _encode(document)
-    return FileSubmitter(_spool_root(spool), durable=durable).submit(payload, now=now)
+    return _encode(document)
+
+
+class Submitter(Protocol):
+    def submit(self, payload: bytes, *, now: float) -> str: ...
+
+
+def submitter_for(config: Config, *, durable: bool) -> Submitter:
+    """Where ``config`` sends jobs: its Redis (``[spool] backend = "redis"``) or its folder.
+
+    redis is imported only for the Redis backend.
+    """
+    if config.spool.backend == "redis":
+        from spoold.backends.redis.submitter import RedisSubmitter
+
+        return RedisSubmitter(config.spool)
+    return FileSubmitter(str(config.spool.dir), durable=durable)
+
+
+def _submitter(spool: str | os.PathLike[str] | None, durable: bool) -> Submitter:
+    """``spool`` (a folder), else ``$SPOOLD_SPOOL_DIR``, else the config's backend."""
+    if spool is not None:
+        return FileSubmitter(os.fspath(spool), durable=durable)
+    from_env = os.environ.get("SPOOLD_SPOOL_DIR")
+    if from_env:
+        return FileSubmitter(from_env, durable=durable)
+    return submitter_for(load_config(find_config_path(None)), durable=durable)
 
 
 runBackgroundJob = run_background_job  # noqa: N816 - the Laravel helper's name, for people coming from it
@@ -94,12 +127,3 @@ def _encode(document: dict[str, Any]) -> bytes:
 
 # One encoder for every call: json.dumps builds a new one whenever an option is given.
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
-
-
-def _spool_root(spool: str | os.PathLike[str] | None) -> str:
-    if spool is not None:
-        return os.fspath(spool)
-    from_env = os.environ.get("SPOOLD_SPOOL_DIR")
-    if from_env:
-        return from_env
-    return str(load_config(find_config_path(None)).spool.dir)

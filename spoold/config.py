@@ -10,6 +10,8 @@ the client imports it.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +35,32 @@ class SpoolSettings:
     fsync: bool
     allowed_uids: tuple[int, ...]
     allowed_gids: tuple[int, ...]
+    backend: str  # "files" or "redis"
+    url: str  # the Redis server (backend = "redis")
+    name: str  # the spool's name in Redis: its keys are "spoold:{<name>}:..."
+    host_id: str  # this host among several daemons (default: the host name)
+    lease: float  # seconds a Redis claim holds without renewal
+    require_durable: bool  # refuse a Redis that can lose acknowledged writes
+    redis_timeout: float  # seconds any one Redis call may take, client and daemon
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long records are kept (seconds); None: the backend's default."""
+
+    done: float | None
+    failed: float | None
+
+    def for_backend(self, backend: str) -> tuple[float | None, float | None]:
+        """(done, failed) in force: Redis keeps records in memory, so it has defaults."""
+        if backend == "redis":
+            return (REDIS_RETENTION[0] if self.done is None else self.done,
+                    REDIS_RETENTION[1] if self.failed is None else self.failed)  # fmt: skip
+        return self.done, self.failed
+
+
+# Records live in Redis memory (about 1.7 kB each): 7 days of done, 30 of failed.
+REDIS_RETENTION = (7 * 86400.0, 30 * 86400.0)
 
 
 @dataclass(frozen=True)
@@ -68,6 +96,7 @@ class Config:
     worker: WorkerSettings
     log: LogSettings
     allow: Mapping[str, frozenset[str]]
+    retention: RetentionSettings = RetentionSettings(None, None)
 
     def is_allowed(self, class_path: str, method: str) -> bool:
         return method in self.allow.get(class_path, frozenset()) and not is_private(method)
@@ -141,6 +170,38 @@ def _level(value: Any) -> str:
     return value.upper()
 
 
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> float:
+    """``30s``, ``15m``, ``12h``, ``7d`` or ``2w`` as seconds; ValueError if it is none."""
+    match = _AGE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not an age; write it like 30s, 15m, 12h or 7d")
+    return float(match.group(1)) * _AGE_UNITS[match.group(2)]
+
+
+def _age_or_default(value: Any) -> float | None:
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError('expected an age such as "7d", or "" for the default')
+    return parse_age(value)
+
+
+def _redis_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _spool_name(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise ValueError("expected 1 to 64 letters, digits, '_', '.' or '-'")
+    return value
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -153,6 +214,17 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable[[Any], Any]]]] = {
         "fsync": (True, _boolean),
         "allowed_uids": ([], _id_list),
         "allowed_gids": ([], _id_list),
+        "backend": ("files", _choice("files", "redis")),
+        "url": ("redis://localhost:6379/0", _redis_url),
+        "name": ("default", _spool_name),
+        "host_id": ("", _string),
+        "lease": (30.0, _positive_number),
+        "require_durable": (True, _boolean),
+        "redis_timeout": (5.0, _positive_number),
+    },
+    "retention": {
+        "done": ("", _age_or_default),
+        "failed": ("", _age_or_default),
     },
     "worker": {
         "concurrency": (4, _integer(1)),
@@ -215,14 +287,16 @@ def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None =
     spool = _section(data, "spool")
     worker = _section(data, "worker")
     log = _section(data, "log")
+    host_id = spool["host_id"] or socket.gethostname()
     return Config(
         path=path,
-        spool=SpoolSettings(**{**spool, "dir": _resolve(base, spool["dir"])}),
+        spool=SpoolSettings(**{**spool, "dir": _resolve(base, spool["dir"]), "host_id": host_id}),
         worker=WorkerSettings(
             **{**worker, "python_path": tuple(_resolve(base, p) for p in worker["python_path"])}
         ),
         log=LogSettings(**{**log, "file": _resolve(base, log["file"]) if log["file"] else None}),
         allow=_allowlist(data.get("allow", {})),
+        retention=RetentionSettings(**_section(data, "retention")),
     )
 
 

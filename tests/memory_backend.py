@@ -175,8 +175,11 @@ class MemoryEngine:
             waiting.again = False  # "again" counts what *this* daemon put back
         return [self._reclaim(held, now) for held in list(self._claimed.values())]
 
-    def watch(self, now: float) -> int | None:
-        return None  # nothing to wait on: ``next_wakeup`` says when to look
+    def watch(self, now: float) -> None:
+        pass  # nothing to watch: ``next_wakeup`` says when to look
+
+    def descriptors(self) -> Sequence[int]:
+        return ()
 
     def close(self) -> None:
         if self.closed:

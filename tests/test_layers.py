@@ -96,8 +96,11 @@ RULES: dict[str, Rule] = {
     "leaf": rule(STDLIB, THIRD_PARTY, "leaf", "exec"),
     # The client runs inside users' applications: no third-party import (see
     # STDLIB_ONLY_CLOSURES) and nothing of the daemon; it writes the job file
-    # with the files backend's fsio.
-    "client": rule(STDLIB, "leaf", also=("spoold.backends.files.*",)),
+    # with the files backend's submitter, or, when the config says so, hands it to
+    # Redis with the Redis backend's (loaded lazily: see OPTIONAL).
+    "client": rule(
+        STDLIB, "leaf", also=("spoold.backends.files.*", "spoold.backends.redis.submitter")
+    ),
     # `import spoold` happens in users' applications and in every launcher: it
     # loads nothing, and hands out the client only when asked.
     "package": rule(STDLIB, "client", lazy=True),
@@ -122,6 +125,11 @@ RULES: dict[str, Rule] = {
 # package: the client runs inside users' applications, where loguru alone
 # would cost each caller about 55 ms, and its dependencies are not theirs.
 STDLIB_ONLY_CLOSURES = ("spoold.client",)
+
+# Modules the client loads only when the config chooses them, inside a function:
+# the closure walk does not follow such a lazy import (their third-party packages
+# are an extra, `pip install 'spoold[redis]'`), and an eager one is a violation.
+OPTIONAL = ("spoold.backends.redis.*",)
 
 # Packages whose __init__.py holds at most a docstring: the launcher imports
 # spoold.exec.* and importing the subpackage must not load anything.
@@ -279,6 +287,12 @@ def closure_violations(modules: dict[str, Module]) -> Iterator[Violation]:
     for start in STDLIB_ONLY_CLOSURES:
         for name, (chain, whole) in _closure(modules, start).items():
             for imp in _loaded(modules[name], whole):
+                if _is_optional(imp.target) and not imp.lazy:
+                    yield Violation(
+                        "closure",
+                        f"{modules[name].path}:{imp.line} imports {imp.target} at import time:"
+                        f" {start} may load an optional backend only inside a function",
+                    )
                 if kind_of(imp.target) == THIRD_PARTY:
                     path = " -> ".join(chain)
                     yield Violation(
@@ -303,11 +317,15 @@ def _closure(modules: dict[str, Module], start: str) -> dict[str, tuple[list[str
             continue
         via[name] = (chain, whole)
         for imp in _loaded(modules[name], whole):
-            if is_spoold(imp.target):
+            if is_spoold(imp.target) and not (imp.lazy and _is_optional(imp.target)):
                 todo.append(([*chain, imp.target], True))
         for parent in _parents(name):
             todo.append(([*chain, parent], False))
     return via
+
+
+def _is_optional(target: str) -> bool:
+    return any(fnmatchcase(target, pattern) for pattern in OPTIONAL)
 
 
 def _loaded(module: Module, whole: bool) -> list[Import]:
@@ -461,6 +479,19 @@ def test_the_skeleton_passes(tmp_path: Path) -> None:
     assert check(write(tmp_path, {})) == []
 
 
+def test_the_client_may_load_the_redis_backend_lazily(tmp_path: Path) -> None:
+    """run_background_job imports the Redis submitter (and so redis) only when the config
+    says backend = "redis": a lazy import of an optional backend is not followed."""
+    files = {
+        "spoold/client.py": (
+            "import json\ndef submitter():\n    from spoold.backends.redis import submitter\n"
+        ),
+        "spoold/backends/redis/__init__.py": "",
+        "spoold/backends/redis/submitter.py": "import redis\n",
+    }
+    assert check(write(tmp_path, files)) == []
+
+
 def test_a_parent_package_of_the_clients_modules_may_load_the_daemon_lazily(
     tmp_path: Path,
 ) -> None:
@@ -521,10 +552,19 @@ CAUGHT = {
         {"spoold/backends/__init__.py": "from ..cli import output\n"},
         "spoold/backends/__init__.py:1 imports spoold.cli.output: backends/ may import only",
     ),
+    "the client importing the Redis backend at import time": (
+        {
+            "spoold/client.py": "import json\nfrom spoold.backends.redis.submitter import S\n",
+            "spoold/backends/redis/__init__.py": "",
+            "spoold/backends/redis/submitter.py": "import redis\n",
+        },
+        "spoold/client.py:2 imports spoold.backends.redis.submitter at import time:"
+        " spoold.client may load an optional backend only inside a function",
+    ),
     "the client importing loguru": (
         {"spoold/client.py": "import json\nfrom loguru import logger\n"},
         "spoold/client.py:2 imports loguru: spoold.client may import only the standard library,"
-        " the leaf modules and spoold.backends.files",
+        " the leaf modules, spoold.backends.files and spoold.backends.redis.submitter",
     ),
     "the client importing core": (
         {"spoold/client.py": "import spoold.core.policy\n"},

@@ -1,8 +1,9 @@
 """Where jobs wait and where their records go: each backend implements ``core/backend.py``.
 
-Today there is one, the file spool (``files/``). The choice is made here
-and nowhere else (watchdog's ``_get_observer_cls`` habit), and each backend
-is imported only when it is chosen: the client imports ``files/fsio`` through
+The file spool (``files/``, the default) and Redis (``redis/``, ``[spool]
+backend = "redis"``). The choice is made here and nowhere else (watchdog's
+``_get_observer_cls`` habit), and each backend is imported only when it is
+chosen: the client imports ``files/fsio`` through
 this package, so nothing here may be imported at module level.
 """
 
@@ -21,6 +22,10 @@ def open_engine(live: Live) -> Engine:
 
     Raises SpoolLocked if another daemon holds the spool.
     """
+    if live.config.spool.backend == "redis":
+        from spoold.backends.redis.engine import RedisEngine
+
+        return RedisEngine.open_locked(live)
     from spoold.backends.files.engine import FileEngine
 
     return FileEngine.open_locked(live)

@@ -157,8 +157,13 @@ class Engine(Protocol):
         """Take over: tidy, index what waits; return what was claimed when a daemon died."""
         ...
 
-    def watch(self, now: float) -> int | None:
-        """Start noticing submissions; the descriptor the loop waits on, if any."""
+    def watch(self, now: float) -> None:
+        """Start noticing submissions (``descriptors`` says what the loop then waits on)."""
+        ...
+
+    def descriptors(self) -> Sequence[int]:
+        """What the loop waits on for the backend, now (a reconnect may change them):
+        readable means ``receive`` may have something."""
         ...
 
     def close(self) -> None:

@@ -113,6 +113,7 @@ class Daemon:
         self.events = Events(*([Broken()] if faults.broken_listener() else []), self.tally)
         self.filer = Filer(engine, self.events)
         self.next_renewal = 0.0  # when the running attempts' leases are renewed next
+        self.watched: set[int] = set()  # the backend's descriptors in the selector
         self.selector = selectors.DefaultSelector()
         self.flags = Flags()
         self.trouble = Backoff()
@@ -140,9 +141,8 @@ class Daemon:
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self.wake_read, selectors.EVENT_READ, None)
         self._install_signal_handlers()
-        watched = self.watch(self.engine.clock())
-        if watched is not None:
-            self.selector.register(watched, selectors.EVENT_READ, "watch")
+        self.watch(self.engine.clock())
+        self._watch_backend()
         self.dispatcher.await_launcher(LAUNCHER_START_TIMEOUT, self.engine.clock())
         notify("READY=1", f"STATUS={self._status()}")
         logger.info("ready: watching {} ({})", self.engine.places.intake, self._status())
@@ -163,13 +163,21 @@ class Daemon:
             self._recover(recovered, now)
         self.engine.end_turn()
 
-    def watch(self, now: float) -> int | None:
-        """Start the backend's watch and take what waits; its descriptor, for the loop."""
-        watched = self.engine.watch(now)
+    def watch(self, now: float) -> None:
+        """Start the backend's watch and take what waits."""
+        self.engine.watch(now)
         for arrival in self.engine.receive(now):
             self._arrived(arrival, now)
         self.engine.end_turn()
-        return watched
+
+    def _watch_backend(self) -> None:
+        """Wait on the backend's descriptors as they are now (a reconnect changes them)."""
+        wanted = set(self.engine.descriptors())
+        for fd in self.watched - wanted:
+            self.selector.unregister(fd)
+        for fd in wanted - self.watched:
+            self.selector.register(fd, selectors.EVENT_READ, "watch")
+        self.watched = wanted
 
     def _install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
@@ -208,6 +216,7 @@ class Daemon:
             self.tick(self.engine.clock())
             if self.finished():
                 return
+            self._watch_backend()
             self._wait(self._timeout(self.engine.clock()))
 
     def tick(self, now: float) -> None:

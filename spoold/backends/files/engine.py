@@ -25,6 +25,7 @@ from spoold.backends.files.queue import DueQueue, ReadyQueue
 from spoold.backends.files.receiver import Receiver
 from spoold.backends.files.spool import Spool, SpoolLock
 from spoold.backends.files.store import JobStore
+from spoold.backends.files.watcher import Watcher
 from spoold.core.backend import (
     Accepted,
     Arrival,
@@ -59,6 +60,7 @@ class FileEngine:
         self.holds = Holds(owner=f"{socket.gethostname()}:{os.getpid()}")
         self.claims = Claims(spool, self.store, self.due, self.holds)
         self.receiver: Receiver | None = None  # made by ``open``, which is given the judge
+        self.watcher: Watcher | None = None  # started by ``watch``
         self.places = Places("active/", "scheduled/", str(spool.folder("incoming")))
         self.closed = False
 
@@ -92,10 +94,12 @@ class FileEngine:
                 found.append(Recovered(refusal.claim, refusal.refused, now, source=name))
         return found
 
-    def watch(self, now: float) -> int | None:
-        watcher = self._receiver.start()
+    def watch(self, now: float) -> None:
+        self.watcher = self._receiver.start()
         self._receiver.rescan(now)
-        return watcher.fileno()
+
+    def descriptors(self) -> Sequence[int]:
+        return (self.watcher.fileno(),) if self.watcher is not None else ()
 
     def close(self) -> None:
         if self.closed:

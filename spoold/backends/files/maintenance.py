@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from pathlib import Path
 
@@ -24,13 +23,10 @@ from spoold.backends.files.admin import (
 )
 from spoold.backends.files.fsio import fsync_dir, rename_noreplace, write_new
 from spoold.backends.files.spool import RECORD_STATES, Spool
+from spoold.config import parse_age as config_parse_age
 from spoold.core.backend import RetryOutcome, StoredJob
 from spoold.errors import describe_os_error
 from spoold.job import DAEMON_KEYS, encode, raw_bytes
-
-_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 # -- retry --
 
@@ -102,11 +98,11 @@ def failed_ids(spool: Spool) -> list[str]:
 
 
 def parse_age(text: str) -> float:
-    """``30s``, ``15m``, ``12h``, ``7d`` or ``2w`` as seconds."""
-    match = _AGE.fullmatch(text.strip())
-    if not match:
-        raise AdminError(f"{text!r} is not an age; write it like 30s, 15m, 12h or 7d")
-    return float(match.group(1)) * _AGE_UNITS[match.group(2)]
+    """``30s``, ``15m``, ``12h``, ``7d`` or ``2w`` as seconds (the config's ages too)."""
+    try:
+        return config_parse_age(text)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
 
 
 def purge(

@@ -1,0 +1,94 @@
+"""Talking to Redis: one connection per process, the functions library, and errors as OSError.
+
+Every state change is a call to a function of ``library.lua`` (``FCALL``),
+atomic on the server. redis-py's automatic retries are off on every
+connection spoold opens: a re-sent ``claim`` would take a second job and
+orphan the first until its lease ran out, so a failed call is the caller's
+to handle (the daemon holds what it could not file and tries again; a
+client raises). A call that cannot reach Redis, or that Redis refuses for
+want of memory, raises ``RedisUnavailable``, an ``OSError``: the daemon's
+loop and its held filings treat it as they treat a full disk.
+
+redis is imported here and only here, when the Redis backend is chosen.
+"""
+
+from __future__ import annotations
+
+import errno
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from spoold.config import SpoolSettings
+
+if TYPE_CHECKING:
+    import redis
+
+LIBRARY_NAME = "spoold_v1"  # the name in library.lua's first line; a new version, a new name
+
+
+class RedisUnavailable(OSError):
+    """Redis could not be reached, or refused the call for want of memory."""
+
+
+def prefix(spool: SpoolSettings) -> str:
+    """The spool's key prefix: its name inside a hash tag, so Cluster keeps it in one slot."""
+    return f"spoold:{{{spool.name}}}:"
+
+
+def connect(spool: SpoolSettings) -> redis.Redis:
+    """A client for ``[spool] url``: calls bounded by ``redis_timeout``, never re-sent."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        spool.url,
+        socket_timeout=spool.redis_timeout,
+        socket_connect_timeout=spool.redis_timeout,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        lib_name=None,  # no CLIENT SETINFO: a connection costs one round trip less
+        lib_version=None,
+    )
+
+
+def library_source() -> str:
+    return resources.files(__package__).joinpath("library.lua").read_text(encoding="utf-8")
+
+
+def load_library(client: redis.Redis) -> None:
+    """Load (or replace) the functions library: a restarted Redis without its AOF loses it."""
+    call(client.function_load, library_source(), replace=True)
+
+
+def fcall(client: redis.Redis, function: str, key: str, *args: Any) -> Any:
+    """Call one function of the library, loading the library first if Redis lost it."""
+    import redis
+
+    try:
+        return call(client.fcall, function, 1, key, *args)
+    except redis.ResponseError as exc:
+        if "Function not found" not in str(exc):
+            raise
+    load_library(client)
+    return call(client.fcall, function, 1, key, *args)
+
+
+def call(method: Any, *args: Any, **kwargs: Any) -> Any:
+    """``method(*args)``, with Redis's trouble turned into RedisUnavailable."""
+    import redis
+
+    try:
+        return method(*args, **kwargs)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(errno.ECONNREFUSED, f"cannot reach Redis: {_why(exc)}") from None
+    except redis.ResponseError as exc:
+        if str(exc).startswith("OOM"):
+            raise RedisUnavailable(errno.ENOSPC, f"Redis is out of memory: {exc}") from None
+        raise
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.rstrip(".")

@@ -1,0 +1,385 @@
+"""Redis as the daemon's ``Engine``: the queue, the claims and the records in one Redis.
+
+Every move is one function of ``library.lua``; this module only calls them
+and translates between their answers and the seam's words. What stays on
+this host is the folder ``[spool] dir``: its ``incoming/`` still takes job
+files (read and judged here, then submitted to Redis under their own id and
+removed, so a crash in between submits nothing twice: the second submit of
+the same bytes is answered ``dup``), and its lock keeps a second daemon off
+that folder.
+
+Wake-ups without polling: a subscription to the spool's ``bell`` channel,
+whose socket sits in the daemon's selector, says a job may be ready; a
+timer at the earliest due time, and a sweep every ``SWEEP_EVERY`` seconds,
+cover a bell missed while the subscription was down. Claims are asked for
+only when something may be ready, so an idle daemon makes one call a second.
+
+Time is the server's: each answer carries its clock, and ``clock()`` is
+this host's clock plus the last offset seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from spoold.backends.files import recovery
+from spoold.backends.files.queue import ReadyQueue
+from spoold.backends.files.receiver import Receiver
+from spoold.backends.files.spool import Spool, SpoolLock
+from spoold.backends.files.watcher import Watcher
+from spoold.backends.redis import durability
+from spoold.backends.redis.connection import (
+    RedisUnavailable,
+    call,
+    connect,
+    fcall,
+    load_library,
+    prefix,
+)
+from spoold.backoff import Backoff
+from spoold.core.backend import (
+    Accepted,
+    Arrival,
+    Claim,
+    Counts,
+    Judge,
+    Origin,
+    Places,
+    Recovered,
+    Refusal,
+    Refused,
+    StaleClaim,
+    Taken,
+)
+from spoold.durations import seconds
+from spoold.ids import new_job_id
+from spoold.job import Job, encode
+from spoold.live import Live
+
+if TYPE_CHECKING:
+    import redis
+    from redis.client import PubSub
+
+SWEEP_EVERY = 1.0  # seconds between claims asked for without a bell (a missed one)
+COUNTS_EVERY = 1.0  # seconds the counts for the status line may be old
+PROMOTE_BATCH = 100  # due jobs released per claim call
+REAP_BATCH = 100
+
+
+class RedisEngine:
+    """One spool in Redis, with this host's incoming/ folder for job files."""
+
+    def __init__(self, live: Live, spool: Spool, lock: SpoolLock | None, client: redis.Redis):
+        settings = live.config.spool
+        self.live = live
+        self.spool = spool
+        self.lock = lock
+        self.client = client
+        self.key = prefix(settings)
+        self.lease = settings.lease
+        self.lease_ms = round(settings.lease * 1000)
+        # host:pid:instance, so a restarted daemon knows its host's earlier claims.
+        self.owner = f"{settings.host_id}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.places = Places(
+            "Redis's active set", "Redis's due set",
+            f"{spool.folder('incoming')} and {_safe_url(settings.url)}",
+        )  # fmt: skip
+        self.offset = 0.0  # the server's clock minus this host's
+        self.ready_hint = True  # a job may be ready: worth a claim call
+        self.next_sweep = 0.0
+        self.next_due: float | None = None
+        self.again: set[str] = set()  # put back to wait by this daemon, not taken since
+        self.counted = Counts(0, 0, 0, False)
+        self.next_count = 0.0
+        self.bell: PubSub | None = None
+        self.bell_trouble = Backoff()
+        self.receiver: Receiver | None = None
+        self.watcher: Watcher | None = None
+        self.judge: Judge | None = None
+        self.closed = False
+
+    @classmethod
+    def open_locked(cls, live: Live) -> RedisEngine:
+        """Lock this host's folder and connect (the first call is made by ``open``)."""
+        spool = Spool(live.config.spool.dir)
+        spool.create()
+        lock = SpoolLock(spool)
+        lock.acquire()
+        return cls(live, spool, lock, connect(live.config.spool))
+
+    def clock(self) -> float:
+        return time.time() + self.offset
+
+    def _seen(self, server_ms: int) -> float:
+        """Note the server's clock from an answer; it, in seconds."""
+        server = server_ms / 1000
+        self.offset = server - time.time()
+        return server
+
+    # -- life cycle --
+
+    def open(self, judge: Judge, now: float) -> list[Recovered]:
+        self.judge = judge
+        load_library(self.client)
+        durability.require(self.client, self.live.config.spool)
+        seconds_, micros = call(self.client.time)
+        self.offset = seconds_ + micros / 1e6 - time.time()
+        recovery.tidy(self.spool)
+        self.receiver = Receiver(self.live, self.spool, judge, ReadyQueue(), set())
+        host = self.live.config.spool.host_id
+        answers = fcall(self.client, "spoold_recover", self.key, f"{host}:", self.owner,
+                        self.lease_ms)  # fmt: skip
+        found = [self._recovered(answer) for answer in answers]
+        self._register()
+        return found
+
+    def _register(self) -> None:
+        me = encode({"host": self.live.config.spool.host_id, "pid": os.getpid(),
+                     "started": self.clock(), "hostname": socket.gethostname()})  # fmt: skip
+        call(self.client.hset, self.key + "daemons", self.owner, me)
+
+    def watch(self, now: float) -> None:
+        assert self.receiver is not None, "open() comes first"
+        self.watcher = self.receiver.start()
+        self.receiver.rescan(now)
+        self._subscribe(now)
+
+    def descriptors(self) -> Sequence[int]:
+        fds = [self.watcher.fileno()] if self.watcher is not None else []
+        bell = self._bell_socket()
+        return [*fds, bell] if bell is not None else fds
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.receiver is not None:
+            self.receiver.stop()
+        self._drop_bell()
+        with contextlib.suppress(OSError):
+            call(self.client.hdel, self.key + "daemons", self.owner)
+        self.client.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    # -- the bell --
+
+    def _subscribe(self, now: float) -> None:
+        if self.bell is not None or self.bell_trouble.waiting(now):
+            return
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            call(pubsub.subscribe, self.key + "bell")
+        except OSError as exc:
+            pubsub.close()
+            delay = self.bell_trouble.hit(now)
+            logger.warning("cannot listen for new jobs ({}); polling every {} meanwhile, "
+                           "trying again in {}", exc, seconds(SWEEP_EVERY),
+                           seconds(delay))  # fmt: skip
+            return
+        self.bell_trouble.clear()
+        self.bell = pubsub
+        self.ready_hint = True  # what was submitted while nobody listened
+
+    def _bell_socket(self) -> int | None:
+        connection = self.bell.connection if self.bell is not None else None
+        sock = getattr(connection, "_sock", None) if connection is not None else None
+        return sock.fileno() if sock is not None else None
+
+    def _ring(self, now: float) -> None:
+        """Read what the bell said; any message means a job may be ready."""
+        if self.bell is None:
+            self._subscribe(now)
+            return
+        try:
+            while call(self.bell.get_message, timeout=0.0) is not None:
+                self.ready_hint = True
+        except OSError as exc:
+            logger.warning("lost the subscription to new jobs ({}); listening again", exc)
+            self._drop_bell()
+            self._subscribe(now)
+
+    def _drop_bell(self) -> None:
+        if self.bell is not None:
+            with contextlib.suppress(Exception):
+                self.bell.close()
+            self.bell = None
+
+    # -- each turn --
+
+    def next_wakeup(self, now: float) -> float | None:
+        times = [self.next_sweep]
+        if self.receiver is not None:
+            times.append(self.receiver.next_wakeup())
+        if self.next_due is not None:
+            times.append(self.next_due)
+        if self.bell is None:
+            times.append(self.bell_trouble.until or now + SWEEP_EVERY)
+        return min(times)
+
+    def receive(self, now: float) -> list[Arrival]:
+        self._ring(now)
+        if now >= self.next_sweep or (self.next_due is not None and now >= self.next_due):
+            self.ready_hint = True
+            self.next_sweep = now + SWEEP_EVERY
+        assert self.receiver is not None, "open() comes first"
+        return self.receiver.turn(now)
+
+    def accept(self, arrival: Arrival) -> None:
+        """A file from incoming/ that passed: submit it under its id, then remove the file."""
+        assert isinstance(arrival.verdict, Accepted)
+        payload = encode(arrival.verdict.job.submitted)
+        job_id = arrival.verdict.job.id
+        while _text(fcall(self.client, "spoold_submit", self.key, job_id, payload)) == "taken":
+            job_id = new_job_id()
+        self._remove(arrival.ref)
+        self.ready_hint = True
+
+    def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
+        verdict = arrival.verdict
+        if isinstance(verdict, Refused):
+            job_id, payload = verdict.job_id, verdict.raw
+        else:
+            job_id, payload = verdict.job.id, encode(verdict.job.submitted)
+        while True:
+            answer = fcall(self.client, "spoold_adopt", self.key, job_id, payload, self.owner,
+                           self.lease_ms)  # fmt: skip
+            if not isinstance(answer, bytes | str) or _text(answer) != "taken":
+                break
+            job_id = new_job_id()
+        self._remove(arrival.ref)
+        if isinstance(answer, bytes | str):  # "dup": adopted before a crash; recovered at start
+            return None
+        epoch, server_ms = answer
+        claimed = self._seen(server_ms)
+        claim = Claim(job_id, self.owner, int(epoch), claimed + self.lease)
+        if isinstance(verdict, Refused):
+            return Refusal(claim, Refused(job_id, verdict.reason, verdict.raw), arrival.ref, now)
+        return Taken(claim, _with_id(verdict.job, job_id), source=arrival.ref)
+
+    def _remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spool.file("incoming", name))
+
+    def take_ready(self, now: float) -> Taken | Refusal | None:
+        if not self.ready_hint:
+            return None
+        answer = fcall(self.client, "spoold_claim", self.key, self.owner, self.lease_ms,
+                       PROMOTE_BATCH)  # fmt: skip
+        next_due = answer[-1]
+        self.next_due = next_due / 1000 if next_due >= 0 else None  # the server's clock
+        if not answer[0]:
+            self._seen(answer[1])
+            self.ready_hint = False
+            return None
+        job_id, epoch, document, trusted, claimed_ms, server_ms = answer[:6]
+        job_id = _text(job_id)
+        self._seen(server_ms)
+        self.again.discard(job_id)
+        claimed = claimed_ms / 1000
+        claim = Claim(job_id, self.owner, int(epoch), claimed + self.lease)
+        verdict = self._judge_stored(job_id, document, bool(trusted), claimed)
+        if isinstance(verdict, Refused):
+            return Refusal(claim, verdict, job_id, now)
+        return Taken(claim, verdict.job, source=job_id)
+
+    def _judge_stored(self, job_id: str, document: bytes, trusted: bool, when: float) -> Any:
+        assert self.judge is not None, "open() comes first"
+        return self.judge(document, Origin(job_id, when, trusted=trusted))
+
+    def unclaim(self, claim: Claim, job: Job, due_at: float) -> None:
+        self._move(claim, due_at, b"")
+        self.again.add(claim.job_id)
+
+    def schedule(self, claim: Claim, job: Job, *, again: bool) -> None:
+        assert job.due_at is not None
+        self._move(claim, job.due_at, encode(job.state_document()))
+        if again:
+            self.again.add(claim.job_id)
+
+    def _move(self, claim: Claim, due_at: float, document: bytes) -> None:
+        due_ms = round((due_at) * 1000)
+        answer = fcall(self.client, "spoold_schedule", self.key, claim.job_id, claim.token,
+                       due_ms, document)  # fmt: skip
+        _refuse_if_fenced(answer, claim)
+        if self.next_due is None or due_at < self.next_due:
+            self.next_due = due_at
+
+    def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
+        answer = fcall(self.client, "spoold_finish", self.key, claim.job_id, claim.token, status,
+                       encode({**record, "id": claim.job_id}))  # fmt: skip
+        _refuse_if_fenced(answer, claim)
+        return claim.job_id
+
+    def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
+        pairs = [part for claim in claims for part in (claim.job_id, claim.token)]
+        answer = fcall(self.client, "spoold_renew", self.key, self.owner, self.lease_ms, *pairs)
+        self._seen(answer[0])
+        lost = {_text(job_id) for job_id in answer[1:]}
+        return [claim for claim in claims if claim.job_id in lost]
+
+    def expired(self, now: float) -> list[Recovered]:
+        answers = fcall(self.client, "spoold_reap", self.key, self.owner, self.lease_ms,
+                        REAP_BATCH)  # fmt: skip
+        return [self._recovered(answer) for answer in answers]
+
+    def _recovered(self, answer: list[Any]) -> Recovered:
+        job_id, epoch, document, trusted, claimed_ms, server_ms = answer[:6]
+        job_id = _text(job_id)
+        now = self._seen(server_ms)
+        claim = Claim(job_id, self.owner, int(epoch), now + self.lease)
+        verdict = self._judge_stored(job_id, document, bool(trusted), claimed_ms / 1000)
+        return Recovered(claim, verdict, claimed_ms / 1000, source=job_id)
+
+    def end_turn(self) -> None:
+        pass  # every call was made durable by Redis before it answered (appendfsync always)
+
+    def counts(self) -> Counts:
+        """Ready and due jobs as of at most a second ago (the status line asks every turn)."""
+        now = time.monotonic()
+        busy = self.receiver is not None and self.receiver.busy
+        if now >= self.next_count:
+            self.next_count = now + COUNTS_EVERY
+            with contextlib.suppress(OSError):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zcard(self.key + "ready")
+                pipe.zcard(self.key + "due")
+                ready, due = call(pipe.execute)
+                self.counted = Counts(ready, due, 0, False)
+        return Counts(self.counted.ready, self.counted.waiting, len(self.again), busy)
+
+
+def _refuse_if_fenced(answer: Any, claim: Claim) -> None:
+    if _text(answer) == "fenced":
+        raise StaleClaim(
+            f"job {claim.job_id}: claim {claim.token} no longer holds it "
+            "(it was claimed again since, or filed)"
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _with_id(job: Job, job_id: str) -> Job:
+    from dataclasses import replace
+
+    return job if job.id == job_id else replace(job, id=job_id)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    _credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{host}" if at else url
+
+
+__all__ = ["RedisEngine", "RedisUnavailable"]

@@ -1,0 +1,258 @@
+#!lua name=spoold_v1
+--[[
+spoold's Redis backend: every change of a job's state is one of these functions,
+so it happens whole or not at all (no window where a job has left one structure
+and not reached the next). KEYS[1] is the spool's prefix, "spoold:{<name>}:";
+every key is derived from it and so stays in one Cluster slot (the hash tag).
+
+  job:<id>      hash: spec (as submitted), doc (the daemon's state document, once
+                it wrote one), state (ready|due|active|done|failed), prio, seq,
+                epoch (the fencing token), owner, enq, claimed, due, finished,
+                final_epoch, record (the done/failed record, JSON)
+  seq           counter: the order of submission, server-side
+  ready         zset, score -priority, member "<seq, 20 digits>:<id>"
+  due           zset, score due time (ms, server clock), member id
+  active        zset, score lease deadline (ms, server clock), member id
+  idx:done      zset, score finished (ms), member id (and idx:failed)
+  daemons       hash, owner -> what it said of itself, for `spoold status`
+  bell          pub/sub channel: "something may be ready"
+
+Times are the server's (TIME), in milliseconds. A stale claim is answered
+"fenced" and changes nothing.
+]]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function job_key(p, id) return p .. 'job:' .. id end
+
+local function ready_member(seq, id) return string.format('%020d', seq) .. ':' .. id end
+
+local function make_ready(p, id, prio, seq)
+  redis.call('ZADD', p .. 'ready', -prio, ready_member(seq, id))
+  redis.call('HSET', job_key(p, id), 'state', 'ready')
+end
+
+-- The priority and run_at of a submitted document, read leniently: a document
+-- the daemon will reject still gets queued, so that its rejection is recorded.
+local function read_spec(spec)
+  local ok, doc = pcall(cjson.decode, spec)
+  local prio, run_at = 0, nil
+  if ok and type(doc) == 'table' then
+    if type(doc.priority) == 'number' and doc.priority == math.floor(doc.priority)
+       and math.abs(doc.priority) < 1e15 then
+      prio = doc.priority
+    end
+    if type(doc.run_at) == 'number' then run_at = doc.run_at end
+  end
+  return prio, run_at
+end
+
+local function promote(p, now, batch)
+  local due = redis.call('ZRANGEBYSCORE', p .. 'due', '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(due) do
+    local fields = redis.call('HMGET', job_key(p, id), 'prio', 'seq')
+    redis.call('ZREM', p .. 'due', id)
+    make_ready(p, id, tonumber(fields[1]), tonumber(fields[2]))
+  end
+  local first = redis.call('ZRANGE', p .. 'due', 0, 0, 'WITHSCORES')
+  if first[2] then return tonumber(first[2]) end
+  return -1
+end
+
+-- What a claim hands back: id, epoch, document, trusted, claimed-at, server now.
+local function handout(p, id, now, claimed)
+  local fields = redis.call('HMGET', job_key(p, id), 'doc', 'spec', 'epoch')
+  local doc, trusted = fields[1], 1
+  if not doc then doc, trusted = fields[2], 0 end
+  return {id, tonumber(fields[3]), doc, trusted, claimed, now}
+end
+
+local function take(p, id, owner, lease, now)
+  local key = job_key(p, id)
+  local epoch = redis.call('HINCRBY', key, 'epoch', 1)
+  redis.call('HSET', key, 'state', 'active', 'owner', owner, 'claimed', now)
+  redis.call('ZADD', p .. 'active', now + lease, id)
+  return epoch
+end
+
+-- Is ``epoch`` the job's current claim, still active? (else: fenced)
+local function holds(p, id, epoch)
+  local fields = redis.call('HMGET', job_key(p, id), 'state', 'epoch')
+  return fields[1] == 'active' and tonumber(fields[2]) == tonumber(epoch)
+end
+
+local function new_job(p, id, spec, now)
+  local seq = redis.call('INCR', p .. 'seq')
+  local prio, run_at = read_spec(spec)
+  redis.call('HSET', job_key(p, id), 'spec', spec, 'prio', prio, 'seq', seq, 'enq', now,
+             'epoch', 0)
+  return prio, seq, run_at
+end
+
+local function existing(p, id, spec)
+  local stored = redis.call('HGET', job_key(p, id), 'spec')
+  if not stored then return nil end
+  if stored == spec then return 'dup' end
+  return 'taken'
+end
+
+-- submit(id, spec): 'ok', 'dup' (this very job is in already: a re-sent submit)
+-- or 'taken' (another job has the id: pick another).
+redis.register_function('spoold_submit', function(keys, args)
+  local p, id, spec = keys[1], args[1], args[2]
+  local seen = existing(p, id, spec)
+  if seen then return seen end
+  local now = now_ms()
+  local prio, seq, run_at = new_job(p, id, spec, now)
+  if run_at and run_at * 1000 > now then
+    redis.call('ZADD', p .. 'due', math.floor(run_at * 1000), id)
+    redis.call('HSET', job_key(p, id), 'state', 'due', 'due', math.floor(run_at * 1000))
+  else
+    make_ready(p, id, prio, seq)
+    redis.call('PUBLISH', p .. 'bell', id)
+  end
+  return 'ok'
+end)
+
+-- adopt(id, spec, owner, lease_ms): submit a job already claimed by ``owner``
+-- (a file from incoming/ the daemon refuses, or sends to wait): {epoch, now},
+-- or 'dup' / 'taken' as for submit.
+redis.register_function('spoold_adopt', function(keys, args)
+  local p, id, spec, owner, lease = keys[1], args[1], args[2], args[3], tonumber(args[4])
+  local seen = existing(p, id, spec)
+  if seen then return seen end
+  local now = now_ms()
+  new_job(p, id, spec, now)
+  return {take(p, id, owner, lease, now), now}
+end)
+
+-- claim(owner, lease_ms, batch): release what is due, then take the best ready
+-- job: {id, epoch, doc, trusted, claimed, now, next_due}, or {false, now, next_due}.
+redis.register_function('spoold_claim', function(keys, args)
+  local p, owner, lease, batch = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
+  local now = now_ms()
+  local next_due = promote(p, now, batch)
+  local best = redis.call('ZPOPMIN', p .. 'ready')
+  if not best[1] then return {false, now, next_due} end
+  local id = string.sub(best[1], 22)
+  take(p, id, owner, lease, now)
+  local out = handout(p, id, now, now)
+  table.insert(out, next_due)
+  return out
+end)
+
+-- finish(id, epoch, status, record): 'ok', 'already' (this claim filed it: a
+-- re-sent finish) or 'fenced' (a stale claim: nothing changed).
+redis.register_function('spoold_finish', function(keys, args)
+  local p, id, epoch, status, record = keys[1], args[1], args[2], args[3], args[4]
+  local key = job_key(p, id)
+  local fields = redis.call('HMGET', key, 'state', 'final_epoch')
+  if fields[1] == status and tonumber(fields[2]) == tonumber(epoch) then return 'already' end
+  if not holds(p, id, epoch) then return 'fenced' end
+  local now = now_ms()
+  redis.call('HSET', key, 'state', status, 'record', record, 'finished', now,
+             'final_epoch', epoch)
+  redis.call('HDEL', key, 'owner', 'doc')
+  redis.call('ZREM', p .. 'active', id)
+  redis.call('ZADD', p .. 'idx:' .. status, now, id)
+  return 'ok'
+end)
+
+-- schedule(id, epoch, due_ms, doc): wait until due_ms, with the daemon's new
+-- state document (an empty doc keeps the stored one: a put-back). 'ok' or 'fenced'.
+redis.register_function('spoold_schedule', function(keys, args)
+  local p, id, epoch, due, doc = keys[1], args[1], args[2], tonumber(args[3]), args[4]
+  if not holds(p, id, epoch) then return 'fenced' end
+  local key = job_key(p, id)
+  if doc ~= '' then redis.call('HSET', key, 'doc', doc) end
+  redis.call('HSET', key, 'state', 'due', 'due', due)
+  redis.call('HDEL', key, 'owner')
+  redis.call('ZREM', p .. 'active', id)
+  redis.call('ZADD', p .. 'due', due, id)
+  if due <= now_ms() then redis.call('PUBLISH', p .. 'bell', id) end
+  return 'ok'
+end)
+
+-- renew(owner, lease_ms, id1, epoch1, ...): extend each claim still held and
+-- not lapsed; {now, lost ids...}.
+redis.register_function('spoold_renew', function(keys, args)
+  local p, owner, lease = keys[1], args[1], tonumber(args[2])
+  local now = now_ms()
+  local out = {now}
+  for i = 3, #args, 2 do
+    local id, epoch = args[i], args[i + 1]
+    local deadline = tonumber(redis.call('ZSCORE', p .. 'active', id))
+    local who = redis.call('HGET', job_key(p, id), 'owner')
+    if holds(p, id, epoch) and who == owner and deadline and deadline > now then
+      redis.call('ZADD', p .. 'active', now + lease, id)
+    else
+      table.insert(out, id)
+    end
+  end
+  return out
+end)
+
+local function reclaim(p, id, owner, lease, now)
+  local claimed = tonumber(redis.call('HGET', job_key(p, id), 'claimed')) or now
+  take(p, id, owner, lease, now)
+  return handout(p, id, now, claimed)
+end
+
+-- reap(owner, lease_ms, batch): claim anew, for ``owner``, jobs whose lease
+-- lapsed; a list of handouts (claimed = when the lost attempt's claim was made).
+redis.register_function('spoold_reap', function(keys, args)
+  local p, owner, lease, batch = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
+  local now = now_ms()
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. 'active', '-inf', now,
+                                 'LIMIT', 0, batch)) do
+    table.insert(out, reclaim(p, id, owner, lease, now))
+  end
+  return out
+end)
+
+-- recover(host_prefix, owner, lease_ms): claim anew, for ``owner``, every job an
+-- earlier daemon of this host (its owner starts with host_prefix) left active.
+redis.register_function('spoold_recover', function(keys, args)
+  local p, prefix, owner, lease = keys[1], args[1], args[2], tonumber(args[3])
+  local now = now_ms()
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGE', p .. 'active', 0, -1)) do
+    local who = redis.call('HGET', job_key(p, id), 'owner') or ''
+    if who ~= owner and string.sub(who, 1, #prefix) == prefix then
+      table.insert(out, reclaim(p, id, owner, lease, now))
+    end
+  end
+  return out
+end)
+
+-- retry(id): a failed job waits again as submitted, attempts afresh: 'ok',
+-- 'missing', or the state it is in.
+redis.register_function('spoold_retry', function(keys, args)
+  local p, id = keys[1], args[1]
+  local key = job_key(p, id)
+  local fields = redis.call('HMGET', key, 'state', 'prio', 'seq')
+  if not fields[1] then return 'missing' end
+  if fields[1] ~= 'failed' then return fields[1] end
+  redis.call('HDEL', key, 'doc', 'record', 'finished', 'final_epoch', 'owner', 'claimed')
+  redis.call('ZREM', p .. 'idx:failed', id)
+  make_ready(p, id, tonumber(fields[2]), tonumber(fields[3]))
+  redis.call('PUBLISH', p .. 'bell', id)
+  return 'ok'
+end)
+
+-- purge(status, before_ms, batch): delete up to ``batch`` records of ``status``
+-- finished before ``before_ms``; their ids.
+redis.register_function('spoold_purge', function(keys, args)
+  local p, status, before, batch = keys[1], args[1], args[2], tonumber(args[3])
+  local ids = redis.call('ZRANGEBYSCORE', p .. 'idx:' .. status, '-inf', before,
+                         'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    redis.call('DEL', job_key(p, id))
+    redis.call('ZREM', p .. 'idx:' .. status, id)
+  end
+  return ids
+end)
