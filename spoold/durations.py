@@ -16,3 +16,11 @@ def seconds(value: float) -> str:
     """
     text = f"{value:.3f}".rstrip("0").rstrip(".")
     return ("0" if text == "-0" else text) + "s"
+
+
+def age(value: float) -> str:
+    """An age as a config writes it: ``7d``, ``12h``, ``30m``, ``1.5h``, ``45s``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size and (value / size) * 10 == int((value / size) * 10):
+            return f"{value / size:g}{unit}"
+    return seconds(value)

@@ -187,6 +187,13 @@ class MemoryEngine:
         self.closed = True
         self.crash()  # a clean stop lets go the same way; claims stay for the next open
 
+    def purge_records(self, status: str, finished_before: float, limit: int) -> int:
+        old = [job_id for job_id, record in self.records[status].items()
+               if record.get("finished_at", 0.0) < finished_before][:limit]  # fmt: skip
+        for job_id in old:
+            del self.records[status][job_id]
+        return len(old)
+
     def end_turn(self) -> None:
         pass  # memory is as durable as it gets
 

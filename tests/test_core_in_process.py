@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from standin import StandInLauncher
 
 from spoold.backends import open_engine
 from spoold.client import _encode, _job_document, _start_time, run_background_job
-from spoold.config import load_config
+from spoold.config import RetentionSettings, load_config
 from spoold.core.backend import Engine
 from spoold.core.daemon import Daemon
 from spoold.exec.launcher import KILL_GRACE
@@ -380,3 +381,28 @@ def test_a_file_both_listed_and_named_by_the_watch_is_received_once(
     received = [line for line in log_lines if f"job {job_id} received" in line]
     assert len(received) == 1, received
     assert core.launcher.keys == [job_id]
+
+
+def test_retention_removes_the_records_past_their_time_and_keeps_the_rest(
+    make_core: Any, log_lines: list[str]
+) -> None:
+    """Real daemon: tests/test_redis_daemon.py (retention on the Redis backend)."""
+    core = make_core()
+    core.daemon.live.swap(
+        replace(core.daemon.config, retention=RetentionSettings(done=3600.0, failed=None)),
+        core.daemon.live.identity,
+    )
+    old = core.launched()
+    core.run_once(old)
+    if core.memory is not None:
+        core.memory.records["done"][old]["finished_at"] = core.now - 7200
+    else:
+        path = core.spool.folder("done") / f"{old}.json"
+        os.utime(path, (core.now - 7200, core.now - 7200))
+    new = core.launched()
+    core.run_once(new)
+    core.tick(after=61.0)  # retention runs once a minute
+    assert core.record(old, "done") is None
+    assert core.record(new, "done") is not None
+    assert any("retention: removed 1 done record(s) finished more than 1h ago" in line
+               for line in log_lines)  # fmt: skip

@@ -214,6 +214,10 @@ class Engine(Protocol):
         """Make the turn's claims and moves durable (batched: once a turn)."""
         ...
 
+    def purge_records(self, status: str, finished_before: float, limit: int) -> int:
+        """Delete up to ``limit`` records of ``status`` finished before then (retention)."""
+        ...
+
     def counts(self) -> Counts: ...
 
 

@@ -35,7 +35,7 @@ from spoold.core.held import HeldFilings, wait_for_run_at
 from spoold.core.judge import Judge
 from spoold.core.outcomes import Filer
 from spoold.core.policy import DAEMON_DIED
-from spoold.durations import seconds
+from spoold.durations import age, seconds
 from spoold.exec.launcher import KILL_GRACE
 from spoold.exec.launcher_client import LauncherClient
 from spoold.exec.protocol import Outcome
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 
 # READY=1 waits this long at most for the launcher's interpreter to be up.
 LAUNCHER_START_TIMEOUT = 10.0
+# Retention (``[retention]``): how often records past their time are removed, and how
+# many at a time (a full batch comes back at the next turn, not a minute later).
+RETENTION_EVERY = 60.0
+RETENTION_BATCH = 1000
 # Seconds a recorded claim time may trail the clock (file times come from a coarse clock).
 COARSE_CLOCK_MARGIN = 0.02
 
@@ -113,6 +117,7 @@ class Daemon:
         self.events = Events(*([Broken()] if faults.broken_listener() else []), self.tally)
         self.filer = Filer(engine, self.events)
         self.next_renewal = 0.0  # when the running attempts' leases are renewed next
+        self.next_retention = 0.0  # when records past their time are removed next
         self.watched: set[int] = set()  # the backend's descriptors in the selector
         self.selector = selectors.DefaultSelector()
         self.flags = Flags()
@@ -234,6 +239,7 @@ class Daemon:
             for arrival in self.engine.receive(now):
                 self._arrived(arrival, now)
             self._keep_claims(now)
+            self._retain(now)
             self.held.retry(now)
             self._start_ready(now)
             # After the launches, so that a slot's next attempt does not wait for the fsyncs.
@@ -308,6 +314,22 @@ class Daemon:
             self.dispatcher.lose(lost)
         for recovered in self.engine.expired(now):
             self._recover(recovered, now)
+
+    def _retain(self, now: float) -> None:
+        """Remove the records older than ``[retention]`` says, a batch at a time."""
+        if now < self.next_retention:
+            return
+        self.next_retention = now + RETENTION_EVERY
+        keep = self.config.retention.for_backend(self.config.spool.backend)
+        for status, seconds_kept in zip(("done", "failed"), keep, strict=True):
+            if seconds_kept is None:
+                continue
+            removed = self.engine.purge_records(status, now - seconds_kept, RETENTION_BATCH)
+            if removed:
+                logger.info("retention: removed {} {} record(s) finished more than {} ago",
+                            removed, status, age(seconds_kept))  # fmt: skip
+            if removed >= RETENTION_BATCH:
+                self.next_retention = now  # more to remove: go on at the next turn
 
     def _start_ready(self, now: float) -> None:
         while self.stopping_since is None:

@@ -10,6 +10,7 @@ recovery happens once, at ``open``. The clock is this host's.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -21,6 +22,7 @@ from loguru import logger
 
 from spoold.backends.files import recovery
 from spoold.backends.files.claims import Claims, Holds
+from spoold.backends.files.fsio import fsync_dir
 from spoold.backends.files.queue import DueQueue, ReadyQueue
 from spoold.backends.files.receiver import Receiver
 from spoold.backends.files.spool import Spool, SpoolLock
@@ -186,6 +188,21 @@ class FileEngine:
 
     def end_turn(self) -> None:
         self.store.sync_pending()
+
+    def purge_records(self, status: str, finished_before: float, limit: int) -> int:
+        """The oldest-named records first; a record's mtime is when it was filed."""
+        removed = 0
+        for name in self.spool.job_names(status):
+            if removed >= limit:
+                break
+            path = self.spool.file(status, name)
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(path).st_mtime < finished_before:
+                    os.unlink(path)
+                    removed += 1
+        if removed and self.store.durable:
+            fsync_dir(self.spool.folder(status))
+        return removed
 
     def counts(self) -> Counts:
         busy = self.receiver is not None and self.receiver.busy

@@ -342,6 +342,11 @@ class RedisEngine:
     def end_turn(self) -> None:
         pass  # every call was made durable by Redis before it answered (appendfsync always)
 
+    def purge_records(self, status: str, finished_before: float, limit: int) -> int:
+        removed = fcall(self.client, "spoold_purge", self.key, status,
+                        round(finished_before * 1000), limit)  # fmt: skip
+        return len(removed)
+
     def counts(self) -> Counts:
         """Ready and due jobs as of at most a second ago (the status line asks every turn)."""
         now = time.monotonic()
