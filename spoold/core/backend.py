@@ -72,6 +72,14 @@ Judge = Callable[[bytes, Origin], Verdict]
 # -- claims --
 
 
+class Unavailable(OSError):
+    """The backend cannot be reached now (a server down, a network cut): try again later.
+
+    An OSError, so the loop and the held filings treat it as they treat a full
+    disk; its message is one line and is logged without a traceback.
+    """
+
+
 class StaleClaim(Exception):
     """A move that presented a claim which no longer holds the job: refused, nothing changed."""
 

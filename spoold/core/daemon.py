@@ -28,7 +28,7 @@ from loguru import logger
 from spoold import faults
 from spoold.backoff import Backoff
 from spoold.config import Config, ConfigError, load_config
-from spoold.core.backend import Arrival, Engine, Recovered, Refusal, Refused, Taken
+from spoold.core.backend import Arrival, Engine, Recovered, Refusal, Refused, Taken, Unavailable
 from spoold.core.dispatcher import Dispatcher
 from spoold.core.events import Broken, Events, Tally
 from spoold.core.held import HeldFilings, wait_for_run_at
@@ -212,7 +212,11 @@ class Daemon:
 
     def _status(self) -> str:
         counts = self.engine.counts()
-        return f"{len(self.dispatcher)} running, {counts.ready} ready, {counts.waiting} scheduled"
+        status = f"{len(self.dispatcher.running)} running, {counts.ready} ready, "
+        status += f"{counts.waiting} scheduled"
+        if self.held:  # outcomes the daemon's own trouble keeps: no attempt starts meanwhile
+            status += f", {len(self.held)} held back"
+        return status
 
     # -- the loop --
 
@@ -233,17 +237,20 @@ class Daemon:
         """
         self._handle_flags(now)
         self.notifier.tick(now, self._status())
+        self._keep_claims(now)  # even while waiting out trouble: a lapsed lease reruns a job
         if self.trouble.waiting(now):
             return
         try:
             for arrival in self.engine.receive(now):
                 self._arrived(arrival, now)
-            self._keep_claims(now)
             self._retain(now)
             self.held.retry(now)
             self._start_ready(now)
             # After the launches, so that a slot's next attempt does not wait for the fsyncs.
             self.engine.end_turn()
+        except Unavailable as exc:  # the backend's server is down or cut off
+            delay = self.trouble.hit(now)
+            logger.error("{}; trying again in {}", exc.strerror or exc, seconds(delay))
         except OSError as exc:  # out of descriptors, disk, memory: wait, then carry on
             delay = self.trouble.hit(now)
             logger.opt(exception=exc).error("{}; trying again in {}", exc, seconds(delay))
@@ -309,10 +316,18 @@ class Daemon:
         """
         if now < self.next_renewal:
             return
+        try:
+            lost = self.engine.renew(self.dispatcher.claims(), now)
+            expired = self.engine.expired(now)
+        except OSError as exc:  # soon again: every second of an outage brings the lease closer
+            self.next_renewal = now + min(1.0, self.engine.lease / 3)
+            logger.warning("cannot renew the running jobs' leases ({}); trying again in {}",
+                           exc.strerror or exc, seconds(self.next_renewal - now))  # fmt: skip
+            return
         self.next_renewal = now + self.engine.lease / 3
-        for lost in self.engine.renew(self.dispatcher.claims(), now):
-            self.dispatcher.lose(lost)
-        for recovered in self.engine.expired(now):
+        for claim in lost:
+            self.dispatcher.lose(claim)
+        for recovered in expired:
             self._recover(recovered, now)
 
     def _retain(self, now: float) -> None:

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from spoold.config import SpoolSettings
+from spoold.core.backend import Unavailable
 
 if TYPE_CHECKING:
     import redis
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 LIBRARY_NAME = "spoold_v1"  # the name in library.lua's first line; a new version, a new name
 
 
-class RedisUnavailable(OSError):
+class RedisUnavailable(Unavailable):
     """Redis could not be reached, or refused the call for want of memory."""
 
 
