@@ -23,6 +23,9 @@ POINTS = (
     "in_cleaning_claim",  # a submitted file with daemon-owned fields is claimed, not cleaned
     "in_rename_fallback",  # a move's link is made, its unlink not (no RENAME_NOREPLACE)
     "watcher_dies",  # not a crash: the watch on incoming/ stops (the daemon must notice)
+    # The Redis backend's:
+    "after_redis_submit",  # a file from incoming/ is in Redis, the file not yet removed
+    "after_redis_adopt",  # ... taken into Redis already claimed (refused, or to wait)
 )
 
 _name, _, _count = os.environ.get("SPOOLD_FAULT", "").partition(":")

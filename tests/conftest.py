@@ -157,3 +157,19 @@ def log_lines() -> Iterator[list[str]]:
     sink = logger.add(lambda message: lines.append(str(message).strip()), level="DEBUG")
     yield lines
     logger.remove(sink)
+
+
+from redis_server import RedisServer  # noqa: E402  (light: no redis-py import)
+from redis_server import require as require_redis  # noqa: E402
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path, leak_check: str) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own (port, folder, AOF), started; stopped at teardown.
+
+    Skips the test when redis-server or redis-py is missing; with ``CI=true`` fails it.
+    The leak check's token is in the server's environment, so a leaked one fails too.
+    """
+    require_redis()
+    with RedisServer(tmp_path / "redis", token=leak_check) as server:
+        yield server

@@ -60,6 +60,7 @@ from spoold.core.backend import (
     Taken,
 )
 from spoold.durations import seconds
+from spoold.faults import crash_point
 from spoold.ids import new_job_id
 from spoold.job import Job, encode
 from spoold.live import Live
@@ -240,6 +241,7 @@ class RedisEngine:
         job_id = arrival.verdict.job.id
         while _text(fcall(self.client, "spoold_submit", self.key, job_id, payload)) == "taken":
             job_id = new_job_id()
+        crash_point("after_redis_submit")
         self._remove(arrival.ref)
         self.ready_hint = True
 
@@ -255,6 +257,7 @@ class RedisEngine:
             if not isinstance(answer, bytes | str) or _text(answer) != "taken":
                 break
             job_id = new_job_id()
+        crash_point("after_redis_adopt")
         self._remove(arrival.ref)
         if isinstance(answer, bytes | str):  # "dup": adopted before a crash; recovered at start
             return None
