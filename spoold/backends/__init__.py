@@ -32,7 +32,11 @@ def open_engine(live: Live) -> Engine:
 
 
 def open_catalog(config: Config) -> Catalog:
-    """The CLI's view of the jobs and records of ``[spool]``."""
+    """The CLI's view of the jobs and records of ``[spool]`` (Redis connects at its first call)."""
+    if config.spool.backend == "redis":
+        from spoold.backends.redis.catalog import RedisCatalog
+
+        return RedisCatalog(config)
     from spoold.backends.files.catalog import FileCatalog
 
     return FileCatalog(config)

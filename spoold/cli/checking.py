@@ -6,6 +6,11 @@ class to be callable with no arguments, a ``staticmethod`` or
 ``classmethod`` does not. Importing runs the module's top-level code in
 this process, which is what an operator asks for by running the check; the
 daemon itself never imports anything for a job that is not on the allowlist.
+
+With ``[spool] backend = "redis"`` it also asks the Redis server for its
+persistence settings (``backends/redis/durability``): a shortfall fails the
+check when ``[spool] require_durable`` is true (as the daemon would refuse
+to start) and is a warning otherwise; a Redis it cannot reach fails it.
 """
 
 from __future__ import annotations
@@ -109,3 +114,40 @@ def _instantiation_problems(cls: type) -> list[str]:
     except ValueError:
         pass  # no signature to read (a C type): let the worker find out
     return []
+
+
+@dataclass(frozen=True)
+class RedisCheck:
+    """The verdict on the Redis of ``[spool] url``: can it lose acknowledged jobs?"""
+
+    url: str  # without its password
+    problems: tuple[str, ...]  # its settings that fall short ("appendfsync is everysec, ...")
+    error: str | None  # why it could not be asked (unreachable), or None
+    required: bool  # [spool] require_durable: a shortfall fails the check
+    wanted: tuple[str, ...] = ()  # the settings asked for ("appendfsync always", ...)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not (self.required and self.problems)
+
+
+def check_redis(config: Config) -> RedisCheck:
+    """Ask the Redis of ``[spool] url`` for its persistence settings."""
+    from spoold.backends.redis import durability
+    from spoold.backends.redis.catalog import redis_errors
+    from spoold.backends.redis.connection import connect, safe_url
+    from spoold.core.backend import CatalogError
+
+    url = safe_url(config.spool.url)
+    required = config.spool.require_durable
+    wanted = tuple(f"{key} {value}" for key, value in durability.WANTED.items())
+    try:
+        with redis_errors(config.spool):
+            client = connect(config.spool)
+            try:
+                found = durability.problems(client)
+            finally:
+                client.close()
+    except CatalogError as exc:
+        return RedisCheck(url, (), str(exc), required, wanted)
+    return RedisCheck(url, tuple(found), None, required, wanted)

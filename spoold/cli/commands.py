@@ -5,6 +5,14 @@ do is in the backend's ``Catalog`` (``open_catalog``) and ``checking``, submitti
 running is the daemon, and printing is in ``cli_output``. A user error ends as one
 line ``spoold: <message>`` on stderr and exit status 2 (usage or config) or
 1 (anything else); never a traceback.
+
+The backend is ``[spool] backend``. ``submit`` hands the job to it (the
+client's ``submitter_for``): a file in the spool's incoming/, or straight
+into Redis. Its ``--json`` output is ``{"id": ..., "file": "<dir>/incoming/<id>.json"}``
+for a file spool and ``{"id": ..., "key": "spoold:{<name>}:job:<id>"}`` (the
+job's hash) for Redis. A Redis that cannot be reached is one line and exit
+status 1, as any other runtime error. ``check`` of a Redis spool also checks
+the server's persistence settings (``checking.check_redis``).
 """
 
 from __future__ import annotations
@@ -27,10 +35,10 @@ from spoold.backends.files.admin import AdminError
 from spoold.backends.files.spool import Spool, SpoolLocked
 from spoold.cli import detach
 from spoold.cli import output as cli_output
-from spoold.cli.checking import check_allowlist
+from spoold.cli.checking import check_allowlist, check_redis
 from spoold.cli.parser import build_parser
 from spoold.cli.pidfile import DetachError, pidfile_state
-from spoold.client import run_background_job
+from spoold.client import job_payload, submitter_for
 from spoold.config import Config, ConfigError, find_config_path, load_config
 from spoold.core.backend import CatalogError
 from spoold.errors import describe_os_error
@@ -135,32 +143,53 @@ def _stop_timeout(args: argparse.Namespace) -> float:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    config, spool = _spool(args)
+    config = _config(args)
     params = submit_params(args.params, args.kwargs)
     run_at = parse_at(args.at) if args.at is not None else None
-    _check_submittable(config, spool, f"{args.class_path}.{args.method}")
+    _check_submittable(config, f"{args.class_path}.{args.method}")
+    now = time.time()
+    if args.delay is not None:
+        run_at = now + args.delay
     try:
-        job_id = run_background_job(
+        payload = job_payload(
             args.class_path,
             args.method,
             params,
-            spool=spool.root,
-            priority=args.priority,
-            delay=args.delay,
+            now=now,
+            priority=args.priority or None,
             run_at=run_at,
             max_retries=args.max_retries,
-            durable=config.spool.fsync,
         )
     except TypeError as exc:
         raise UsageError(str(exc)) from None
-    cli_output.submitted(job_id, spool, as_json=args.json)
+    job_id = _submit(config, payload, now)
+    if config.spool.backend == "redis":
+        from spoold.backends.redis.connection import prefix
+
+        cli_output.submitted(job_id, as_json=args.json, key=f"{prefix(config.spool)}job:{job_id}")
+    else:
+        file = Spool(config.spool.dir).path("incoming", f"{job_id}.json")
+        cli_output.submitted(job_id, as_json=args.json, file=file)
     return 0
 
 
-def _check_submittable(config: Config, spool: Spool, target: str) -> None:
-    missing = [f"{state}/" for state in ("tmp", "incoming") if not spool.folder(state).is_dir()]
-    if missing:
-        raise AdminError(f"{spool.root} has no {' or '.join(missing)}; run 'spoold init' first")
+def _submit(config: Config, payload: bytes, now: float) -> str:
+    """Hand the job to ``[spool]``'s backend: a file in its folder, or straight to Redis."""
+    submitter = submitter_for(config, durable=config.spool.fsync)
+    if config.spool.backend != "redis":
+        return submitter.submit(payload, now=now)
+    from spoold.backends.redis.catalog import redis_errors
+
+    with redis_errors(config.spool):
+        return submitter.submit(payload, now=now)
+
+
+def _check_submittable(config: Config, target: str) -> None:
+    if config.spool.backend == "files":  # a Redis spool takes jobs whatever this host's folder
+        spool = Spool(config.spool.dir)
+        missing = [f"{state}/" for state in ("tmp", "incoming") if not spool.folder(state).is_dir()]
+        if missing:
+            raise AdminError(f"{spool.root} has no {' or '.join(missing)}; run 'spoold init' first")
     class_path, _, method = target.rpartition(".")
     if not config.is_allowed(class_path, method):
         # Only a warning: the daemon may run with another config than this one.
@@ -215,12 +244,24 @@ def parse_at(text: str) -> float:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    catalog = open_catalog(_config(args))
+    config = _config(args)
+    catalog = open_catalog(config)
     pidfile = pidfile_state(Path(args.pidfile)) if args.pidfile else None
     running = catalog.running(time.time()) if args.verbose else None
     report = catalog.status(time.time())
-    cli_output.status(report, as_json=args.json, pidfile=pidfile, running=running)
+    cli_output.status(
+        report, as_json=args.json, pidfile=pidfile, running=running, redis=_redis_place(config)
+    )
     return 0
+
+
+def _redis_place(config: Config) -> str | None:
+    """A Redis spool's server (no password) and key prefix; None for a file spool."""
+    if config.spool.backend != "redis":
+        return None
+    from spoold.backends.redis.connection import prefix, safe_url
+
+    return f"{safe_url(config.spool.url)} {prefix(config.spool)}"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -260,9 +301,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     checks = check_allowlist(config)
-    cli_output.check(config, checks, as_json=args.json)
-    cli_output.check_summary(checks)
-    return 0 if all(check.ok for check in checks) else 1
+    redis = check_redis(config) if config.spool.backend == "redis" else None
+    cli_output.check(config, checks, as_json=args.json, redis=redis)
+    cli_output.check_summary(checks, redis)
+    ok = all(check.ok for check in checks) and (redis is None or redis.ok)
+    return 0 if ok else 1
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from spoold.backends.files.spool import STATES, Spool
-from spoold.cli.checking import ClassCheck
+from spoold.backends.files.spool import STATES
+from spoold.cli.checking import ClassCheck, RedisCheck
 from spoold.cli.detach import StopOutcome
 from spoold.cli.pidfile import PidfileState
 from spoold.config import Config
@@ -38,11 +39,17 @@ def format_age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def submitted(job_id: str, spool: Spool, *, as_json: bool) -> None:
-    if as_json:
-        print_json({"id": job_id, "file": str(spool.path("incoming", f"{job_id}.json"))})
-    else:
+def submitted(
+    job_id: str, *, as_json: bool, file: Path | None = None, key: str | None = None
+) -> None:
+    """The id; with ``--json`` also where the job is: its ``file`` (a file spool) or its Redis
+    ``key`` (``{"id": ..., "key": "spoold:{<name>}:job:<id>"}``)."""
+    if not as_json:
         print(job_id)
+    elif key is not None:
+        print_json({"id": job_id, "key": key})
+    else:
+        print_json({"id": job_id, "file": str(file)})
 
 
 def status(
@@ -51,17 +58,18 @@ def status(
     as_json: bool,
     pidfile: PidfileState | None = None,
     running: list[RunningJob] | None = None,
+    redis: str | None = None,
 ) -> None:
-    """The spool's counts and daemon; with ``pidfile`` its state, with ``running`` the jobs."""
+    """The spool's counts and daemon; with ``pidfile`` its state, with ``running`` the jobs.
+
+    ``redis`` (a Redis spool: its server and key prefix) is one more line, and a key in JSON.
+    """
     if as_json:
-        extra: dict[str, Any] = {}
-        if pidfile is not None:
-            extra["pidfile"] = asdict(pidfile)
-        if running is not None:
-            extra["running_jobs"] = [asdict(job) for job in running]
-        print_json({**asdict(report), "daemon_running": report.daemon_pid is not None, **extra})
+        _status_json(report, pidfile, running, redis)
         return
     print(f"spool      {report.root}")
+    if redis is not None:
+        print(f"redis      {redis}")
     print(f"daemon     {_daemon_text(report.daemon_pid)}")
     if pidfile is not None:
         print(f"pidfile    {pidfile.describe()}")
@@ -74,6 +82,22 @@ def status(
         _running_jobs(running)
     if report.missing:
         warn(f"missing folders: {', '.join(report.missing)} (run 'spoold init')")
+
+
+def _status_json(
+    report: SpoolStatus,
+    pidfile: PidfileState | None,
+    running: list[RunningJob] | None,
+    redis: str | None,
+) -> None:
+    extra: dict[str, Any] = {}
+    if redis is not None:
+        extra["redis"] = redis
+    if pidfile is not None:
+        extra["pidfile"] = asdict(pidfile)
+    if running is not None:
+        extra["running_jobs"] = [asdict(job) for job in running]
+    print_json({**asdict(report), "daemon_running": report.daemon_pid is not None, **extra})
 
 
 def _running_jobs(running: list[RunningJob]) -> None:
@@ -165,29 +189,71 @@ def _split_tracebacks(document: dict[str, Any]) -> tuple[dict[str, Any], list[tu
     return {**document, "history": entries}, tracebacks
 
 
-def check(config: Config, checks: list[ClassCheck], *, as_json: bool) -> None:
+def check(
+    config: Config, checks: list[ClassCheck], *, as_json: bool, redis: RedisCheck | None = None
+) -> None:
+    """The allowlist's report; with ``redis`` (a Redis spool) its persistence settings too."""
     if as_json:
-        print_json(
-            {
-                "config": str(config.path),
-                "ok": all(c.ok for c in checks),
-                "classes": [{**asdict(c), "ok": c.ok} for c in checks],
+        report: dict[str, Any] = {
+            "config": str(config.path),
+            "ok": all(c.ok for c in checks) and (redis is None or redis.ok),
+            "classes": [{**asdict(c), "ok": c.ok} for c in checks],
+        }
+        if redis is not None:
+            report["redis"] = {
+                "url": redis.url,
+                "ok": redis.ok,
+                "problems": list(redis.problems),
+                "error": redis.error,
+                "require_durable": redis.required,
             }
-        )
+        print_json(report)
         return
-    print(f"config {config.path}: valid; spool {config.spool.dir}")
+    if redis is None:
+        print(f"config {config.path}: valid; spool {config.spool.dir}")
+    else:
+        print(
+            f"config {config.path}: valid; spool {config.spool.name!r} in Redis at {redis.url},"
+            f" job files in {config.spool.dir}"
+        )
     for item in checks:
         verdict = "ok  " if item.ok else "FAIL"
         detail = ", ".join(item.methods) if item.ok else "; ".join(item.problems)
         print(f"{verdict} {item.class_path}: {detail}")
     if not checks:
         warn("the [allow] table is empty: the daemon will reject every job")
+    if redis is not None:
+        _redis_check(redis)
 
 
-def check_summary(checks: list[ClassCheck]) -> None:
-    """One line on stderr when any class of the report failed (a FAIL line); else nothing."""
+def _redis_check(redis: RedisCheck) -> None:
+    if redis.error is not None:
+        print(f"FAIL redis: {redis.error}")
+    elif not redis.problems:
+        print(f"ok   redis {redis.url}: {', '.join(redis.wanted)}")
+    elif redis.required:
+        for problem in redis.problems:
+            print(f"FAIL redis {redis.url}: {problem}")
+    else:
+        for problem in redis.problems:
+            warn(
+                f"redis {redis.url}: {problem}; it can lose acknowledged jobs"
+                " (accepted: [spool] require_durable = false)"
+            )
+
+
+def check_summary(checks: list[ClassCheck], redis: RedisCheck | None = None) -> None:
+    """One line on stderr for each part of the report that failed (a FAIL line); else nothing."""
     failed = sum(not item.ok for item in checks)
-    if failed:
+    if failed or (redis is not None and not redis.ok):
         sys.stdout.flush()  # the report first, where both streams go to one place
+    if failed:
         noun = "class" if len(checks) == 1 else "classes"
         print(f"spoold check: {failed} of {len(checks)} allowed {noun} failed", file=sys.stderr)
+    if redis is not None and not redis.ok:
+        why = (
+            "cannot be reached"
+            if redis.error is not None
+            else "can lose acknowledged jobs ([spool] require_durable = true)"
+        )
+        print(f"spoold check: the Redis at {redis.url} {why}", file=sys.stderr)

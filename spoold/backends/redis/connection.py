@@ -53,6 +53,13 @@ def connect(spool: SpoolSettings) -> redis.Redis:
     )
 
 
+def safe_url(url: str) -> str:
+    """The URL without its password (or user name), for a message."""
+    scheme, sep, rest = url.partition("://")
+    _credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{host}" if at else url
+
+
 def library_source() -> str:
     return resources.files(__package__).joinpath("library.lua").read_text(encoding="utf-8")
 

@@ -43,6 +43,7 @@ from spoold.backends.redis.connection import (
     fcall,
     load_library,
     prefix,
+    safe_url,
 )
 from spoold.backoff import Backoff
 from spoold.core.backend import (
@@ -91,7 +92,7 @@ class RedisEngine:
         self.owner = f"{settings.host_id}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.places = Places(
             "Redis's active set", "Redis's due set",
-            f"{spool.folder('incoming')} and {_safe_url(settings.url)}",
+            f"{spool.folder('incoming')} and {safe_url(settings.url)}",
         )  # fmt: skip
         self.offset = 0.0  # the server's clock minus this host's
         self.ready_hint = True  # a job may be ready: worth a claim call
@@ -381,13 +382,6 @@ def _with_id(job: Job, job_id: str) -> Job:
     from dataclasses import replace
 
     return job if job.id == job_id else replace(job, id=job_id)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without a password, for the log."""
-    scheme, sep, rest = url.partition("://")
-    _credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{host}" if at else url
 
 
 __all__ = ["RedisEngine", "RedisUnavailable"]

@@ -15,7 +15,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from spoold.backends.redis.connection import RedisUnavailable, connect, fcall, prefix
+from spoold.backends.redis.connection import RedisUnavailable, connect, fcall, prefix, safe_url
 from spoold.config import SpoolSettings
 from spoold.ids import new_job_id
 
@@ -40,7 +40,7 @@ class RedisSubmitter:
             try:
                 answer = fcall(client, "spoold_submit", self.key, job_id, payload)
             except RedisUnavailable as exc:
-                where = _where(self.spool)
+                where = safe_url(self.spool.url)
                 raise RedisUnavailable(exc.errno, f"{exc.strerror} ({where})") from None
             if answer != b"taken":
                 return job_id
@@ -54,9 +54,3 @@ def _client(spool: SpoolSettings) -> redis.Redis:
         if client is None:
             client = _clients[key] = connect(spool)
         return client
-
-
-def _where(spool: SpoolSettings) -> str:
-    scheme, sep, rest = spool.url.partition("://")
-    _credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{host}" if at else spool.url

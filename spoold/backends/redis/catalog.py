@@ -1,0 +1,400 @@
+"""Redis as a ``Catalog``: what ``spoold status/list/show/retry/purge`` see and change.
+
+The CLI reads and repairs jobs through ``core/backend.py``'s ``Catalog``;
+this is the Redis backend's side of it, over the data model of
+``library.lua`` (its header comment). Reading is plain ``ZRANGE`` / ``ZCARD``
+on the sets and pipelined ``HMGET`` of the job hashes; changing is the
+library's ``spoold_retry`` and ``spoold_purge``, atomic on the server.
+
+The CLI's words for where a job is, and the Redis state each stands for:
+
+  incoming   ``ready`` (submitted, not yet claimed), and the job files still
+             in this host's ``[spool] dir``/incoming/ (the daemon moves them
+             into Redis)
+  scheduled  ``due`` (waiting for a time: run_at, a retry's delay)
+  active     ``active`` (claimed by a daemon)
+  done, failed  the records (``idx:done``, ``idx:failed``)
+
+What ``spoold show`` prints as the job's path is its key
+(``spoold:{<name>}:job:<id>``); a job file still in incoming/ is shown as
+the file. ``document`` is the record for done and failed jobs, else the
+daemon's state document where it wrote one, else the job as submitted.
+Listings are ordered as the file spool's: per state, by id (ids sort by
+time). Times in Redis are milliseconds of the server's clock; here they are
+seconds.
+
+Every Redis error becomes a one-line ``CatalogError`` naming the server
+(its URL without the password): never a traceback. redis is imported only
+inside this backend, and only when a call is made.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from spoold.backends.files import admin
+from spoold.backends.files.admin import checked_id, summarize
+from spoold.backends.files.spool import Spool, running_daemon_pid
+from spoold.backends.redis.connection import (
+    RedisUnavailable,
+    connect,
+    fcall,
+    prefix,
+    safe_url,
+)
+from spoold.config import Config, SpoolSettings
+from spoold.core.backend import (
+    CatalogError,
+    JobSummary,
+    RetryOutcome,
+    RunningJob,
+    SpoolStatus,
+    StoredJob,
+)
+
+if TYPE_CHECKING:
+    import redis
+
+T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
+
+# The CLI's state of each Redis state, and the sorted set that holds each CLI state.
+CLI_STATE = {
+    "ready": "incoming",
+    "due": "scheduled",
+    "active": "active",
+    "done": "done",
+    "failed": "failed",
+}
+STATE_SET = {
+    "incoming": "ready",
+    "scheduled": "due",
+    "active": "active",
+    "done": "idx:done",
+    "failed": "idx:failed",
+}
+RECORD_STATES = ("done", "failed")
+# What is read of each job: its state, its three documents, and its times.
+FIELDS = ("state", "spec", "doc", "record", "enq", "claimed", "finished")
+READ_BATCH = 1000  # job hashes read per pipeline round trip
+PURGE_BATCH = 1000  # records deleted per spoold_purge call
+READY_SEQ_DIGITS = 20  # a ready member is "<seq, 20 digits>:<id>"
+
+
+class RedisCatalog:
+    """The jobs and records of the spool ``[spool] name`` in ``[spool] url``.
+
+    The connection is made at the first call; ``[spool] dir`` is this host's
+    folder, whose incoming/ and tmp/ may still hold job files and whose lock
+    says whether a daemon runs here.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.settings = config.spool
+        self.spool = Spool(config.spool.dir)
+        self.key = prefix(config.spool)
+        self.url = safe_url(config.spool.url)
+        self._client: redis.Redis | None = None
+
+    # -- the Catalog --
+
+    def find(self, job_id: str) -> StoredJob:
+        job_id = checked_id(job_id)
+        for _ in range(2):  # a job file moves from incoming/ into Redis while we look
+            found = self._read([job_id])[0]
+            if found is not None:
+                return found
+            for state in ("incoming", "tmp"):
+                try:
+                    return admin.read_job(self.spool, state, f"{job_id}.json")
+                except FileNotFoundError:
+                    continue
+        raise CatalogError(f"no job {job_id} in {self.url} {self.key} or {self.spool.root}")
+
+    def jobs(self, states: Sequence[str], now: float) -> list[JobSummary]:
+        """Every job in these states, per state by id (as the file spool lists)."""
+        found: list[JobSummary] = []
+        for state in states:
+            stored = self._stored_in(state)
+            if state == "incoming":  # a file that is in Redis already is about to go
+                in_redis = {job.id for job in stored}
+                local = admin.stored_jobs(self.spool, "incoming")
+                stored += [job for job in local if job.id not in in_redis]
+            stored.sort(key=lambda job: job.id)
+            found.extend(summarize(job, now) for job in stored)
+        return found
+
+    def status(self, now: float) -> SpoolStatus:
+        counts = dict.fromkeys(("tmp", "incoming", "scheduled", "active", "done", "failed"), 0)
+        counts["tmp"] = len(self.spool.job_names("tmp"))
+        counts["incoming"] = len(self.spool.job_names("incoming"))
+
+        def count(client: redis.Redis) -> list[int]:
+            pipe = client.pipeline(transaction=False)
+            for state in STATE_SET.values():
+                pipe.zcard(self.key + state)
+            return list(pipe.execute())
+
+        for state, number in zip(STATE_SET, self._talk(count), strict=True):
+            counts[state] += number
+        oldest = self._oldest_waiting(now)
+        return SpoolStatus(
+            root=self.spool.root,
+            counts=counts,
+            missing=[],
+            oldest_waiting_id=oldest.id if oldest else None,
+            oldest_waiting_age=oldest.age if oldest else None,
+            daemon_pid=running_daemon_pid(self.spool),
+        )
+
+    def running(self, now: float) -> list[RunningJob]:
+        """The active jobs, longest running first (since their claim, on the server's clock)."""
+        found = []
+        for stored in self._stored_in("active"):
+            summary = summarize(stored, now)
+            found.append(
+                RunningJob(
+                    stored.id, summary.target, summary.attempts + 1, max(0.0, now - stored.mtime)
+                )
+            )
+        return sorted(found, key=lambda job: -job.running_for)
+
+    def failed_ids(self) -> list[str]:
+        return sorted(self._ids("failed"))
+
+    def retry(self, job_ids: Sequence[str]) -> RetryOutcome:
+        """Each failed job waits again as submitted, attempts afresh, under its own id."""
+        outcome = RetryOutcome(retried=[], errors=[])
+        for position, job_id in enumerate(job_ids):
+            try:
+                outcome.retried.append(self._retry_one(job_id))
+            except _Unreachable as exc:  # every other id would fail too, each after a timeout
+                outcome.errors.append(f"cannot retry {job_id}: {exc}")
+                rest = job_ids[position + 1 :]
+                if rest:
+                    outcome.errors.append(f"not retried either: {', '.join(rest)}")
+                break
+            except CatalogError as exc:
+                outcome.errors.append(str(exc))
+        return outcome
+
+    def purge(self, state: str, older_than: float, now: float) -> list[str]:
+        """Delete the records of ``state`` filed more than ``older_than`` seconds ago."""
+        if state not in RECORD_STATES:
+            raise CatalogError(f"purge works on done or failed, not {state!r}")
+        before_ms = round((now - older_than) * 1000)
+        removed: list[str] = []
+        while True:
+            batch = self._talk(
+                lambda client: fcall(
+                    client, "spoold_purge", self.key, state, before_ms, PURGE_BATCH
+                )
+            )
+            removed.extend(_text(job_id) for job_id in batch)
+            if len(batch) < PURGE_BATCH:
+                return removed
+
+    def where(self, state: str) -> str:
+        """The server and the key of the set holding ``state``'s jobs, for a message."""
+        return f"{self.url} {self.key}{STATE_SET.get(state, state)}"
+
+    # -- reading and retrying one job --
+
+    def _retry_one(self, job_id: str) -> str:
+        job_id = checked_id(job_id)
+        answer = _text(self._talk(lambda client: fcall(client, "spoold_retry", self.key, job_id)))
+        if answer == "ok":
+            return job_id
+        if answer == "missing":
+            elsewhere = self.find(job_id)  # a job file in incoming/, or no such job
+            state = elsewhere.state
+        else:
+            state = CLI_STATE.get(answer, answer)
+        raise CatalogError(f"job {job_id} is in {state}/; only failed jobs can be retried")
+
+    def _ids(self, state: str) -> list[str]:
+        """The ids in the sorted set of CLI ``state`` (ready members carry their seq)."""
+        members = self._talk(lambda client: client.zrange(self.key + STATE_SET[state], 0, -1))
+        ids = [_text(member) for member in members]
+        if state == "incoming":
+            return [member[READY_SEQ_DIGITS + 1 :] for member in ids]
+        return ids
+
+    def _stored_in(self, state: str) -> list[StoredJob]:
+        """The jobs of CLI ``state`` in Redis; one that moved on meanwhile is skipped."""
+        ids = self._ids(state)
+        return [job for job in self._read(ids) if job is not None and job.state == state]
+
+    def _read(self, ids: Sequence[str]) -> list[StoredJob | None]:
+        """Each job as stored, None for one that is not (or no longer) there."""
+        found: list[StoredJob | None] = []
+        for start in range(0, len(ids), READ_BATCH):
+            chunk = ids[start : start + READ_BATCH]
+
+            def fetch(client: redis.Redis, chunk: Sequence[str] = chunk) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipe.hmget(f"{self.key}job:{job_id}", FIELDS)
+                return list(pipe.execute())
+
+            rows = self._talk(fetch)
+            found.extend(self._stored(job_id, row) for job_id, row in zip(chunk, rows, strict=True))
+        return found
+
+    def _stored(self, job_id: str, row: Sequence[bytes | None]) -> StoredJob | None:
+        fields = dict(zip(FIELDS, row, strict=True))
+        raw_state = fields["state"]
+        if raw_state is None:
+            return None
+        state = CLI_STATE.get(_text(raw_state), _text(raw_state))
+        if state in RECORD_STATES:
+            data, moment = fields["record"], fields["finished"]
+        else:
+            data = fields["doc"] if fields["doc"] is not None else fields["spec"]
+            moment = fields["claimed"] if state == "active" else fields["enq"]
+        path = Path(f"{self.key}job:{job_id}")
+        return _decoded(job_id, state, path, _seconds(moment), data or b"")
+
+    def _oldest_waiting(self, now: float) -> JobSummary | None:
+        """The waiting job submitted longest ago: in Redis (lowest seq), or a job file here."""
+        candidates = [summarize(job, now) for job in admin.stored_jobs(self.spool, "incoming")]
+        oldest_id = self._lowest_seq()
+        if oldest_id is not None:
+            stored = self._read([oldest_id])[0]
+            if stored is not None and stored.state in ("incoming", "scheduled"):
+                candidates.append(summarize(stored, now))
+        return max(candidates, key=lambda job: job.age, default=None)
+
+    def _lowest_seq(self) -> str | None:
+        """The id of the waiting job (ready or due) with the lowest seq: the first submitted."""
+        ready = self._talk(lambda client: client.zrange(self.key + "ready", 0, -1))
+        best: tuple[int, str] | None = None
+        for member in map(_text, ready):
+            seq, job_id = int(member[:READY_SEQ_DIGITS]), member[READY_SEQ_DIGITS + 1 :]
+            best = min(best, (seq, job_id)) if best else (seq, job_id)
+        due = [_text(member) for member in self._talk(lambda c: c.zrange(self.key + "due", 0, -1))]
+        for start in range(0, len(due), READ_BATCH):
+            chunk = due[start : start + READ_BATCH]
+
+            def seqs(client: redis.Redis, chunk: Sequence[str] = chunk) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipe.hget(f"{self.key}job:{job_id}", "seq")
+                return list(pipe.execute())
+
+            for job_id, seq in zip(chunk, self._talk(seqs), strict=True):
+                if seq is not None:
+                    candidate = (int(seq), job_id)
+                    best = min(best, candidate) if best else candidate
+        return best[1] if best else None
+
+    # -- talking to Redis --
+
+    def _talk(self, action: Callable[[redis.Redis], T]) -> T:
+        """``action(client)``, with every Redis error a one-line CatalogError.
+
+        Unreachable Redis raises ``_Unreachable`` (a CatalogError), so that a
+        retry of many ids stops at the first.
+        """
+        with redis_errors(self.settings):
+            if self._client is None:
+                self._client = connect(self.settings)
+            return action(self._client)
+
+
+class _Unreachable(CatalogError):
+    """Redis could not be reached (or is out of memory): nothing more can be done now."""
+
+
+@contextmanager
+def redis_errors(settings: SpoolSettings) -> Iterator[None]:
+    """Turn Redis's trouble into one-line CatalogErrors that name the server (no password).
+
+    Used by the catalog and by the CLI's ``submit`` and ``check``; a missing
+    redis package is one line too.
+    """
+    url = safe_url(settings.url)
+    try:
+        import redis
+    except ImportError:
+        raise CatalogError(
+            "[spool] backend = \"redis\" needs the redis package: pip install 'spoold[redis]'"
+        ) from None
+    try:
+        yield
+    except RedisUnavailable as exc:
+        # ``connection.call`` words it "cannot reach Redis: <why>", and the submitter adds
+        # " (<url>)"; what it wraps (its context) says whether the login was refused.
+        refused = _cause(exc, redis.AuthenticationError)
+        if refused is not None:
+            raise _login_refused(url, refused) from None
+        why = (exc.strerror or str(exc)).removeprefix("cannot reach Redis: ")
+        why = why.removesuffix(f" ({url})")
+        if exc.errno == errno.ENOSPC:
+            raise _Unreachable(f"Redis at {url}: {why}") from None
+        raise _Unreachable(f"cannot reach Redis at {url}: {_shorter(why)}") from None
+    except redis.AuthenticationError as exc:
+        raise _login_refused(url, exc) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise _Unreachable(f"cannot reach Redis at {url}: {_shorter(_why(exc))}") from None
+    except redis.RedisError as exc:
+        raise CatalogError(f"Redis at {url} refused the call: {_why(exc)}") from None
+
+
+def _cause(exc: BaseException, kind: type[E]) -> E | None:
+    """The exception of ``kind`` that ``exc`` was raised while handling, if any."""
+    seen = exc.__context__
+    while seen is not None and not isinstance(seen, kind):
+        seen = seen.__context__
+    return seen
+
+
+def _login_refused(url: str, exc: Exception) -> _Unreachable:
+    """A wrong or missing password (redis-py words a missing one as HELLO's complaint)."""
+    why = _why(exc)
+    if why.startswith("HELLO must be called"):
+        why = "it needs a password ([spool] url: redis://:PASSWORD@host:port/db)"
+    return _Unreachable(f"Redis at {url} refused the login: {why}")
+
+
+def _why(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__).rstrip(".")
+
+
+def _shorter(why: str) -> str:
+    """redis-py's "Error 111 connecting to host:6379. Connection refused" as its reason."""
+    head, sep, reason = why.rpartition(". ")
+    if sep and head.startswith("Error ") and " connecting to " in head:
+        return reason.rstrip(".")
+    return why.rstrip(".")
+
+
+def _decoded(job_id: str, state: str, path: Path, mtime: float, data: bytes) -> StoredJob:
+    text = data.decode("utf-8", errors="replace")
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        return StoredJob(job_id, state, path, mtime, None, text, problem="not valid JSON")
+    if not isinstance(document, dict):
+        return StoredJob(job_id, state, path, mtime, None, text, problem="not a JSON object")
+    return StoredJob(job_id, state, path, mtime, document, text)
+
+
+def _seconds(milliseconds: bytes | None) -> float:
+    try:
+        return int(milliseconds or 0) / 1000
+    except ValueError:
+        return 0.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+__all__ = ["RedisCatalog", "redis_errors"]
