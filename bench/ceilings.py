@@ -1,9 +1,10 @@
 """Ceilings: plain Python loops doing a workload's file operations with no framework.
 
-Nothing here imports spoold. Each ceiling is what the same machine does, in the
-same invocation, with the least code that still does the job's work: the
-client's write-and-rename, the daemon's read, claim, fork (2 children at a
-time) and record. The workloads report spoold's figure as a fraction of these.
+Nothing here imports spoold (the Redis loop is handed a redis-py client). Each
+ceiling is what the same machine does, in the same invocation, with the least
+code that still does the job's work: the client's write-and-rename, the
+daemon's read, claim, fork (2 children at a time) and record. The workloads
+report spoold's figure as a fraction of these.
 
 Forking ceilings run in a fresh interpreter (``python -m bench.ceilings KIND ...``,
 one JSON line out), because fork costs more in a bigger parent and spoold's
@@ -80,6 +81,23 @@ def enqueue(root: Path, n: int, log: str, *, fsync: bool, dir_fsync: bool = Fals
         if dir_fsync:
             fsync_dir(Path(incoming))
     return n / (time.perf_counter() - start)
+
+
+def redis_submit(
+    client: Any, key: str, n: int, log: str, *, start: int = 0
+) -> tuple[float, list[str]]:
+    """N times: json.dumps a job, ``FCALL spoold_submit 1 <key> <id> <job>`` on one
+    connection (``client``, a redis.Redis). What a Redis client is bounded by: one
+    round trip each, the server's appendfsync included. The functions library must
+    be loaded already. Ids ``r<start + i>-<random>``. Returns (jobs per second, ids)."""
+    ids = []
+    start_time = time.perf_counter()
+    for i in range(start, start + n):
+        job_id = f"r{i:08d}-{os.urandom(5).hex()}"
+        if client.fcall("spoold_submit", 1, key, job_id, job_document(log, time.time())) != b"ok":
+            raise RuntimeError(f"spoold_submit did not take {job_id}")
+        ids.append(job_id)
+    return n / (time.perf_counter() - start_time), ids
 
 
 def prefill(root: Path, n: int, log: str = "/dev/null") -> list[str]:

@@ -4,6 +4,10 @@ Nothing is mocked: a spool is made by ``spoold init``, the daemon is ``python -m
 spoold run`` on it (ready when it sends ``READY=1`` to our notify socket), jobs go
 in through the real client, and their start and end times come from the lines
 the jobs themselves append (bench/benchjobs.py), not from the daemon's log.
+
+A spool is on files (its folder) or on Redis (``[spool] backend = "redis"`` on
+the bench's own redis-server, under a name of its own): ``BenchSpool.submit``
+and its counts and done-checks read whichever it is.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from spoold.client import Submitter, job_payload, run_background_job, submitter_for
+from spoold.config import load_config
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -95,16 +102,42 @@ def toml_text(sections: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class RedisPlace:
+    """A spool's place in the bench's redis-server: its URL, its name, a client to read it."""
+
+    url: str
+    name: str
+    client: Any  # redis.Redis: reads what the daemon recorded (never writes to the spool)
+
+    @property
+    def key(self) -> str:
+        """The spool's key prefix, as spoold makes it: ``spoold:{<name>}:``."""
+        return f"spoold:{{{self.name}}}:"
+
+
+# What folder_counts shows of a Redis spool: the library's sorted sets (library.lua).
+REDIS_SETS = {"ready": "ready", "due": "due", "active": "active",
+              "done": "idx:done", "failed": "idx:failed"}  # fmt: skip
+
+
 @dataclass
 class BenchSpool:
-    """A temp spool, its config file and the log its jobs append to."""
+    """A temp spool, its config file and the log its jobs append to.
+
+    With ``redis``, the config says ``[spool] backend = "redis"`` with that URL
+    and name; ``dir`` stays the local folder (the daemon's lock and its
+    ``incoming/`` for job files).
+    """
 
     workdir: Path
     fsync: bool = True
     max_jobs_per_process: int = 1
+    redis: RedisPlace | None = None
     root: Path = field(init=False)
     config: Path = field(init=False)
     job_log: Path = field(init=False)
+    _submitters: dict[bool, Submitter] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -121,8 +154,11 @@ class BenchSpool:
         }
         if os.geteuid() == 0:
             worker["user"] = "root"  # a root daemon needs an explicit job user; say it on purpose
+        spool: dict[str, Any] = {"dir": str(self.root), "fsync": self.fsync, "rescan_interval": 5.0}
+        if self.redis is not None:
+            spool.update(backend="redis", url=self.redis.url, name=self.redis.name)
         sections = {
-            "spool": {"dir": str(self.root), "fsync": self.fsync, "rescan_interval": 5.0},
+            "spool": spool,
             "worker": worker,
             "log": {"file": str(self.workdir / "daemon.log"), "level": "WARNING"},
             "allow": {JOB_CLASS: ["noop", "sleep"]},
@@ -140,16 +176,68 @@ class BenchSpool:
             words = init.stderr.strip().splitlines() or ["(no message)"]
             raise DaemonRefused(f"spoold init refused the config: {words[-1]}")
 
+    @property
+    def backend(self) -> str:
+        return "files" if self.redis is None else "redis"
+
+    def submit(self, method: str = "noop", *args: Any, durable: bool = True) -> str:
+        """One job through the real client: Bench.<method>(job log, *args); its id.
+
+        Files: ``run_background_job(..., spool=<folder>)``. Redis: the client's
+        ``job_payload`` + ``submitter_for(<this config>)``, one ``FCALL
+        spoold_submit`` on the connection the client keeps per process
+        (``durable`` changes nothing there: Redis fsyncs per its appendfsync).
+        """
+        params = [str(self.job_log), *args]
+        if self.redis is None:
+            return run_background_job(JOB_CLASS, method, params, spool=self.root, durable=durable)
+        submitter = self._submitters.get(durable)
+        if submitter is None:
+            config = load_config(self.config)
+            submitter = self._submitters[durable] = submitter_for(config, durable=durable)
+        now = time.time()
+        return submitter.submit(job_payload(JOB_CLASS, method, params, now=now), now=now)
+
     def folder(self, state: str) -> Path:
         return self.root / state
 
     def count(self, state: str) -> int:
+        """Jobs in ``state``: files in that folder, or members of Redis's set for it."""
+        if self.redis is not None:
+            return int(self.redis.client.zcard(self.redis.key + REDIS_SETS[state]))
         with os.scandir(self.folder(state)) as entries:
             return sum(1 for e in entries if e.name.endswith(".json") and e.name[0] != ".")
 
     def ids(self, state: str) -> set[str]:
+        if self.redis is not None:
+            members = self.redis.client.zrange(self.redis.key + REDIS_SETS[state], 0, -1)
+            return {m.decode().rpartition(":")[2] for m in members}  # ready: "<seq>:<id>"
         with os.scandir(self.folder(state)) as entries:
             return {e.name[:-5] for e in entries if e.name.endswith(".json") and e.name[0] != "."}
+
+    def counts(self) -> dict[str, int]:
+        """Where the jobs are, for an error message."""
+        if self.redis is not None:
+            return {state: self.count(state) for state in REDIS_SETS}
+        return {s: self.count(s) for s in ("incoming", "scheduled", "active", "done", "failed")}
+
+    def done_ids(self, wanted: set[str], *, waiting: bool = False) -> set[str]:
+        """Those of ``wanted`` that have a done record.
+
+        Files: a ``done/<id>.json``. Redis: ``HGET spoold:{<name>}:job:<id> state``
+        is ``done``, asked in one pipeline; while ``waiting``, only once
+        ``idx:done`` holds as many members (until then: none).
+        """
+        if self.redis is None:
+            return wanted & self.ids("done")
+        if waiting and self.count("done") < len(wanted):
+            return set()
+        ordered = sorted(wanted)
+        pipe = self.redis.client.pipeline(transaction=False)
+        for job_id in ordered:
+            pipe.hget(f"{self.redis.key}job:{job_id}", "state")
+        return {job_id for job_id, state in zip(ordered, pipe.execute(), strict=True)
+                if state == b"done"}  # fmt: skip
 
 
 def precompile_jobs() -> None:
@@ -385,7 +473,7 @@ def wait_for_jobs(
         if now - last_change > STALL or now > deadline:
             raise BenchError(
                 f"only {log.lines} of {count} jobs finished (stalled or past the deadline); "
-                f"folders: {folder_counts(spool)}"
+                f"{spool.backend}: {folder_counts(spool)}"
             )
         time.sleep(POLL)
 
@@ -399,29 +487,35 @@ def _check_trouble(spool: BenchSpool, log: JobLog, count: int, daemon: BenchDaem
 
 
 def folder_counts(spool: BenchSpool) -> dict[str, int]:
-    return {s: spool.count(s) for s in ("incoming", "scheduled", "active", "done", "failed")}
+    return spool.counts()
 
 
 def check_all_done(
     spool: BenchSpool, log: JobLog, ids: Iterable[str], timeout: float = 60.0
 ) -> None:
-    """Every enqueued id has its record in done/ and its own line in the job log.
+    """Every enqueued id has its done record and its own line in the job log.
 
-    The job writes its line before the daemon files the record, so done/ is
-    given ``timeout`` seconds to catch up. Any missing or unknown id fails the run.
+    The record is ``done/<id>.json``, or on Redis the job's hash with ``state``
+    ``done``. The job writes its line before the daemon files the record, so
+    the records are given ``timeout`` seconds to catch up. Any missing or
+    unknown id fails the run.
     """
     wanted = set(ids)
     deadline = time.monotonic() + timeout
     while True:
-        done = spool.ids("done")
-        if wanted <= done or time.monotonic() > deadline:
+        done = spool.done_ids(wanted, waiting=True)
+        if wanted <= done:
+            break
+        if time.monotonic() > deadline:
+            done = spool.done_ids(wanted)
             break
         time.sleep(POLL)
     missing = wanted - done
     if missing:
+        where = "done/ record" if spool.redis is None else "done record in Redis"
         raise BenchError(
-            f"{len(missing)} of {len(wanted)} jobs have no done/ record "
-            f"(e.g. {sorted(missing)[:3]}); folders: {folder_counts(spool)}"
+            f"{len(missing)} of {len(wanted)} jobs have no {where} "
+            f"(e.g. {sorted(missing)[:3]}); {spool.backend}: {folder_counts(spool)}"
         )
     logged = set(log.times)
     if logged != wanted or log.lines != len(wanted):

@@ -6,10 +6,15 @@ sees its daemon die raises BenchError; ``bench.run`` records that as the
 workload's error. Figures are medians of ``ctx.runs`` runs with their spread;
 a ratio is the median of the per-run ratios (spoold and its ceiling run one
 after the other in each run, so a noisy moment hits both).
+
+W1, W2 and W3 run spoold on each of ``ctx.backends`` ("files", "redis") in
+every run, beside one ceiling run: an entry per backend, the Redis one named
+"<workload> [redis]". W4 and W5 measure the file spool only.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -33,6 +38,7 @@ from bench.common import (
     BenchSpool,
     DaemonRefused,
     JobLog,
+    RedisPlace,
     check_all_done,
     daemon_env,
     percentile,
@@ -40,6 +46,7 @@ from bench.common import (
     spread,
     wait_for_jobs,
 )
+from bench.redisserver import RedisServer
 from spoold.client import run_background_job
 
 RQ_JOBS_PER_S = 158.0  # RQ's fork-per-job worker: reported in issue #5, not measured here
@@ -49,21 +56,31 @@ W3_SLEEP = 0.05
 W3_IDEAL = CONCURRENCY / W3_SLEEP  # 40 jobs/s with 2 workers
 W5_MAX_WAITING = 2000  # W5 feeds the next jobs once no more than this many wait
 MB = 1e6  # targets are in MB (10^6 bytes); /proc reports kB (KiB)
+BACKENDS = ("files", "redis")
 
 
 @dataclass
 class Context:
-    """What every workload needs: where to put spools, how many runs, the sizes."""
+    """What every workload needs: where to put spools, how many runs, the sizes, the backends.
+
+    ``backends``: those the current part runs spoold on (``bench.run`` sets it
+    per part). ``redis``: the bench's own redis-server, when Redis runs.
+    """
 
     workdir: Path
     runs: int
     sizes: dict[str, int]
     jobs_per_process: int
+    backends: tuple[str, ...] = ("files",)
+    redis: RedisServer | None = None
+    redis_client: Any = None  # a redis.Redis on ``redis``: reads records, drops a run's keys
     _count: int = field(default=0)
+    _names: list[str] = field(default_factory=list)
 
     @contextmanager
     def folder(self, name: str) -> Iterator[Path]:
-        """A fresh folder for one run, removed afterwards (W4 and W5 leave 100,000 files)."""
+        """A fresh folder for one run, removed afterwards (W4 and W5 leave 100,000 files);
+        the Redis spools made meanwhile are deleted from the server too."""
         self._count += 1
         path = self.workdir / f"{self._count:03d}-{name}"
         path.mkdir()
@@ -71,6 +88,43 @@ class Context:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+            self._drop_names()
+
+    def spool(
+        self, folder: Path, backend: str, *, fsync: bool = True, per_process: int = 1
+    ) -> BenchSpool:
+        """A bench spool in ``folder/<backend>``; on Redis, under a name of its own."""
+        place = self.place(f"{folder.name}-{backend}") if backend == "redis" else None
+        return BenchSpool(
+            folder / backend, fsync=fsync, max_jobs_per_process=per_process, redis=place
+        )
+
+    def place(self, label: str) -> RedisPlace:
+        """A fresh spool name in the bench's redis-server (keys ``spoold:{<name>}:...``)."""
+        if self.redis is None:
+            raise BenchError("no redis-server was started for this run")
+        name = f"bench-{os.getpid()}-{len(self._names) + 1:03d}-{label}"
+        self._names.append(name)
+        return RedisPlace(self.redis.url, name, self.redis_client)
+
+    def order(self, run: int) -> tuple[str, ...]:
+        """The backends in the order this run uses them: reversed every other run."""
+        return self.backends if run % 2 == 0 else tuple(reversed(self.backends))
+
+    def _drop_names(self) -> None:
+        """Delete every key of the Redis spools made so far (not timed): each run starts
+        on a server holding only what earlier runs left in its append-only file."""
+        if self.redis_client is None or self.redis is None or not self.redis.alive():
+            return
+        while self._names:
+            name = self._names.pop()
+            batch = list(self.redis_client.scan_iter(match=f"spoold:{{{name}}}:*", count=1000))
+            for start in range(0, len(batch), 1000):
+                self.redis_client.unlink(*batch[start : start + 1000])
+
+
+def labelled(workload: str, backend: str) -> str:
+    return workload if backend == "files" else f"{workload} [redis]"
 
 
 @contextmanager
@@ -84,9 +138,7 @@ def running_daemon(spool: BenchSpool) -> Iterator[BenchDaemon]:
 
 def submit(spool: BenchSpool, method: str = "noop", *args: Any, durable: bool = True) -> str:
     """One job through the real client: Bench.<method>(job log, *args)."""
-    return run_background_job(
-        JOB_CLASS, method, [str(spool.job_log), *args], spool=spool.root, durable=durable
-    )
+    return spool.submit(method, *args, durable=durable)
 
 
 def run_batch(
@@ -104,7 +156,7 @@ def run_batch(
     """
     log = JobLog(spool.job_log)
     t0 = time.time()
-    ids = [submit(spool, method, *args, durable=durable) for _ in range(n)]
+    ids = [spool.submit(method, *args, durable=durable) for _ in range(n)]
     enqueued = time.time()
     wait_for_jobs(spool, log, n, daemon)
     check_all_done(spool, log, ids)
@@ -118,13 +170,41 @@ def drain_rate(folder: Path, n: int, *, fsync: bool, per_process: int) -> float:
     spool = BenchSpool(folder, fsync=fsync, max_jobs_per_process=per_process)
     names = ceilings.prefill(spool.root, n, str(spool.job_log))
     os.sync()
+    return _drain(spool, n, [name[:-5] for name in names])
+
+
+def redis_drain_rate(
+    ctx: Context, folder: Path, n: int, *, fsync: bool, per_process: int
+) -> tuple[float, float]:
+    """The same on Redis: N jobs put in by the plain ``FCALL spoold_submit`` loop (no daemon
+    running), then the daemon started. Returns (drain jobs/s, the loop's submits/s)."""
+    spool = BenchSpool(
+        folder, fsync=fsync, max_jobs_per_process=per_process, redis=ctx.place(folder.name)
+    )
+    submit_rate, ids = fcall_submit(spool, n)
+    os.sync()
+    return _drain(spool, n, ids), submit_rate
+
+
+def fcall_submit(spool: BenchSpool, n: int, start: int = 0) -> tuple[float, list[str]]:
+    """``ceilings.redis_submit`` into ``spool`` (its functions library loaded first, untimed)."""
+    from spoold.backends.redis.connection import load_library
+
+    assert spool.redis is not None
+    load_library(spool.redis.client)
+    return ceilings.redis_submit(
+        spool.redis.client, spool.redis.key, n, str(spool.job_log), start=start
+    )
+
+
+def _drain(spool: BenchSpool, n: int, ids: list[str]) -> float:
     log = JobLog(spool.job_log)
     daemon = BenchDaemon(spool).start()
     try:
         daemon.wait_ready()
         ready = time.time()
         wait_for_jobs(spool, log, n, daemon)
-        check_all_done(spool, log, [name[:-5] for name in names])
+        check_all_done(spool, log, ids)
     finally:
         daemon.stop()
     return n / (max(e for _s, e in log.times.values()) - ready)
@@ -161,14 +241,23 @@ def median(values: list[float]) -> float:
 
 
 def entry(
-    workload: str, what: str, runs: int, n: int, target: str, met: bool, **figures: Any
+    workload: str,
+    what: str,
+    runs: int,
+    n: int,
+    target: str,
+    met: bool,
+    backend: str = "files",
+    **figures: Any,
 ) -> dict[str, Any]:
     """One result. A workload that ran jobs through spoold gets ``every_job_done``: each
-    run checked that every enqueued id has its done/ record and its own job-log line
-    (a run that lost one raised BenchError instead)."""
+    run checked that every enqueued id has its done record (done/<id>.json, or its
+    job hash in Redis in state done) and its own job-log line (a run that lost one
+    raised BenchError instead)."""
     checked = {} if workload.startswith("W1-client") else {"every_job_done": True}
     return {
-        "workload": workload,
+        "workload": labelled(workload, backend),
+        "backend": backend,
         "what": what,
         "runs": runs,
         "n": n,
@@ -179,69 +268,119 @@ def entry(
     }
 
 
+REDIS_NOTE = (
+    "spoold on Redis: the daemon's config says [spool] backend = \"redis\" with the bench's "
+    "own redis-server (appendonly yes, appendfsync always: every submit and every record is "
+    "fsynced by Redis before its reply) and a spool name of this run's own; the client "
+    "submits with spoold.client.job_payload + submitter_for(config) (one FCALL spoold_submit "
+    "each); every job's done record is read back from Redis"
+)
+
+
+def backend_what(what: str, backend: str) -> str:
+    return what if backend == "files" else f"{what}. {REDIS_NOTE}"
+
+
 # -- W1: throughput --
 
 
 def w1_default(ctx: Context) -> list[dict[str, Any]]:
     n = ctx.sizes["W1"]
-    spoold, enqueue, ceiling, forks, drained = [], [], [], [], []
+    spoold: dict[str, list[float]] = {b: [] for b in ctx.backends}
+    enqueue: dict[str, list[float]] = {b: [] for b in ctx.backends}
+    drained: dict[str, list[float]] = {b: [] for b in ctx.backends}
+    fcall: list[float] = []
+    ceiling, forks = [], []
     for run in range(ctx.runs):
-        progress(f"W1 default run {run + 1}/{ctx.runs}: {n} no-op jobs")
+        progress(f"W1 default run {run + 1}/{ctx.runs}: {n} no-op jobs on {'+'.join(ctx.backends)}")
         with ctx.folder("w1") as folder:
             if run % 2:  # the ceiling goes first in every other run, in case order matters
                 ceiling.append(dispatch_ceiling(folder / "ceiling", n, fork=True, fsync=True))
-            os.sync()
-            spool = BenchSpool(folder / "spoold", fsync=True)
-            with running_daemon(spool) as daemon:
-                result = run_batch(spool, daemon, n, durable=True)
-            spoold.append(result["jobs_per_s"])
-            enqueue.append(result["enqueue_per_s"])
+            for backend in ctx.order(run):
+                os.sync()
+                spool = ctx.spool(folder, backend, fsync=True)
+                with running_daemon(spool) as daemon:
+                    result = run_batch(spool, daemon, n, durable=True)
+                spoold[backend].append(result["jobs_per_s"])
+                enqueue[backend].append(result["enqueue_per_s"])
             os.sync()
             if not run % 2:
                 ceiling.append(dispatch_ceiling(folder / "ceiling", n, fork=True, fsync=True))
-            drained.append(drain_rate(folder / "drain", n, fsync=True, per_process=1))
+            for backend in ctx.backends:
+                if backend == "files":
+                    rate = drain_rate(folder / "drain", n, fsync=True, per_process=1)
+                else:
+                    rate, submits = redis_drain_rate(
+                        ctx, folder / "drain-redis", n, fsync=True, per_process=1
+                    )
+                    fcall.append(submits)
+                drained[backend].append(rate)
             forks.append(float(ceiling_process("fork", "--n", str(n))["rate"]))
-    ratio = ratios(spoold, ceiling)
-    vs_rq = median(spoold) / RQ_JOBS_PER_S
-    return [
-        entry(
-            "W1",
-            "throughput, default config (a fresh process per attempt, fsync on): "
-            f"{n} no-op jobs enqueued as fast as the client can (durable=True) into an idle "
-            "daemon; jobs/s from the first enqueue to the last job's own end time",
-            ctx.runs,
-            n,
-            target=">= 85% of the fork+fsync ceiling with 2 children; >= 5x RQ (158 jobs/s)",
-            met=median(ratio) >= 0.85 and vs_rq >= 5,
-            unit="jobs/s",
-            spoold=spread(spoold, 1),
-            ceiling=spread(ceiling, 1),
-            ceiling_what="one process: list incoming/, per job read + json.loads + rename "
-            "into active/ + fork a child that exits at once (2 at a time, waitpid), after the "
-            "reap write done/<id>.json (tmp + fsync + rename) and unlink active/<id>.json",
-            ratio=round(median(ratio), 3),
-            ratio_runs=[round(r, 3) for r in ratio],
-            client_enqueue_per_s_during_run=spread(enqueue, 1),
-            rq_reference={
-                "jobs_per_s": RQ_JOBS_PER_S,
-                "source": RQ_SOURCE,
-                "spoold_over_rq": round(vs_rq, 2),
-            },
-            informative={
-                "launcher_fork_ceiling_children_per_s": spread(forks, 1),
-                "what": "a single-threaded process forking children that exit at once, 2 at a time",
-                **_drain_figures(drained, ceiling),
-            },
+    entries = []
+    for backend in ctx.backends:
+        ratio = ratios(spoold[backend], ceiling)
+        vs_rq = median(spoold[backend]) / RQ_JOBS_PER_S
+        extra: dict[str, Any] = {}
+        if backend == "redis":
+            extra = {
+                "redis_fcall_submit_per_s": spread(fcall, 1),
+                "redis_fcall_submit_what": "a plain loop of FCALL spoold_submit (json.dumps a "
+                "job, one call, one connection) from one client, no daemon running: what the "
+                "client is bounded by (it fills the backlog of drain_jobs_per_s below)",
+                "client_over_fcall_loop": round(median(ratios(enqueue[backend], fcall)), 3),
+            }
+        entries.append(
+            entry(
+                "W1",
+                backend_what(
+                    "throughput, default config (a fresh process per attempt, fsync on): "
+                    f"{n} no-op jobs enqueued as fast as the client can (durable=True) into an "
+                    "idle daemon; jobs/s from the first enqueue to the last job's own end time",
+                    backend,
+                ),
+                ctx.runs,
+                n,
+                target=">= 85% of the fork+fsync ceiling with 2 children; >= 5x RQ (158 jobs/s)",
+                met=median(ratio) >= 0.85 and vs_rq >= 5,
+                backend=backend,
+                unit="jobs/s",
+                spoold=spread(spoold[backend], 1),
+                ceiling=spread(ceiling, 1),
+                ceiling_what="one process: list incoming/, per job read + json.loads + rename "
+                "into active/ + fork a child that exits at once (2 at a time, waitpid), after "
+                "the reap write done/<id>.json (tmp + fsync + rename) and unlink "
+                "active/<id>.json",
+                ratio=round(median(ratio), 3),
+                ratio_runs=[round(r, 3) for r in ratio],
+                client_enqueue_per_s_during_run=spread(enqueue[backend], 1),
+                **extra,
+                rq_reference={
+                    "jobs_per_s": RQ_JOBS_PER_S,
+                    "source": RQ_SOURCE,
+                    "spoold_over_rq": round(vs_rq, 2),
+                },
+                informative={
+                    "launcher_fork_ceiling_children_per_s": spread(forks, 1),
+                    "what": "a single-threaded process forking children that exit at once, "
+                    "2 at a time",
+                    **_drain_figures(drained[backend], ceiling, backend),
+                },
+            )
         )
-    ]
+    return entries
 
 
-def _drain_figures(drained: list[float], ceiling: list[float]) -> dict[str, Any]:
+def _drain_figures(drained: list[float], ceiling: list[float], backend: str) -> dict[str, Any]:
     """The informative drain figures: spoold on a waiting backlog, as the ceiling runs."""
+    where = (
+        "waiting in incoming/"
+        if backend == "files"
+        else "waiting in Redis (put there by the FCALL spoold_submit loop)"
+    )
     return {
         "drain_jobs_per_s": spread(drained, 1),
         "drain_ratio_to_ceiling": round(median(ratios(drained, ceiling)), 3),
-        "drain_what": "the same N jobs waiting in incoming/ before the daemon starts, no client "
+        "drain_what": f"the same N jobs {where} before the daemon starts, no client "
         "running: jobs/s from READY=1 to the last job's end (the ceiling too times a waiting "
         "backlog, while the figure above shares the 2 cores with the client)",
     }
@@ -255,48 +394,85 @@ def w1_fast(ctx: Context) -> list[dict[str, Any]]:
         f"false: {n} no-op jobs enqueued with durable=False into an idle daemon"
     )
     target = ">= 60% of the no-fork ceiling (fsync off)"
-    spoold, ceiling, ceiling_fsync, drained = [], [], [], []
+    spoold: dict[str, list[float]] = {b: [] for b in ctx.backends}
+    drained: dict[str, list[float]] = {b: [] for b in ctx.backends}
+    ceiling, ceiling_fsync = [], []
     for run in range(ctx.runs):
-        progress(f"W1 fast run {run + 1}/{ctx.runs}: {n} no-op jobs")
+        progress(f"W1 fast run {run + 1}/{ctx.runs}: {n} no-op jobs on {'+'.join(ctx.backends)}")
         with ctx.folder("w1fast") as folder:
             if run % 2:  # the ceiling goes first in every other run, in case order matters
                 ceiling.append(dispatch_ceiling(folder / "c1", n, fork=False, fsync=False))
-            os.sync()
             try:
-                spool = BenchSpool(folder / "spoold", fsync=False, max_jobs_per_process=per_process)
-                with running_daemon(spool) as daemon:
-                    spoold.append(run_batch(spool, daemon, n, durable=False)["jobs_per_s"])
+                for backend in ctx.order(run):
+                    os.sync()
+                    spool = ctx.spool(folder, backend, fsync=False, per_process=per_process)
+                    with running_daemon(spool) as daemon:
+                        result = run_batch(spool, daemon, n, durable=False)
+                    spoold[backend].append(result["jobs_per_s"])
             except DaemonRefused as exc:
                 progress(f"W1 fast skipped: {exc}")
-                return [{"workload": name, "what": what, "target": target, "skipped": str(exc)}]
+                return [
+                    {
+                        "workload": labelled(name, backend),
+                        "backend": backend,
+                        "what": what,
+                        "target": target,
+                        "skipped": str(exc),
+                    }
+                    for backend in ctx.backends
+                ]
             os.sync()
             if not run % 2:
                 ceiling.append(dispatch_ceiling(folder / "c1", n, fork=False, fsync=False))
             ceiling_fsync.append(dispatch_ceiling(folder / "c2", n, fork=False, fsync=True))
-            drained.append(drain_rate(folder / "drain", n, fsync=False, per_process=per_process))
-    ratio = ratios(spoold, ceiling)
-    return [
-        entry(
-            name,
-            what,
-            ctx.runs,
-            n,
-            target=target,
-            met=median(ratio) >= 0.60,
-            unit="jobs/s",
-            spoold=spread(spoold, 1),
-            ceiling=spread(ceiling, 1),
-            ceiling_what="the fork+fsync ceiling's loop with the job called inline (no fork) "
-            "and no fsync",
-            ratio=round(median(ratio), 3),
-            ratio_runs=[round(r, 3) for r in ratio],
-            informative={
-                "no_fork_ceiling_with_fsync_jobs_per_s": spread(ceiling_fsync, 1),
-                "ratio_to_it": round(median(ratios(spoold, ceiling_fsync)), 3),
-                **_drain_figures(drained, ceiling),
-            },
+            for backend in ctx.backends:
+                if backend == "files":
+                    rate = drain_rate(folder / "drain", n, fsync=False, per_process=per_process)
+                else:
+                    rate, _ = redis_drain_rate(
+                        ctx, folder / "drain-redis", n, fsync=False, per_process=per_process
+                    )
+                drained[backend].append(rate)
+    entries = []
+    for backend in ctx.backends:
+        ratio = ratios(spoold[backend], ceiling)
+        note = {}
+        if backend == "redis":
+            note = {
+                "note": "fsync = false and durable=False change nothing on Redis, which still "
+                "fsyncs each submit and each record (appendfsync always, which the backend "
+                "requires): the no-fork ceiling with fsync is the closer comparison"
+            }
+        entries.append(
+            entry(
+                name,
+                backend_what(what, backend),
+                ctx.runs,
+                n,
+                target=target,
+                met=median(ratio) >= 0.60,
+                backend=backend,
+                unit="jobs/s",
+                spoold=spread(spoold[backend], 1),
+                ceiling=spread(ceiling, 1),
+                ceiling_what="the fork+fsync ceiling's loop with the job called inline (no "
+                "fork) and no fsync",
+                ratio=round(median(ratio), 3),
+                ratio_runs=[round(r, 3) for r in ratio],
+                **note,
+                informative={
+                    "no_fork_ceiling_with_fsync_jobs_per_s": spread(ceiling_fsync, 1),
+                    "ratio_to_it": round(median(ratios(spoold[backend], ceiling_fsync)), 3),
+                    **_drain_figures(drained[backend], ceiling, backend),
+                },
+            )
         )
-    ]
+    return entries
+
+
+CLIENT_CHUNK = 100  # enqueues per turn when the client and its ceilings take turns
+CLIENT_FIGURES = ("durable", "fsync", "dirsync", "fast", "plain",
+                  "redis_submitter", "redis_fcall", "redis_config")  # fmt: skip
 
 
 def _time_client(root: Path, n: int, *, durable: bool) -> float:
@@ -306,26 +482,80 @@ def _time_client(root: Path, n: int, *, durable: bool) -> float:
     return n / (time.perf_counter() - start)
 
 
-CLIENT_CHUNK = 100  # enqueues per turn when the client and its ceilings take turns
-
-
-def _client_step(key: str, root: Path, n: int) -> float:
+def _file_step(key: str, root: Path) -> Callable[[int], float]:
     """Seconds for n enqueues into ``root``: the client, or one of the ceiling loops."""
-    if key in ("durable", "fast"):
-        return n / _time_client(root, n, durable=key == "durable")
-    rate = ceilings.enqueue(root, n, str(root / "jobs.log"), fsync=key != "plain",
-                            dir_fsync=key == "dirsync")  # fmt: skip
-    return n / rate
+
+    def step(n: int) -> float:
+        if key in ("durable", "fast"):
+            return n / _time_client(root, n, durable=key == "durable")
+        rate = ceilings.enqueue(root, n, str(root / "jobs.log"), fsync=key != "plain",
+                                dir_fsync=key == "dirsync")  # fmt: skip
+        return n / rate
+
+    return step
 
 
-def _take_turns(keys: tuple[str, ...], folder: Path, n: int, flip: bool) -> dict[str, float]:
-    """Jobs/s of each of ``keys``, run in turns of CLIENT_CHUNK enqueues each.
+@contextmanager
+def client_config(config: Path) -> Iterator[None]:
+    """SPOOLD_CONFIG names ``config`` (and no SPOOLD_SPOOL_DIR) in this process, meanwhile."""
+    saved = {k: os.environ.get(k) for k in ("SPOOLD_CONFIG", "SPOOLD_SPOOL_DIR")}
+    os.environ["SPOOLD_CONFIG"] = str(config)
+    os.environ.pop("SPOOLD_SPOOL_DIR", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _redis_steps(ctx: Context, folder: Path) -> dict[str, Callable[[int], float]]:
+    """The Redis client's turns: the bench's submit path (payload + submitter_for), the
+    plain FCALL loop, and ``run_background_job`` as an application calls it (no spool=,
+    SPOOLD_CONFIG naming the config: it reads the config on every call)."""
+    from spoold.backends.redis.connection import load_library
+
+    spools = {key: ctx.spool(folder / key, "redis") for key in ("submitter", "fcall", "config")}
+    load_library(ctx.redis_client)  # server-wide; the daemon loads it too, none runs here
+    fcalls = [0]
+
+    def submitter(n: int) -> float:
+        spool = spools["submitter"]
+        start = time.perf_counter()
+        for _ in range(n):
+            spool.submit(durable=True)
+        return time.perf_counter() - start
+
+    def fcall(n: int) -> float:
+        place = spools["fcall"].redis
+        assert place is not None
+        log = str(spools["fcall"].job_log)
+        rate, _ids = ceilings.redis_submit(place.client, place.key, n, log, start=fcalls[0])
+        fcalls[0] += n
+        return n / rate
+
+    def config(n: int) -> float:
+        spool = spools["config"]
+        log = [str(spool.job_log)]
+        with client_config(spool.config):
+            start = time.perf_counter()
+            for _ in range(n):
+                run_background_job(JOB_CLASS, "noop", log)
+            return time.perf_counter() - start
+
+    return {"redis_submitter": submitter, "redis_fcall": fcall, "redis_config": config}
+
+
+def _take_turns(steps: dict[str, Callable[[int], float]], n: int, flip: bool) -> dict[str, float]:
+    """Jobs/s of each step, run in turns of CLIENT_CHUNK enqueues each.
 
     This VM's disk goes through slow spells of seconds (fsyncs take ten times as
     long): figures taken one after the other can land in different spells, and
     turns of a few hundred milliseconds make them share every spell.
     """
-    roots = {key: ceilings.make_folders(folder / key) for key in keys}
+    keys = tuple(steps)
     spent = dict.fromkeys(keys, 0.0)
     os.sync()  # the last workload's dirty pages would otherwise be written back meanwhile
     done = 0
@@ -333,81 +563,130 @@ def _take_turns(keys: tuple[str, ...], folder: Path, n: int, flip: bool) -> dict
         size = min(CLIENT_CHUNK, n - done)
         order = reversed(keys) if flip else keys
         for key in order:
-            spent[key] += _client_step(key, roots[key], size)
+            spent[key] += steps[key](size)
         done += size
         flip = not flip
     return {key: n / spent[key] for key in keys}
 
 
 def w1_client(ctx: Context) -> list[dict[str, Any]]:
-    """The client alone (no daemon running), against tmp + [fsync] + rename loops."""
+    """The client alone (no daemon running), against tmp + [fsync] + rename loops, and on
+    Redis against a plain FCALL spoold_submit loop."""
     n = ctx.sizes["client"]
-    figures: dict[str, list[float]] = {
-        k: [] for k in ("durable", "fsync", "dirsync", "fast", "plain")
-    }
+    figures: dict[str, list[float]] = {k: [] for k in CLIENT_FIGURES}
     for run in range(ctx.runs):
-        progress(f"W1 client run {run + 1}/{ctx.runs}: {n} enqueues x 5")
+        progress(f"W1 client run {run + 1}/{ctx.runs}: {n} enqueues on {'+'.join(ctx.backends)}")
         with ctx.folder("client") as folder:
             # Each figure next to its ceilings, taking turns with them.
-            for keys in (("fast", "plain"), ("durable", "fsync", "dirsync")):
-                for key, rate in _take_turns(keys, folder, n, flip=run % 2 == 1).items():
+            groups: list[dict[str, Callable[[int], float]]] = []
+            if "files" in ctx.backends:
+                for keys in (("fast", "plain"), ("durable", "fsync", "dirsync")):
+                    groups.append(
+                        {k: _file_step(k, ceilings.make_folders(folder / k)) for k in keys}
+                    )
+            if "redis" in ctx.backends:
+                groups.append(_redis_steps(ctx, folder))
+            for steps in groups:
+                for key, rate in _take_turns(steps, n, flip=run % 2 == 1).items():
                     figures[key].append(rate)
-    durable_ratio = ratios(figures["durable"], figures["fsync"])
-    fast_ratio = ratios(figures["fast"], figures["plain"])
+    entries = []
     common = "spoold.client.run_background_job from one Python process, no daemon running"
-    return [
-        entry(
-            "W1-client (durable=True)",
-            f"client enqueue rate: {n} jobs, {common}",
-            ctx.runs,
-            n,
-            target=">= 90% of the tmp+fsync+rename ceiling",
-            met=median(durable_ratio) >= 0.90,
-            unit="jobs/s",
-            spoold=spread(figures["durable"], 1),
-            ceiling=spread(figures["fsync"], 1),
-            ceiling_what="a loop: json.dumps a job of the same size, write tmp/<id>.json, "
-            "fsync it, rename into incoming/",
-            ratio=round(median(durable_ratio), 3),
-            ratio_runs=[round(r, 3) for r in durable_ratio],
-            informative={
-                "ceiling_with_incoming_dir_fsync_jobs_per_s": spread(figures["dirsync"], 1),
-                "ratio_to_it": round(median(ratios(figures["durable"], figures["dirsync"])), 3),
-                "note": "the client also fsyncs incoming/ after the rename (README's protocol); "
-                "the issue's ceiling does not, this one does",
-            },
-        ),
-        entry(
-            "W1-client (durable=False)",
-            f"client enqueue rate without fsync: {n} jobs, {common}",
-            ctx.runs,
-            n,
-            target=">= 90% of the tmp+rename ceiling",
-            met=median(fast_ratio) >= 0.90,
-            unit="jobs/s",
-            spoold=spread(figures["fast"], 1),
-            ceiling=spread(figures["plain"], 1),
-            ceiling_what="the same loop without fsync",
-            ratio=round(median(fast_ratio), 3),
-            ratio_runs=[round(r, 3) for r in fast_ratio],
-        ),
-    ]
+    if "files" in ctx.backends:
+        durable_ratio = ratios(figures["durable"], figures["fsync"])
+        fast_ratio = ratios(figures["fast"], figures["plain"])
+        entries += [
+            entry(
+                "W1-client (durable=True)",
+                f"client enqueue rate: {n} jobs, {common}",
+                ctx.runs,
+                n,
+                target=">= 90% of the tmp+fsync+rename ceiling",
+                met=median(durable_ratio) >= 0.90,
+                unit="jobs/s",
+                spoold=spread(figures["durable"], 1),
+                ceiling=spread(figures["fsync"], 1),
+                ceiling_what="a loop: json.dumps a job of the same size, write tmp/<id>.json, "
+                "fsync it, rename into incoming/",
+                ratio=round(median(durable_ratio), 3),
+                ratio_runs=[round(r, 3) for r in durable_ratio],
+                informative={
+                    "ceiling_with_incoming_dir_fsync_jobs_per_s": spread(figures["dirsync"], 1),
+                    "ratio_to_it": round(median(ratios(figures["durable"], figures["dirsync"])), 3),
+                    "note": "the client also fsyncs incoming/ after the rename (README's "
+                    "protocol); the issue's ceiling does not, this one does",
+                },
+            ),
+            entry(
+                "W1-client (durable=False)",
+                f"client enqueue rate without fsync: {n} jobs, {common}",
+                ctx.runs,
+                n,
+                target=">= 90% of the tmp+rename ceiling",
+                met=median(fast_ratio) >= 0.90,
+                unit="jobs/s",
+                spoold=spread(figures["fast"], 1),
+                ceiling=spread(figures["plain"], 1),
+                ceiling_what="the same loop without fsync",
+                ratio=round(median(fast_ratio), 3),
+                ratio_runs=[round(r, 3) for r in fast_ratio],
+            ),
+        ]
+    if "redis" in ctx.backends:
+        ratio = ratios(figures["redis_submitter"], figures["redis_fcall"])
+        entries.append(
+            entry(
+                "W1-client",
+                f"client submit rate on Redis: {n} jobs through spoold.client.job_payload + "
+                "submitter_for(config) (one FCALL spoold_submit per job on the connection the "
+                "client keeps), from one Python process, no daemon running; the bench's "
+                "redis-server fsyncs each one (appendfsync always)",
+                ctx.runs,
+                n,
+                target=">= 90% of the plain FCALL loop",
+                met=median(ratio) >= 0.90,
+                backend="redis",
+                unit="jobs/s",
+                spoold=spread(figures["redis_submitter"], 1),
+                ceiling=spread(figures["redis_fcall"], 1),
+                beside="W1-client (durable=True)",  # bench.run gives its figure beside
+                ceiling_what="a loop on one redis-py connection: json.dumps a job of the same "
+                "size, FCALL spoold_submit 1 <prefix> <id> <job> (bench.ceilings.redis_submit)",
+                ratio=round(median(ratio), 3),
+                ratio_runs=[round(r, 3) for r in ratio],
+                informative={
+                    "run_background_job_via_SPOOLD_CONFIG_per_s": spread(
+                        figures["redis_config"], 1
+                    ),
+                    "ratio_to_fcall_loop": round(
+                        median(ratios(figures["redis_config"], figures["redis_fcall"])), 3
+                    ),
+                    "what": "run_background_job(class, method, params) with no spool= and "
+                    "SPOOLD_CONFIG naming the Redis config, as an application calls it "
+                    "(it loads the config file on every call)",
+                },
+            )
+        )
+    return entries
 
 
 # -- W2: latency --
 
 
-def feed_steadily(root: Path, log: str, n: int) -> dict[str, float]:
-    """One job every 20 ms through the client (durable=False); {job id: time the call returned}."""
+def feed_steadily(submit: Callable[[], str], n: int) -> tuple[dict[str, float], list[float]]:
+    """One job every 20 ms through ``submit``: ({job id: time the call returned},
+    each call's duration in ms)."""
     returned = {}
+    calls = []
     start = time.monotonic()
     for i in range(n):
         pause = start + i * W2_INTERVAL - time.monotonic()
         if pause > 0:
             time.sleep(pause)
-        job_id = run_background_job(JOB_CLASS, "noop", [log], spool=root, durable=False)
+        began = time.perf_counter()
+        job_id = submit()
         returned[job_id] = time.time()
-    return returned
+        calls.append((time.perf_counter() - began) * 1000)
+    return returned, calls
 
 
 def latencies_ms(returned: dict[str, float], log: JobLog) -> dict[str, float]:
@@ -446,7 +725,11 @@ def w2_ceiling(folder: Path, n: int) -> dict[str, float]:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "ready":
                 raise BenchError("the W2 ceiling did not start")
-            returned = feed_steadily(root, str(log.path), n)
+            params = [str(log.path)]
+            returned, _calls = feed_steadily(
+                lambda: run_background_job(JOB_CLASS, "noop", params, spool=root, durable=False),
+                n,
+            )
             deadline = time.monotonic() + 60
             while log.poll() < n:
                 if time.monotonic() > deadline or proc.poll() is not None:
@@ -478,43 +761,68 @@ def _w2(ctx: Context, per_process: int) -> list[dict[str, Any]]:
     name = "W2" if per_process == 1 else "W2-reuse"
     n = ctx.sizes["W2"]
     keys = ("p50", "p90", "p99", "max")
-    spoold: dict[str, list[float]] = {k: [] for k in keys}
+    spoold: dict[str, dict[str, list[float]]] = {b: {k: [] for k in keys} for b in ctx.backends}
+    calls: dict[str, dict[str, list[float]]] = {b: {"p50": [], "p99": []} for b in ctx.backends}
     ceiling: dict[str, list[float]] = {k: [] for k in keys}
     for run in range(ctx.runs):
-        progress(f"{name} run {run + 1}/{ctx.runs}: {n} jobs, one every 20 ms")
+        progress(
+            f"{name} run {run + 1}/{ctx.runs}: {n} jobs, one every 20 ms, "
+            f"on {'+'.join(ctx.backends)}"
+        )
         with ctx.folder("w2") as folder:
-            spool = BenchSpool(folder / "spoold", fsync=True, max_jobs_per_process=per_process)
-            with running_daemon(spool) as daemon:
-                log = JobLog(spool.job_log)
-                returned = feed_steadily(spool.root, str(spool.job_log), n)
-                wait_for_jobs(spool, log, n, daemon)
-                check_all_done(spool, log, returned)
-            for key, value in latencies_ms(returned, log).items():
-                spoold[key].append(value)
+            for backend in ctx.order(run):
+                spool = ctx.spool(folder, backend, fsync=True, per_process=per_process)
+                with running_daemon(spool) as daemon:
+                    log = JobLog(spool.job_log)
+                    submit_one = functools.partial(spool.submit, durable=False)
+                    returned, durations = feed_steadily(submit_one, n)
+                    wait_for_jobs(spool, log, n, daemon)
+                    check_all_done(spool, log, returned)
+                for key, value in latencies_ms(returned, log).items():
+                    spoold[backend][key].append(value)
+                calls[backend]["p50"].append(percentile(durations, 50))
+                calls[backend]["p99"].append(percentile(durations, 99))
             for key, value in w2_ceiling(folder / "ceiling", n).items():
                 ceiling[key].append(value)
-    p50, p99 = median(spoold["p50"]), median(spoold["p99"])
-    return [
-        entry(
-            name,
-            f"latency, {_config_text(per_process)}: {n} jobs, one every 20 ms, into an idle "
-            "daemon; "
-            "enqueue-to-start = the job's own start time minus the moment the client call "
-            "returned (durable=False, so the call is ~0.1 ms and its fsyncs do not count)",
-            ctx.runs,
-            n,
-            target="p50 <= 1.5 ms, p99 <= 5 ms",
-            met=p50 <= 1.5 and p99 <= 5,
-            unit="ms",
-            spoold={k: spread(v, 3) for k, v in spoold.items()},
-            ceiling={k: spread(v, 3) for k, v in ceiling.items()},
-            ceiling_what="the same feeder; one process lists incoming/ every 0.1 ms, reads + "
-            "json.loads + renames each new job into active/ and forks a child that records "
-            "its start time (as the bench job does); records filed with fsync after the reap",
-            ratio=round(median(ratios(spoold["p50"], ceiling["p50"])), 2),
-            ratio_meaning="spoold's p50 over the ceiling's p50 (lower is better)",
+    entries = []
+    for backend in ctx.backends:
+        p50, p99 = median(spoold[backend]["p50"]), median(spoold[backend]["p99"])
+        call = (
+            "durable=False, so the call is ~0.1 ms and its fsyncs do not count"
+            if backend == "files"
+            else "on Redis the call waits for the server's fsync (appendfsync always), "
+            "which is before the moment it returns and so does not count"
         )
-    ]
+        entries.append(
+            entry(
+                name,
+                backend_what(
+                    f"latency, {_config_text(per_process)}: {n} jobs, one every 20 ms, into an "
+                    "idle daemon; enqueue-to-start = the job's own start time minus the moment "
+                    f"the client call returned ({call})",
+                    backend,
+                ),
+                ctx.runs,
+                n,
+                target="p50 <= 1.5 ms, p99 <= 5 ms",
+                met=p50 <= 1.5 and p99 <= 5,
+                backend=backend,
+                unit="ms",
+                spoold={k: spread(v, 3) for k, v in spoold[backend].items()},
+                ceiling={k: spread(v, 3) for k, v in ceiling.items()},
+                ceiling_what="the same feeder (the file client, durable=False); one process "
+                "lists incoming/ every 0.1 ms, reads + json.loads + renames each new job into "
+                "active/ and forks a child that records its start time (as the bench job "
+                "does); records filed with fsync after the reap",
+                ratio=round(median(ratios(spoold[backend]["p50"], ceiling["p50"])), 2),
+                ratio_meaning="spoold's p50 over the ceiling's p50 (lower is better)",
+                informative={
+                    "client_call_ms": {k: spread(v, 3) for k, v in calls[backend].items()},
+                    "what": "how long each submit call took (not part of the latency)",
+                },
+            )
+        )
+    return entries
 
 
 # -- W3: real work --
@@ -531,31 +839,44 @@ def w3_reuse(ctx: Context) -> list[dict[str, Any]]:
 def _w3(ctx: Context, per_process: int) -> list[dict[str, Any]]:
     name = "W3" if per_process == 1 else "W3-reuse"
     n = ctx.sizes["W3"]
-    spoold = []
+    spoold: dict[str, list[float]] = {b: [] for b in ctx.backends}
     for run in range(ctx.runs):
-        progress(f"{name} run {run + 1}/{ctx.runs}: {n} jobs that sleep 50 ms")
-        with ctx.folder("w3") as folder:
-            spool = BenchSpool(folder / "spoold", fsync=True, max_jobs_per_process=per_process)
-            with running_daemon(spool) as daemon:
-                spoold.append(run_batch(spool, daemon, n, "sleep", W3_SLEEP)["jobs_per_s"])
-    ratio = [v / W3_IDEAL for v in spoold]
-    return [
-        entry(
-            name,
-            f"real work, {_config_text(per_process)}: {n} jobs that sleep 50 ms, enqueued as "
-            "fast as the client can (durable=True); jobs/s from the first enqueue to the last end",
-            ctx.runs,
-            n,
-            target=">= 95% of ideal",
-            met=median(ratio) >= 0.95,
-            unit="jobs/s",
-            spoold=spread(spoold, 2),
-            ceiling={"median": W3_IDEAL, "min": W3_IDEAL, "max": W3_IDEAL},
-            ceiling_what="ideal: 2 workers x 1 / 0.05 s (arithmetic, not a run)",
-            ratio=round(median(ratio), 3),
-            ratio_runs=[round(r, 3) for r in ratio],
+        progress(
+            f"{name} run {run + 1}/{ctx.runs}: {n} jobs that sleep 50 ms "
+            f"on {'+'.join(ctx.backends)}"
         )
-    ]
+        with ctx.folder("w3") as folder:
+            for backend in ctx.order(run):
+                spool = ctx.spool(folder, backend, fsync=True, per_process=per_process)
+                with running_daemon(spool) as daemon:
+                    result = run_batch(spool, daemon, n, "sleep", W3_SLEEP)
+                spoold[backend].append(result["jobs_per_s"])
+    entries = []
+    for backend in ctx.backends:
+        ratio = [v / W3_IDEAL for v in spoold[backend]]
+        entries.append(
+            entry(
+                name,
+                backend_what(
+                    f"real work, {_config_text(per_process)}: {n} jobs that sleep 50 ms, "
+                    "enqueued as fast as the client can (durable=True); jobs/s from the first "
+                    "enqueue to the last end",
+                    backend,
+                ),
+                ctx.runs,
+                n,
+                target=">= 95% of ideal",
+                met=median(ratio) >= 0.95,
+                backend=backend,
+                unit="jobs/s",
+                spoold=spread(spoold[backend], 2),
+                ceiling={"median": W3_IDEAL, "min": W3_IDEAL, "max": W3_IDEAL},
+                ceiling_what="ideal: 2 workers x 1 / 0.05 s (arithmetic, not a run)",
+                ratio=round(median(ratio), 3),
+                ratio_runs=[round(r, 3) for r in ratio],
+            )
+        )
+    return entries
 
 
 # -- W4: backlog --
@@ -736,4 +1057,13 @@ WORKLOADS: dict[str, list[Callable[[Context], list[dict[str, Any]]]]] = {
     "W3": [w3_real_work, w3_reuse],
     "W4": [w4_backlog],
     "W5": [w5_long_life],
+}
+
+# The backends each workload runs spoold on: W4 and W5 measure the file spool only.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "W1": BACKENDS,
+    "W2": BACKENDS,
+    "W3": BACKENDS,
+    "W4": ("files",),
+    "W5": ("files",),
 }

@@ -1,17 +1,36 @@
 """One backend suite, run against every backend (huey's ``StorageTests`` habit).
 
 Each test drives an ``Engine`` (``spoold/core/backend.py``) the way the core
-does, through a small adapter (``Backend``) that knows how to hand a job in
-and read a record back for its backend:
+does, through a small adapter (``Backend``) that knows how to hand a job in,
+read a record back and let time pass for its backend:
 
 * ``files``: the real file spool (``spoold.backends.open_engine``) on a
   temporary folder, jobs submitted by the real client;
 * ``memory``: ``tests/memory_backend.py``'s ``MemoryEngine``, jobs handed in
-  as the same JSON document the client writes.
+  as the same JSON document the client writes;
+* ``redis``: the real ``RedisEngine`` (``spoold.backends.open_engine`` with
+  ``[spool] backend = "redis"``) on a real redis-server of the test's own
+  (the ``redis_server`` fixture: skipped where redis-server is missing,
+  failed in CI), jobs submitted by the real client into its local
+  ``incoming/``, so that each comes back from ``receive()`` as an arrival and
+  ``accept()`` submits it to Redis; records are read from Redis. One
+  redis-only test submits straight to Redis instead (no arrival).
+
+Time. Files and memory are on the time the test passes in: the suite jumps
+it forward (``backend.at(t)`` is ``t``) and compares the times they report
+exactly. Redis ignores the ``now`` it is given: due times, lease deadlines
+and claim times are the Redis server's clock (``TIME`` inside its
+functions). So on Redis ``backend.at(t)`` waits real time until the
+engine's clock has passed ``t``, delays are short (``backend.delay``,
+0.3 s), a lapse the test waits for is polled for with a deadline, and the
+times it reports are compared within ``backend.tolerance`` (0.5 s; 0 for
+files and memory). Redis releases a due job in the claim that takes it,
+not in ``receive()`` (``backend.releases_on_receive``).
 
 The ``finite_lease_backend`` fixture is the same backends built with a
-finite lease where they have one (the memory engine: 30 s; the file spool's
-claims never lapse). Nothing is mocked.
+finite lease where they have one (the memory engine: 30 s; Redis: 1 s, so
+that a lapse is waited for; the file spool's claims never lapse). Nothing is
+mocked.
 """
 
 from __future__ import annotations
@@ -22,17 +41,23 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
-from harness import Spool, write_config
+from harness import Spool, wait_for, write_config
 from memory_backend import MemoryEngine
 
 from spoold.backends import open_engine
-from spoold.client import _encode, _job_document, _start_time, run_background_job
+from spoold.client import (
+    _encode,
+    _job_document,
+    _start_time,
+    job_payload,
+    run_background_job,
+)
 from spoold.config import load_config
 from spoold.core.backend import (
     Accepted,
@@ -51,9 +76,26 @@ from spoold.ids import new_job_id
 from spoold.job import Job, rejection_record
 from spoold.live import Live
 
-BACKENDS = ["files", "memory"]
+if TYPE_CHECKING:
+    from redis_server import RedisServer
+
+    from spoold.backends.redis.engine import RedisEngine
+
+T = TypeVar("T")
+
+BACKENDS = ["files", "memory", "redis"]
 FINITE_LEASE = 30.0  # the memory engine's lease in ``finite_lease_backend``
 NOT_ALLOWED = "testjobs.NotOnTheList"  # a well-formed class path the allowlist lacks
+
+STILL_DELAY = 60.0  # files and memory: a delay the test jumps over
+REDIS_NAME = "suite"  # the spool's name in Redis: its keys are "spoold:{suite}:..."
+REDIS_LEASE = 30.0  # Redis's lease in ``backend`` ([spool] lease's default)
+REDIS_SHORT_LEASE = 1.0  # Redis's lease in ``finite_lease_backend``: its lapse is waited for
+REDIS_DELAY = 0.3  # seconds of real time a Redis test waits for a due time
+REDIS_TOLERANCE = 0.5  # how far a time Redis reports may be from the one the test expects
+REDIS_STEP = 0.002  # Redis keeps times in whole milliseconds (due rounded, now floored)
+REDIS_EARLY = 0.05  # a check "before t" on Redis runs at least this long before t
+REDIS_POLL_TIMEOUT = 5.0  # seconds a Redis test polls for what its server's clock brings
 
 
 class Backend(Protocol):
@@ -63,6 +105,9 @@ class Backend(Protocol):
     engine: Engine
     now: float  # the backend's time when the test began; the engine was opened at it
     owner: str  # who its claims say holds them
+    delay: float  # a delay a test waits out on this backend's clock
+    tolerance: float  # how far a time the backend reports may be from the expected one
+    releases_on_receive: bool  # receive() makes due jobs ready (Redis: the next claim does)
 
     def submit(
         self,
@@ -88,20 +133,67 @@ class Backend(Protocol):
 
     def mend_filings(self) -> None: ...
 
+    def counts(self) -> Counts:
+        """``engine.counts()`` as of now."""
+        ...
 
-class FileBackend:
-    """The file spool on a temporary folder, as the daemon opens it."""
+    def source(self, arrival: Arrival) -> str:
+        """Where an accepted arrival waits once accepted (a Taken's ``source``)."""
+        ...
 
-    name = "files"
+    def current(self) -> float:
+        """The backend's time as the test stands (files, memory: ``now``; it moves only
+        when the test passes a later one)."""
+        ...
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.spool = Spool(tmp_path / "spool").create()
-        live = Live(load_config(write_config(tmp_path / "config.toml", self.spool)), JobIdentity())
-        self.engine = open_engine(live)
-        self.now = self.engine.clock()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"  # this process is the daemon
-        assert self.engine.open(Judge(live), self.now) == []
-        self.engine.watch(self.now)
+    def at(self, when: float) -> float:
+        """A time at or after ``when`` on the backend's clock, to pass as ``now``
+        (files, memory: ``when``; Redis: waits for it)."""
+        ...
+
+    def before(self, when: float, by: float = 1.0) -> float:
+        """A time before ``when``, to pass as ``now`` (files, memory: ``when - by``;
+        Redis: its clock now, which must still be before ``when``)."""
+        ...
+
+    def first(self, probe: Callable[[float], T], when: float) -> tuple[T, float]:
+        """``probe(now)`` at ``when`` and the ``now`` it was given (Redis: from ``when`` on,
+        polled until it returns something truthy)."""
+        ...
+
+
+class _StillTime:
+    """Time for a backend that is on the time the test passes in: it jumps, never waits."""
+
+    now: float
+    engine: Engine
+    delay = STILL_DELAY
+    tolerance = 0.0
+    releases_on_receive = True
+
+    def counts(self) -> Counts:
+        return self.engine.counts()
+
+    def source(self, arrival: Arrival) -> str:
+        return arrival.ref
+
+    def current(self) -> float:
+        return self.now
+
+    def at(self, when: float) -> float:
+        return when
+
+    def before(self, when: float, by: float = 1.0) -> float:
+        return when - by
+
+    def first(self, probe: Callable[[float], T], when: float) -> tuple[T, float]:
+        return probe(when), when
+
+
+class _DropsFiles:
+    """Jobs handed in as files in the local spool's incoming/, by the real client."""
+
+    spool: Spool
 
     def submit(
         self,
@@ -117,6 +209,21 @@ class FileBackend:
         job_id = new_job_id()
         self.spool.drop_renamed(f"{job_id}.json", payload)
         return job_id
+
+
+class FileBackend(_DropsFiles, _StillTime):
+    """The file spool on a temporary folder, as the daemon opens it."""
+
+    name = "files"
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.spool = Spool(tmp_path / "spool").create()
+        live = Live(load_config(write_config(tmp_path / "config.toml", self.spool)), JobIdentity())
+        self.engine = open_engine(live)
+        self.now = self.engine.clock()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"  # this process is the daemon
+        assert self.engine.open(Judge(live), self.now) == []
+        self.engine.watch(self.now)
 
     def record(self, job_id: str) -> dict[str, Any] | None:
         for state in ("done", "failed"):
@@ -139,7 +246,7 @@ class FileBackend:
         self.engine.close()
 
 
-class MemoryBackend:
+class MemoryBackend(_StillTime):
     """``MemoryEngine``, judged by the same config's allowlist as the file spool."""
 
     name = "memory"
@@ -187,12 +294,107 @@ class MemoryBackend:
         self.engine.close()
 
 
-def _make(name: str, tmp_path: Path, *, finite_lease: bool) -> Iterator[Backend]:
-    made: FileBackend | MemoryBackend
+class RedisBackend(_DropsFiles):
+    """``RedisEngine`` on the test's own redis-server, as the daemon opens it.
+
+    Jobs are handed in as files in its local ``[spool] dir`` (the real client with
+    ``spool=``), so each is an arrival, as on the file spool. Its time is the server's:
+    ``at`` waits for it, and what it reports is compared within ``tolerance``.
+    """
+
+    name = "redis"
+    delay = REDIS_DELAY
+    tolerance = REDIS_TOLERANCE
+    releases_on_receive = False  # spoold_claim releases due jobs, in the claim that takes one
+
+    def __init__(self, tmp_path: Path, server: RedisServer, *, lease: float) -> None:
+        import redis
+
+        from spoold.backends.redis.connection import prefix
+
+        self.spool = Spool(tmp_path / "spool").create()
+        settings = {"backend": "redis", "url": server.url, "name": REDIS_NAME, "lease": lease}
+        path = write_config(tmp_path / "config.toml", self.spool, {"spool": settings})
+        self.config = load_config(path)
+        live = Live(self.config, JobIdentity())
+        self.key = prefix(self.config.spool)
+        self.redis = redis.Redis.from_url(server.url)  # the test's own: records, CONFIG SET
+        self.redis_engine: RedisEngine = open_engine(live)  # type: ignore[assignment]
+        self.engine: Engine = self.redis_engine
+        assert self.engine.open(Judge(live), self.engine.clock()) == []
+        self.now = self.engine.clock()  # the server's, now that open() has read its TIME
+        self.owner = self.redis_engine.owner
+        self.engine.watch(self.now)
+
+    def record(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(f"{self.key}job:{job_id}", "record")
+        return None if raw is None else json.loads(raw)
+
+    def fail_filings(self) -> None:
+        # Redis refuses writes for real: past maxmemory with noeviction it answers OOM,
+        # which the engine raises as RedisUnavailable (an OSError, ENOSPC).
+        self.redis.config_set("maxmemory-policy", "noeviction")
+        self.redis.config_set("maxmemory", 1)
+
+    def mend_filings(self) -> None:
+        self.redis.config_set("maxmemory", 0)
+
+    def counts(self) -> Counts:
+        # The engine caches its ZCARDs for a second (the status line asks every turn);
+        # the suite's counts must be of now, so the cache is made due (the adapter only).
+        self.redis_engine.next_count = 0.0
+        return self.engine.counts()
+
+    def source(self, arrival: Arrival) -> str:
+        return _arrival_id(arrival)  # accepted, it waits in Redis as job:<id>; the file is gone
+
+    def current(self) -> float:
+        return self.engine.clock()
+
+    def at(self, when: float) -> float:
+        # Past ``when`` by a step: Redis rounds a due time to the millisecond and floors
+        # its own clock. The engine's clock trails the server's by the reply's transit.
+        target = when + REDIS_STEP
+        while (now := self.engine.clock()) < target:
+            time.sleep(target - now)
+        return now
+
+    def before(self, when: float, by: float = 1.0) -> float:
+        now = self.engine.clock()
+        assert now < when - REDIS_EARLY, (
+            f"this run was too slow to check a moment before {when:.3f}: it is {now:.3f}"
+        )
+        return now
+
+    def first(self, probe: Callable[[float], T], when: float) -> tuple[T, float]:
+        self.at(when)
+
+        def attempt() -> tuple[T, float] | None:
+            now = self.engine.clock()
+            found = probe(now)
+            return (found, now) if found else None
+
+        found = wait_for(attempt, REDIS_POLL_TIMEOUT, f"nothing came from {probe} after {when}")
+        assert found is not None  # wait_for returns only something truthy
+        return found
+
+    def close(self) -> None:
+        self.engine.close()
+        self.redis.close()
+
+
+def _make(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path, *, finite_lease: bool
+) -> Iterator[Backend]:
+    made: FileBackend | MemoryBackend | RedisBackend
     if name == "files":
         made = FileBackend(tmp_path)
-    else:
+    elif name == "memory":
         made = MemoryBackend(tmp_path, lease=FINITE_LEASE if finite_lease else math.inf)
+    else:
+        server = request.getfixturevalue("redis_server")  # only this param starts one
+        lease = REDIS_SHORT_LEASE if finite_lease else REDIS_LEASE
+        made = RedisBackend(tmp_path, server, lease=lease)
     try:
         yield made
     finally:
@@ -202,13 +404,23 @@ def _make(name: str, tmp_path: Path, *, finite_lease: bool) -> Iterator[Backend]
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Each backend, opened (and watching) at ``backend.now``; closed at the end."""
-    yield from _make(request.param, tmp_path, finite_lease=False)
+    yield from _make(request.param, request, tmp_path, finite_lease=False)
 
 
 @pytest.fixture(params=BACKENDS)
 def finite_lease_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Each backend with a finite lease, where it has one (``engine.lease`` says)."""
-    yield from _make(request.param, tmp_path, finite_lease=True)
+    yield from _make(request.param, request, tmp_path, finite_lease=True)
+
+
+@pytest.fixture
+def redis_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisBackend]:
+    """The Redis backend alone, for what only it does."""
+    made = RedisBackend(tmp_path, request.getfixturevalue("redis_server"), lease=REDIS_LEASE)
+    try:
+        yield made
+    finally:
+        made.close()
 
 
 # -- helpers: the core's moves, in the order it makes them --
@@ -252,6 +464,11 @@ def submitted_and_taken(backend: Backend) -> Taken:
 def done_record(job: Job, now: float) -> dict[str, Any]:
     """A done record as the core builds it (``Filer.succeeded``)."""
     return job.record("done", now, result=None)
+
+
+def close_to(backend: Backend, actual: float, expected: float) -> bool:
+    """``actual`` is ``expected`` (files, memory), or within the backend's tolerance (Redis)."""
+    return actual == expected or abs(actual - expected) <= backend.tolerance
 
 
 def take_order(backend: Backend) -> list[str]:
@@ -301,11 +518,11 @@ def test_an_accepted_arrival_is_taken_with_a_claim_on_it(backend: Backend) -> No
     backend.engine.accept(arrival)
     taken = take(backend)
     assert taken.job == arrival.verdict.job
-    assert taken.source == arrival.ref
+    assert taken.source == backend.source(arrival)
     claim = taken.claim
     assert (claim.job_id, claim.owner) == (job_id, backend.owner)
     assert isinstance(claim.token, int) and claim.token > 0
-    assert claim.expires_at == backend.now + backend.engine.lease
+    assert close_to(backend, claim.expires_at, backend.now + backend.engine.lease), claim
     assert backend.engine.take_ready(backend.now) is None, "one ready job was taken twice"
 
 
@@ -331,7 +548,7 @@ def test_an_empty_backend_has_nothing_to_hand_out(backend: Backend) -> None:
     assert engine.receive(backend.now) == []
     assert engine.take_ready(backend.now) is None
     assert engine.expired(backend.now) == []
-    assert engine.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
+    assert backend.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
 
 
 # -- filing exactly once --
@@ -350,7 +567,7 @@ def test_finish_files_the_record_once_and_refuses_a_second_finish(backend: Backe
     with pytest.raises(StaleClaim):
         backend.engine.finish(taken.claim, "failed", {**record, "status": "failed"})
     assert backend.record(taken.job.id) == record
-    assert backend.engine.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
+    assert backend.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
 
 
 def test_a_job_put_back_and_taken_again_has_a_larger_token_and_the_old_claim_is_stale(
@@ -373,7 +590,7 @@ def test_a_job_put_back_and_taken_again_has_a_larger_token_and_the_old_claim_is_
         engine.schedule(old, replace(first.job, due_at=now + 60), again=True)
     with pytest.raises(StaleClaim):
         engine.unclaim(old, first.job, now)
-    assert engine.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
+    assert backend.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
     assert backend.record(first.job.id) is None
 
     record = done_record(second.job, now)
@@ -387,10 +604,11 @@ def test_a_job_put_back_and_taken_again_has_a_larger_token_and_the_old_claim_is_
 def test_a_scheduled_job_is_not_ready_before_its_due_time_and_is_ready_from_it(
     backend: Backend,
 ) -> None:
-    """A job with a run_at is claimed on arrival and scheduled until it: a turn a second
-    before hands out nothing; a turn at the due time hands it out, due time and all."""
+    """A job with a run_at is claimed on arrival and scheduled until it: a turn before hands
+    out nothing; a turn at the due time hands it out, due time and all. (On Redis the job
+    stays counted as waiting until the claim that takes it releases it.)"""
     engine, now = backend.engine, backend.now
-    job_id = backend.submit(delay=60)
+    job_id = backend.submit(delay=backend.delay)
     arrival = arrive(backend)[job_id]
     assert isinstance(arrival.verdict, Accepted)
     job = arrival.verdict.job
@@ -399,52 +617,71 @@ def test_a_scheduled_job_is_not_ready_before_its_due_time_and_is_ready_from_it(
     claimed = engine.claim_arrival(arrival, now)
     assert isinstance(claimed, Taken) and claimed.job == job
     engine.schedule(claimed.claim, replace(job, due_at=due), again=False)
-    assert engine.counts() == Counts(ready=0, waiting=1, again=0, busy=False)
+    assert backend.counts() == Counts(ready=0, waiting=1, again=0, busy=False)
     wakeup = engine.next_wakeup(now)
     assert wakeup is not None and wakeup <= due
 
-    assert engine.receive(due - 1) == []
-    assert engine.take_ready(due - 1) is None
-    assert engine.counts() == Counts(ready=0, waiting=1, again=0, busy=False)
+    early = backend.before(due)
+    assert engine.receive(early) == []
+    assert engine.take_ready(early) is None
+    assert backend.counts() == Counts(ready=0, waiting=1, again=0, busy=False)
 
-    assert engine.receive(due) == []
-    assert engine.counts() == Counts(ready=1, waiting=0, again=0, busy=False)
-    taken = take(backend, due)
+    at = backend.at(due)
+    assert engine.receive(at) == []
+    if backend.releases_on_receive:
+        assert backend.counts() == Counts(ready=1, waiting=0, again=0, busy=False)
+    else:
+        assert backend.counts() == Counts(ready=0, waiting=1, again=0, busy=False)
+    taken = take(backend, at)
     assert (taken.job.id, taken.job.due_at, taken.job.params) == (job_id, due, [])
     assert taken.claim.token > claimed.claim.token
+    assert backend.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
 
 
 def test_a_job_scheduled_again_is_counted_as_again_until_it_is_due(backend: Backend) -> None:
     """``again`` counts the retries, reruns and put-backs still waiting (burst mode waits for
-    them), not a job waiting for its own run_at."""
-    engine, now = backend.engine, backend.now
+    them), not a job waiting for its own run_at. Each is released at its due time (on
+    Redis: by the claim that takes it, so until then it is counted as before)."""
+    engine, step = backend.engine, backend.delay
     retried, put_back, own_time = (backend.submit() for _ in range(3))
     accept_all(backend)
     by_id = {t.job.id: t for t in (take(backend) for _ in range(3))}
-    engine.schedule(by_id[retried].claim, replace(by_id[retried].job, due_at=now + 10), again=True)
-    engine.unclaim(by_id[put_back].claim, by_id[put_back].job, now + 20)
-    engine.schedule(by_id[own_time].claim, replace(by_id[own_time].job, due_at=now + 30),
+    base = backend.current()
+    due = {retried: base + step, put_back: base + 2 * step, own_time: base + 3 * step}
+    engine.schedule(by_id[retried].claim, replace(by_id[retried].job, due_at=due[retried]),
+                    again=True)  # fmt: skip
+    engine.unclaim(by_id[put_back].claim, by_id[put_back].job, due[put_back])
+    engine.schedule(by_id[own_time].claim, replace(by_id[own_time].job, due_at=due[own_time]),
                     again=False)  # fmt: skip
-    assert engine.counts() == Counts(ready=0, waiting=3, again=2, busy=False)
-    engine.receive(now + 10)
-    assert engine.counts() == Counts(ready=1, waiting=2, again=1, busy=False)
-    engine.receive(now + 20)
-    assert engine.counts() == Counts(ready=2, waiting=1, again=0, busy=False)
-    engine.receive(now + 30)
-    assert engine.counts() == Counts(ready=3, waiting=0, again=0, busy=False)
+    assert backend.counts() == Counts(ready=0, waiting=3, again=2, busy=False)
+    again_before = 2
+    for job_id, waiting, again in ((retried, 2, 1), (put_back, 1, 0), (own_time, 0, 0)):
+        at = backend.at(due[job_id])
+        engine.receive(at)
+        if backend.releases_on_receive:
+            assert backend.counts() == Counts(ready=1, waiting=waiting, again=again, busy=False)
+        else:
+            assert backend.counts() == Counts(ready=0, waiting=waiting + 1, again=again_before,
+                                              busy=False)  # fmt: skip
+        assert take(backend, at).job.id == job_id
+        assert backend.counts() == Counts(ready=0, waiting=waiting, again=again, busy=False)
+        again_before = again
 
 
 def test_unclaim_puts_the_job_back_unchanged(backend: Backend) -> None:
     """A job that never started goes back as it was: the same params and fields, no history
     added, no due time written into it; it waits until the time given."""
-    engine, now = backend.engine, backend.now
+    engine = backend.engine
     first = submitted_and_taken(backend)
-    engine.unclaim(first.claim, first.job, now + 5)
-    assert engine.counts() == Counts(ready=0, waiting=1, again=1, busy=False)
-    engine.receive(now + 4)
-    assert engine.take_ready(now + 4) is None
-    engine.receive(now + 5)
-    again = take(backend, now + 5)
+    due = backend.current() + backend.delay
+    engine.unclaim(first.claim, first.job, due)
+    assert backend.counts() == Counts(ready=0, waiting=1, again=1, busy=False)
+    early = backend.before(due)
+    engine.receive(early)
+    assert engine.take_ready(early) is None
+    at = backend.at(due)
+    engine.receive(at)
+    again = take(backend, at)
     assert again.job == first.job
     assert (again.job.history, again.job.due_at) == ((), None)
 
@@ -493,18 +730,18 @@ def test_counts_follow_the_jobs_from_ready_to_waiting_to_filed(backend: Backend)
     for job_id, arrival in arrivals.items():
         if job_id != later:
             engine.accept(arrival)
-    assert engine.counts() == Counts(ready=2, waiting=0, again=0, busy=False)
+    assert backend.counts() == Counts(ready=2, waiting=0, again=0, busy=False)
     deferred = engine.claim_arrival(arrivals[later], now)
     assert isinstance(deferred, Taken) and deferred.job.run_at is not None
     engine.schedule(deferred.claim, replace(deferred.job, due_at=deferred.job.run_at),
                     again=False)  # fmt: skip
-    assert engine.counts() == Counts(ready=2, waiting=1, again=0, busy=False)
+    assert backend.counts() == Counts(ready=2, waiting=1, again=0, busy=False)
     taken = take(backend)
-    assert engine.counts() == Counts(ready=1, waiting=1, again=0, busy=False)
+    assert backend.counts() == Counts(ready=1, waiting=1, again=0, busy=False)
     engine.finish(taken.claim, "done", done_record(taken.job, now))
-    assert engine.counts() == Counts(ready=1, waiting=1, again=0, busy=False)
+    assert backend.counts() == Counts(ready=1, waiting=1, again=0, busy=False)
     take(backend)
-    assert engine.counts() == Counts(ready=0, waiting=1, again=0, busy=False)
+    assert backend.counts() == Counts(ready=0, waiting=1, again=0, busy=False)
 
 
 # -- leases --
@@ -515,39 +752,47 @@ def test_a_finite_lease_is_renewed_while_current_and_a_lapsed_claim_is_claimed_a
 ) -> None:
     """For a backend whose claims can lapse: renew extends the current claim; once it lapses,
     expired() claims the job anew (a larger token, this owner, the old claim's claim time)
-    and the old claim is stale: renew reports it lost and finish refuses it."""
+    and the old claim is stale: renew reports it lost and finish refuses it.
+
+    On Redis (a 1 s lease) the test waits for each moment; the renewed claim's lapse is
+    polled for, since the renewal's own time on the server is a little after the test's."""
     backend = finite_lease_backend
     engine, now, lease = backend.engine, backend.now, backend.engine.lease
     if math.isinf(lease):
         pytest.skip(f"{backend.name}: claims never lapse (test_claims_without_a_lease_...)")
     taken = submitted_and_taken(backend)
     claim = taken.claim
-    assert claim.expires_at == now + lease
+    assert close_to(backend, claim.expires_at, now + lease), claim
 
-    assert engine.renew([claim], now + lease / 2) == []
-    assert engine.expired(now + lease) == [], "a renewed claim lapsed at its first expiry"
-    renewed_until = now + lease / 2 + lease
-    assert engine.expired(renewed_until - 0.001) == []
-    recovered = engine.expired(renewed_until)
+    renewed_at = backend.at(now + lease / 2)
+    assert engine.renew([claim], renewed_at) == []
+    assert engine.expired(backend.at(now + lease)) == [], (
+        "a renewed claim lapsed at its first expiry"
+    )
+    renewed_until = renewed_at + lease
+    assert engine.expired(backend.before(renewed_until, by=0.001)) == []
+    recovered, reaped_at = backend.first(engine.expired, renewed_until)
+    assert close_to(backend, reaped_at, renewed_until), "the renewed claim lapsed late"
     assert len(recovered) == 1
     again = recovered[0]
     assert isinstance(again, Recovered)
     assert again.claim.job_id == taken.job.id
     assert again.claim.owner == backend.owner
     assert again.claim.token > claim.token
-    assert again.claim.expires_at == renewed_until + lease
+    assert close_to(backend, again.claim.expires_at, reaped_at + lease), again.claim
     assert again.verdict == Accepted(taken.job)
-    assert (again.claimed_at, again.source) == (now, taken.source)
-    assert engine.expired(renewed_until) == [], "a lapsed claim was handed out twice"
+    assert close_to(backend, again.claimed_at, now), again.claimed_at
+    assert again.source == taken.source
+    assert engine.expired(reaped_at) == [], "a lapsed claim was handed out twice"
 
-    assert engine.renew([claim, again.claim], renewed_until) == [claim]
+    assert engine.renew([claim, again.claim], reaped_at) == [claim]
     with pytest.raises(StaleClaim):
-        engine.finish(claim, "done", done_record(taken.job, renewed_until))
+        engine.finish(claim, "done", done_record(taken.job, reaped_at))
     assert backend.record(taken.job.id) is None
-    record = done_record(taken.job, renewed_until)
+    record = done_record(taken.job, reaped_at)
     assert engine.finish(again.claim, "done", record) == taken.job.id
     assert backend.record(taken.job.id) == record
-    assert engine.renew([again.claim], renewed_until) == [again.claim]
+    assert engine.renew([again.claim], reaped_at) == [again.claim]
 
 
 def test_claims_without_a_lease_never_lapse(backend: Backend) -> None:
@@ -574,7 +819,8 @@ def test_a_filing_that_hits_a_resource_error_leaves_the_claim_valid(backend: Bac
     The memory engine's disk is full (ENOSPC). The file spool's filing fails for real the
     way tests/test_held_outcomes.py makes it fail (done/ and failed/ moved aside: ENOENT at
     the step where a full disk gives ENOSPC); a real full filesystem is
-    tests/test_resources.py's.
+    tests/test_resources.py's. Redis refuses the write for real (``maxmemory`` 1 byte,
+    ``noeviction``: OOM, raised as RedisUnavailable, ENOSPC).
     """
     engine, now = backend.engine, backend.now
     taken = submitted_and_taken(backend)
@@ -584,8 +830,8 @@ def test_a_filing_that_hits_a_resource_error_leaves_the_claim_valid(backend: Bac
         with pytest.raises(OSError) as raised:
             engine.finish(taken.claim, "done", record)
         assert not isinstance(raised.value, StaleClaim)
-        if backend.name == "memory":
-            assert raised.value.errno == errno.ENOSPC
+        if backend.name in ("memory", "redis"):
+            assert raised.value.errno == errno.ENOSPC, raised.value
     finally:
         backend.mend_filings()
     assert backend.record(taken.job.id) is None
@@ -593,6 +839,47 @@ def test_a_filing_that_hits_a_resource_error_leaves_the_claim_valid(backend: Bac
     assert backend.record(taken.job.id) == record
     with pytest.raises(StaleClaim):
         engine.finish(taken.claim, "done", record)
+
+
+# -- what only Redis does --
+
+
+def test_redis_a_job_submitted_straight_to_redis_is_taken_without_an_arrival(
+    redis_backend: RedisBackend,
+) -> None:
+    """The client configured for Redis submits to it, not to incoming/: receive() hands back
+    nothing, and take_ready claims the job (the bell, or the sweep, says one may be ready)
+    as submitted, where it waits in Redis: under its id."""
+    from spoold.backends.redis.submitter import RedisSubmitter
+
+    backend, engine = redis_backend, redis_backend.engine
+    assert engine.receive(backend.now) == []
+    assert engine.take_ready(backend.now) is None  # nothing yet: no claim asked until a hint
+    sent = time.time()
+    payload = job_payload("testjobs.Noop", "run", [1, "two"], now=sent, priority=3)
+    job_id = RedisSubmitter(backend.config.spool).submit(payload, now=sent)
+    assert backend.spool.names("incoming") == []
+
+    def turn() -> Taken | Refusal | None:
+        now = backend.current()
+        assert engine.receive(now) == [], "a job submitted to Redis came back as an arrival"
+        return engine.take_ready(now)
+
+    taken = wait_for(turn, REDIS_POLL_TIMEOUT, "the job submitted to Redis was never taken")
+    assert isinstance(taken, Taken), taken
+    job = taken.job
+    assert (job.id, job.class_path, job.method, job.params) == (
+        job_id, "testjobs.Noop", "run", [1, "two"],
+    )  # fmt: skip
+    assert (job.priority, job.enqueued_at, job.submitted) == (3, sent, json.loads(payload))
+    assert taken.source == job_id
+    assert (taken.claim.job_id, taken.claim.owner) == (job_id, backend.owner)
+    assert close_to(backend, taken.claim.expires_at, backend.current() + engine.lease)
+    assert engine.take_ready(backend.current()) is None, "one submitted job was taken twice"
+    record = done_record(job, backend.current())
+    assert engine.finish(taken.claim, "done", record) == job_id
+    assert backend.record(job_id) == record
+    assert backend.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
 
 
 # -- the memory engine's own test helpers --

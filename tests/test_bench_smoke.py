@@ -3,7 +3,9 @@
 No timing assertions: only that ``python -m bench.run`` finishes, every
 workload W1..W5 is reported with numeric, positive figures, and every job it
 enqueued was done (the suite itself fails a run that loses one). Its daemons
-carry this test's leak-check token, so one left behind fails the test.
+(and its redis-server) carry this test's leak-check token, so one left behind
+fails the test. ``--backend both`` is run on W1..W3 too, where redis-server is
+installed (skipped elsewhere, failed in CI, as the Redis backend's tests are).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from typing import Any
 
 import pytest
 from harness import ROOT
+from redis_server import require as require_redis
 
 DEADLINE = 120.0  # seconds; the tiny run takes about 15
 
 
-def run_bench(tmp_path: Path, token: str) -> tuple[int, str, str]:
+def run_bench(tmp_path: Path, token: str, *extra: str) -> tuple[int, str, str]:
     command = [sys.executable, "-m", "bench.run", "--scale", "0.002", "--runs", "1",
-               "--tmp", str(tmp_path), "--out", str(tmp_path / "results")]  # fmt: skip
+               "--tmp", str(tmp_path), "--out", str(tmp_path / "results"), *extra]  # fmt: skip
     env = {**os.environ, "SPOOLD_TEST_TOKEN": token}
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -74,3 +77,31 @@ def test_every_workload_runs_on_a_tiny_n(tmp_path: Path, leak_check: str) -> Non
     for sample in samples:
         for key in ("daemon_rss_kb", "daemon_fds", "launcher_rss_kb", "launcher_fds"):
             assert isinstance(sample[key], int) and sample[key] > 0, (key, sample)
+
+
+@pytest.mark.slow
+def test_w1_to_w3_run_on_files_and_redis_side_by_side(tmp_path: Path, leak_check: str) -> None:
+    require_redis()
+    code, out, err = run_bench(tmp_path, leak_check, "--only", "W1,W2,W3", "--backend", "both")
+    assert code == 0, err[-5000:]
+    document = json.loads(out)
+    assert document["all_ran"] is True and document["backends"] == ["files", "redis"]
+    assert document["redis"]["version"] and "always" in document["redis"]["command"]
+    results = document["results"]
+    assert not [r for r in results if "error" in r or "skipped" in r]
+    files = [r for r in results if r["backend"] == "files"]
+    redis = [r for r in results if r["backend"] == "redis"]
+    assert {r["workload"][:2] for r in redis} == {"W1", "W2", "W3"}
+    assert len(redis) == len(files) - 1  # one Redis client entry for the two file ones
+    for result in redis:
+        name = result["workload"]
+        assert name.endswith(" [redis]") and result["n"] > 0 and result["runs"] == 1, name
+        values = numbers(result["spoold"]) + numbers(result["ceiling"]) + [result["ratio"]]
+        assert all(isinstance(v, Real) and v > 0 for v in values), (name, values)
+        assert numbers(result["files_beside"]["spoold"]), name  # the file spool's, same runs
+        if not name.startswith("W1-client"):
+            assert result["every_job_done"] is True, name
+    (w1,) = [r for r in redis if r["workload"] == "W1 [redis]"]
+    assert w1["redis_fcall_submit_per_s"]["median"] > 0
+    (w1_files,) = [r for r in files if r["workload"] == "W1"]
+    assert w1["ceiling"] == w1_files["ceiling"]  # one ceiling run beside both backends

@@ -83,7 +83,9 @@ RECORD_STATES = ("done", "failed")
 FIELDS = ("state", "spec", "doc", "record", "enq", "claimed", "finished")
 READ_BATCH = 1000  # job hashes read per pipeline round trip
 PURGE_BATCH = 1000  # records deleted per spoold_purge call
-READY_SEQ_DIGITS = 20  # a ready member is "<seq, 20 digits>:<id>"
+# A ready member is "<enqueued_at in ms, 16 digits><seq, 20 digits>:<id>" (library.lua).
+READY_AGE_DIGITS = 16
+READY_SEQ_DIGITS = 20
 
 
 class RedisCatalog:
@@ -222,7 +224,7 @@ class RedisCatalog:
         members = self._talk(lambda client: client.zrange(self.key + STATE_SET[state], 0, -1))
         ids = [_text(member) for member in members]
         if state == "incoming":
-            return [member[READY_SEQ_DIGITS + 1 :] for member in ids]
+            return [member[READY_AGE_DIGITS + READY_SEQ_DIGITS + 1 :] for member in ids]
         return ids
 
     def _stored_in(self, state: str) -> list[StoredJob]:
@@ -275,7 +277,8 @@ class RedisCatalog:
         ready = self._talk(lambda client: client.zrange(self.key + "ready", 0, -1))
         best: tuple[int, str] | None = None
         for member in map(_text, ready):
-            seq, job_id = int(member[:READY_SEQ_DIGITS]), member[READY_SEQ_DIGITS + 1 :]
+            order = member[READY_AGE_DIGITS : READY_AGE_DIGITS + READY_SEQ_DIGITS]
+            seq, job_id = int(order), member[READY_AGE_DIGITS + READY_SEQ_DIGITS + 1 :]
             best = min(best, (seq, job_id)) if best else (seq, job_id)
         due = [_text(member) for member in self._talk(lambda c: c.zrange(self.key + "due", 0, -1))]
         for start in range(0, len(due), READ_BATCH):

@@ -90,10 +90,8 @@ def call(method: Any, *args: Any, **kwargs: Any) -> Any:
         return method(*args, **kwargs)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailable(errno.ECONNREFUSED, f"cannot reach Redis: {_why(exc)}") from None
-    except redis.ResponseError as exc:
-        if str(exc).startswith("OOM"):
-            raise RedisUnavailable(errno.ENOSPC, f"Redis is out of memory: {exc}") from None
-        raise
+    except redis.exceptions.OutOfMemoryError as exc:  # maxmemory with noeviction: a full disk
+        raise RedisUnavailable(errno.ENOSPC, f"Redis is out of memory: {_why(exc)}") from None
 
 
 def _why(exc: Exception) -> str:

@@ -99,6 +99,9 @@ class RedisEngine:
         self.next_sweep = 0.0
         self.next_due: float | None = None
         self.again: set[str] = set()  # put back to wait by this daemon, not taken since
+        # The claims this daemon holds, by job: a move by any other claim is stale here
+        # already (the server fences other daemons' stale claims).
+        self.holds: dict[str, int] = {}
         self.counted = Counts(0, 0, 0, False)
         self.next_count = 0.0
         self.bell: PubSub | None = None
@@ -264,7 +267,7 @@ class RedisEngine:
             return None
         epoch, server_ms = answer
         claimed = self._seen(server_ms)
-        claim = Claim(job_id, self.owner, int(epoch), claimed + self.lease)
+        claim = self._hold(job_id, int(epoch), claimed + self.lease)
         if isinstance(verdict, Refused):
             return Refusal(claim, Refused(job_id, verdict.reason, verdict.raw), arrival.ref, now)
         return Taken(claim, _with_id(verdict.job, job_id), source=arrival.ref)
@@ -289,7 +292,7 @@ class RedisEngine:
         self._seen(server_ms)
         self.again.discard(job_id)
         claimed = claimed_ms / 1000
-        claim = Claim(job_id, self.owner, int(epoch), claimed + self.lease)
+        claim = self._hold(job_id, int(epoch), claimed + self.lease)
         verdict = self._judge_stored(job_id, document, bool(trusted), claimed)
         if isinstance(verdict, Refused):
             return Refusal(claim, verdict, job_id, now)
@@ -298,6 +301,17 @@ class RedisEngine:
     def _judge_stored(self, job_id: str, document: bytes, trusted: bool, when: float) -> Any:
         assert self.judge is not None, "open() comes first"
         return self.judge(document, Origin(job_id, when, trusted=trusted))
+
+    def _hold(self, job_id: str, epoch: int, expires_at: float) -> Claim:
+        self.holds[job_id] = epoch
+        return Claim(job_id, self.owner, epoch, expires_at)
+
+    def _check(self, claim: Claim) -> None:
+        if self.holds.get(claim.job_id) != claim.token:
+            raise StaleClaim(
+                f"job {claim.job_id}: claim {claim.token} no longer holds it "
+                "(it was filed or claimed again since)"
+            )
 
     def unclaim(self, claim: Claim, job: Job, due_at: float) -> None:
         self._move(claim, due_at, b"")
@@ -310,25 +324,32 @@ class RedisEngine:
             self.again.add(claim.job_id)
 
     def _move(self, claim: Claim, due_at: float, document: bytes) -> None:
-        due_ms = round((due_at) * 1000)
+        self._check(claim)
+        due_ms = round(due_at * 1000)
         answer = fcall(self.client, "spoold_schedule", self.key, claim.job_id, claim.token,
                        due_ms, document)  # fmt: skip
-        _refuse_if_fenced(answer, claim)
+        self._let_go(claim, answer)
         if self.next_due is None or due_at < self.next_due:
             self.next_due = due_at
 
     def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
+        self._check(claim)
         answer = fcall(self.client, "spoold_finish", self.key, claim.job_id, claim.token, status,
                        encode({**record, "id": claim.job_id}))  # fmt: skip
-        _refuse_if_fenced(answer, claim)
+        self._let_go(claim, answer)  # "already": filed by this call's earlier, unanswered send
         return claim.job_id
+
+    def _let_go(self, claim: Claim, answer: Any) -> None:
+        """The move was made (or fenced on the server): this daemon holds the claim no more."""
+        self.holds.pop(claim.job_id, None)
+        _refuse_if_fenced(answer, claim)
 
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
         pairs = [part for claim in claims for part in (claim.job_id, claim.token)]
         answer = fcall(self.client, "spoold_renew", self.key, self.owner, self.lease_ms, *pairs)
         self._seen(answer[0])
-        lost = {_text(job_id) for job_id in answer[1:]}
-        return [claim for claim in claims if claim.job_id in lost]
+        lost = {_text(pair) for pair in answer[1:]}
+        return [claim for claim in claims if f"{claim.job_id} {claim.token}" in lost]
 
     def expired(self, now: float) -> list[Recovered]:
         answers = fcall(self.client, "spoold_reap", self.key, self.owner, self.lease_ms,
@@ -339,7 +360,7 @@ class RedisEngine:
         job_id, epoch, document, trusted, claimed_ms, server_ms = answer[:6]
         job_id = _text(job_id)
         now = self._seen(server_ms)
-        claim = Claim(job_id, self.owner, int(epoch), now + self.lease)
+        claim = self._hold(job_id, int(epoch), now + self.lease)
         verdict = self._judge_stored(job_id, document, bool(trusted), claimed_ms / 1000)
         return Recovered(claim, verdict, claimed_ms / 1000, source=job_id)
 

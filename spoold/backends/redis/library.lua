@@ -7,10 +7,13 @@ every key is derived from it and so stays in one Cluster slot (the hash tag).
 
   job:<id>      hash: spec (as submitted), doc (the daemon's state document, once
                 it wrote one), state (ready|due|active|done|failed), prio, seq,
-                epoch (the fencing token), owner, enq, claimed, due, finished,
+                age (the job's enqueued_at in ms: its place among equals), epoch
+                (the fencing token), owner, enq, claimed, due, finished,
                 final_epoch, record (the done/failed record, JSON)
   seq           counter: the order of submission, server-side
-  ready         zset, score -priority, member "<seq, 20 digits>:<id>"
+  ready         zset, score -priority, member "<age, 16 digits><seq, 20 digits>:<id>":
+                highest priority first, then oldest enqueued_at (as on the file
+                spool), then first submitted
   due           zset, score due time (ms, server clock), member id
   active        zset, score lease deadline (ms, server clock), member id
   idx:done      zset, score finished (ms), member id (and idx:failed)
@@ -28,34 +31,47 @@ end
 
 local function job_key(p, id) return p .. 'job:' .. id end
 
-local function ready_member(seq, id) return string.format('%020d', seq) .. ':' .. id end
+local MEMBER_PREFIX = 37  -- 16 + 20 digits and the ':'
 
-local function make_ready(p, id, prio, seq)
-  redis.call('ZADD', p .. 'ready', -prio, ready_member(seq, id))
+local function ready_member(age, seq, id)
+  return string.format('%016d%020d', age, seq) .. ':' .. id
+end
+
+local function make_ready(p, id, prio, age, seq)
+  redis.call('ZADD', p .. 'ready', -prio, ready_member(age, seq, id))
   redis.call('HSET', job_key(p, id), 'state', 'ready')
+end
+
+-- Make the stored job ready, from its own fields.
+local function ready_again(p, id)
+  local f = redis.call('HMGET', job_key(p, id), 'prio', 'age', 'seq')
+  make_ready(p, id, tonumber(f[1]), tonumber(f[2]), tonumber(f[3]))
 end
 
 -- The priority and run_at of a submitted document, read leniently: a document
 -- the daemon will reject still gets queued, so that its rejection is recorded.
 local function read_spec(spec)
   local ok, doc = pcall(cjson.decode, spec)
-  local prio, run_at = 0, nil
+  local prio, run_at, age = 0, nil, nil
   if ok and type(doc) == 'table' then
     if type(doc.priority) == 'number' and doc.priority == math.floor(doc.priority)
        and math.abs(doc.priority) < 1e15 then
       prio = doc.priority
     end
     if type(doc.run_at) == 'number' then run_at = doc.run_at end
+    if type(doc.enqueued_at) == 'number' and doc.enqueued_at >= 0
+       and doc.enqueued_at < 1e12 then
+      age = math.floor(doc.enqueued_at * 1000)
+    end
   end
-  return prio, run_at
+  return prio, run_at, age
 end
 
 local function promote(p, now, batch)
   local due = redis.call('ZRANGEBYSCORE', p .. 'due', '-inf', now, 'LIMIT', 0, batch)
   for _, id in ipairs(due) do
-    local fields = redis.call('HMGET', job_key(p, id), 'prio', 'seq')
     redis.call('ZREM', p .. 'due', id)
-    make_ready(p, id, tonumber(fields[1]), tonumber(fields[2]))
+    ready_again(p, id)
   end
   local first = redis.call('ZRANGE', p .. 'due', 0, 0, 'WITHSCORES')
   if first[2] then return tonumber(first[2]) end
@@ -86,10 +102,11 @@ end
 
 local function new_job(p, id, spec, now)
   local seq = redis.call('INCR', p .. 'seq')
-  local prio, run_at = read_spec(spec)
-  redis.call('HSET', job_key(p, id), 'spec', spec, 'prio', prio, 'seq', seq, 'enq', now,
-             'epoch', 0)
-  return prio, seq, run_at
+  local prio, run_at, age = read_spec(spec)
+  age = age or now
+  redis.call('HSET', job_key(p, id), 'spec', spec, 'prio', prio, 'seq', seq, 'age', age,
+             'enq', now, 'epoch', 0)
+  return prio, seq, run_at, age
 end
 
 local function existing(p, id, spec)
@@ -106,12 +123,12 @@ redis.register_function('spoold_submit', function(keys, args)
   local seen = existing(p, id, spec)
   if seen then return seen end
   local now = now_ms()
-  local prio, seq, run_at = new_job(p, id, spec, now)
+  local prio, seq, run_at, age = new_job(p, id, spec, now)
   if run_at and run_at * 1000 > now then
     redis.call('ZADD', p .. 'due', math.floor(run_at * 1000), id)
     redis.call('HSET', job_key(p, id), 'state', 'due', 'due', math.floor(run_at * 1000))
   else
-    make_ready(p, id, prio, seq)
+    make_ready(p, id, prio, age, seq)
     redis.call('PUBLISH', p .. 'bell', id)
   end
   return 'ok'
@@ -137,20 +154,23 @@ redis.register_function('spoold_claim', function(keys, args)
   local next_due = promote(p, now, batch)
   local best = redis.call('ZPOPMIN', p .. 'ready')
   if not best[1] then return {false, now, next_due} end
-  local id = string.sub(best[1], 22)
+  local id = string.sub(best[1], MEMBER_PREFIX + 1)
   take(p, id, owner, lease, now)
   local out = handout(p, id, now, now)
   table.insert(out, next_due)
   return out
 end)
 
--- finish(id, epoch, status, record): 'ok', 'already' (this claim filed it: a
--- re-sent finish) or 'fenced' (a stale claim: nothing changed).
+-- finish(id, epoch, status, record): 'ok', 'already' (this claim filed this very
+-- record: a finish re-sent after its answer was lost) or 'fenced' (a stale claim,
+-- or another record: nothing changed).
 redis.register_function('spoold_finish', function(keys, args)
   local p, id, epoch, status, record = keys[1], args[1], args[2], args[3], args[4]
   local key = job_key(p, id)
-  local fields = redis.call('HMGET', key, 'state', 'final_epoch')
-  if fields[1] == status and tonumber(fields[2]) == tonumber(epoch) then return 'already' end
+  local fields = redis.call('HMGET', key, 'state', 'final_epoch', 'record')
+  if fields[1] == status and tonumber(fields[2]) == tonumber(epoch) and fields[3] == record then
+    return 'already'
+  end
   if not holds(p, id, epoch) then return 'fenced' end
   local now = now_ms()
   redis.call('HSET', key, 'state', status, 'record', record, 'finished', now,
@@ -177,7 +197,7 @@ redis.register_function('spoold_schedule', function(keys, args)
 end)
 
 -- renew(owner, lease_ms, id1, epoch1, ...): extend each claim still held and
--- not lapsed; {now, lost ids...}.
+-- not lapsed; {now, "<id> <epoch>" of each claim lost...}.
 redis.register_function('spoold_renew', function(keys, args)
   local p, owner, lease = keys[1], args[1], tonumber(args[2])
   local now = now_ms()
@@ -189,7 +209,7 @@ redis.register_function('spoold_renew', function(keys, args)
     if holds(p, id, epoch) and who == owner and deadline and deadline > now then
       redis.call('ZADD', p .. 'active', now + lease, id)
     else
-      table.insert(out, id)
+      table.insert(out, id .. ' ' .. epoch)
     end
   end
   return out
@@ -234,12 +254,12 @@ end)
 redis.register_function('spoold_retry', function(keys, args)
   local p, id = keys[1], args[1]
   local key = job_key(p, id)
-  local fields = redis.call('HMGET', key, 'state', 'prio', 'seq')
-  if not fields[1] then return 'missing' end
-  if fields[1] ~= 'failed' then return fields[1] end
+  local state = redis.call('HGET', key, 'state')
+  if not state then return 'missing' end
+  if state ~= 'failed' then return state end
   redis.call('HDEL', key, 'doc', 'record', 'finished', 'final_epoch', 'owner', 'claimed')
   redis.call('ZREM', p .. 'idx:failed', id)
-  make_ready(p, id, tonumber(fields[2]), tonumber(fields[3]))
+  ready_again(p, id)
   redis.call('PUBLISH', p .. 'bell', id)
   return 'ok'
 end)
