@@ -19,13 +19,15 @@ class Backoff:
     delay: float = 0.0
     until: float = 0.0
 
-    def hit(self, now: float) -> float:
+    def hit(self, now: float, *, longest: float | None = None) -> float:
         """Note a failure at ``now``; return how long to wait before trying again.
 
         Failures while already waiting (several files in one round) count once.
+        ``longest`` caps this wait lower (a server that may be back any moment).
         """
         if not self.waiting(now):
-            self.delay = min(max(self.delay * 2, self.first), self.longest)
+            cap = self.longest if longest is None else min(longest, self.longest)
+            self.delay = min(max(self.delay * 2, self.first), cap)
             self.until = now + self.delay
         return self.until - now
 

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from spoold.backends.files.submitter import FileSubmitter
@@ -86,7 +87,27 @@ def _submitter(spool: str | os.PathLike[str] | None, durable: bool) -> Submitter
     from_env = os.environ.get("SPOOLD_SPOOL_DIR")
     if from_env:
         return FileSubmitter(from_env, durable=durable)
-    return submitter_for(load_config(find_config_path(None)), durable=durable)
+    return submitter_for(_current_config(), durable=durable)
+
+
+# The config last read, by path, with the file's identity then: read again only when
+# the file changed (a TOML parse per call halved the Redis client's rate).
+_configs: dict[Path, tuple[tuple[int, int, int], Config]] = {}
+
+
+def _current_config() -> Config:
+    path = find_config_path(None)
+    try:
+        info = os.stat(path)
+    except OSError:
+        return load_config(path)  # raises the ConfigError that names the file
+    identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+    cached = _configs.get(path)
+    if cached is not None and cached[0] == identity:
+        return cached[1]
+    config = load_config(path)
+    _configs[path] = (identity, config)
+    return config
 
 
 runBackgroundJob = run_background_job  # noqa: N816 - the Laravel helper's name, for people coming from it

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -287,7 +286,7 @@ def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None =
     spool = _section(data, "spool")
     worker = _section(data, "worker")
     log = _section(data, "log")
-    host_id = spool["host_id"] or socket.gethostname()
+    host_id = spool["host_id"] or os.uname().nodename  # the host name, without importing socket
     return Config(
         path=path,
         spool=SpoolSettings(**{**spool, "dir": _resolve(base, spool["dir"]), "host_id": host_id}),

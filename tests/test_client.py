@@ -161,3 +161,22 @@ def test_durable_false_still_writes_a_whole_file(root: Path) -> None:
     job_id = run_background_job("a.B", "c", [1], spool=root, durable=False)
     assert job_file(root, job_id)["params"] == [1]
     assert os.listdir(root / "tmp") == []
+
+
+def test_the_client_reads_its_config_again_when_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``spool=``, the config names the spool; it is read once and again only when
+    the file changes (each call used to parse it)."""
+    first, second = (Spool(tmp_path / name) for name in ("first", "second"))
+    for spool in (first, second):
+        spool.create()
+    config = tmp_path / "spoold.toml"
+    config.write_text(f'[spool]\ndir = "{first.root}"\n')
+    monkeypatch.setenv("SPOOLD_CONFIG", str(config))
+    monkeypatch.delenv("SPOOLD_SPOOL_DIR", raising=False)
+    one = run_background_job("app.Jobs", "run", durable=False)
+    config.write_text(f'[spool]\ndir = "{second.root}"\n# longer now\n')
+    two = run_background_job("app.Jobs", "run", durable=False)
+    assert first.job_names("incoming") == [f"{one}.json"]
+    assert second.job_names("incoming") == [f"{two}.json"]

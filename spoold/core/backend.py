@@ -76,8 +76,15 @@ class Unavailable(OSError):
     """The backend cannot be reached now (a server down, a network cut): try again later.
 
     An OSError, so the loop and the held filings treat it as they treat a full
-    disk; its message is one line and is logged without a traceback.
+    disk; its message is one line and is logged without a traceback. The core
+    tries again within ``RETRY_LONGEST`` seconds, not the 30 s of a full disk: a
+    server comes back by itself, and every second of waiting brings leases closer.
     """
+
+    RETRY_LONGEST = 2.0
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 class StaleClaim(Exception):

@@ -249,8 +249,8 @@ class Daemon:
             # After the launches, so that a slot's next attempt does not wait for the fsyncs.
             self.engine.end_turn()
         except Unavailable as exc:  # the backend's server is down or cut off
-            delay = self.trouble.hit(now)
-            logger.error("{}; trying again in {}", exc.strerror or exc, seconds(delay))
+            delay = self.trouble.hit(now, longest=Unavailable.RETRY_LONGEST)
+            logger.error("{}; trying again in {}", exc, seconds(delay))
         except OSError as exc:  # out of descriptors, disk, memory: wait, then carry on
             delay = self.trouble.hit(now)
             logger.opt(exception=exc).error("{}; trying again in {}", exc, seconds(delay))
@@ -322,7 +322,7 @@ class Daemon:
         except OSError as exc:  # soon again: every second of an outage brings the lease closer
             self.next_renewal = now + min(1.0, self.engine.lease / 3)
             logger.warning("cannot renew the running jobs' leases ({}); trying again in {}",
-                           exc.strerror or exc, seconds(self.next_renewal - now))  # fmt: skip
+                           exc, seconds(self.next_renewal - now))  # fmt: skip
             return
         self.next_renewal = now + self.engine.lease / 3
         for claim in lost:

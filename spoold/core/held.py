@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from spoold.backoff import Backoff
-from spoold.core.backend import Places, StaleClaim
+from spoold.core.backend import Places, StaleClaim, Unavailable
 from spoold.durations import seconds
 from spoold.logs import job_logger
 
@@ -57,7 +57,7 @@ class HeldFilings:
         if error is None:
             return True
         self.waiting.append(held)
-        delay = self.trouble.hit(now)
+        delay = self.trouble.hit(now, longest=_longest(error))
         job_logger(job_id).error(
             "job {}: cannot file its {} ({}); kept in {}, trying again in {}",
             job_id, what, error, self.places.claimed, seconds(delay),
@@ -80,12 +80,17 @@ class HeldFilings:
             self.trouble.clear()
             logger.info("filing works again: {} held-back filing(s) done", filed)
             return
-        delay = self.trouble.hit(now)  # once per round, however many are waiting
+        delay = self.trouble.hit(now, longest=_longest(error))  # once a round, however many
         logger.error("{} held-back filing(s) done, {} still cannot be ({}); trying again in {}",
                      filed, len(self.waiting), error, seconds(delay))  # fmt: skip
 
     def next_wakeup(self) -> float | None:
         return self.trouble.until if self.waiting else None
+
+
+def _longest(error: OSError) -> float | None:
+    """A backend that cannot be reached is tried again sooner than a full disk."""
+    return Unavailable.RETRY_LONGEST if isinstance(error, Unavailable) else None
 
 
 def _file(held: Held, now: float) -> OSError | None:

@@ -70,6 +70,8 @@ if TYPE_CHECKING:
     import redis
     from redis.client import PubSub
 
+# Calls that may have claimed a job for this daemon when their answer is lost.
+UNSURE_IF_LOST = frozenset({"spoold_claim", "spoold_adopt"})
 SWEEP_EVERY = 1.0  # seconds between claims asked for without a bell (a missed one)
 COUNTS_EVERY = 1.0  # seconds the counts for the status line may be old
 PROMOTE_BATCH = 100  # due jobs released per claim call
@@ -102,6 +104,8 @@ class RedisEngine:
         # The claims this daemon holds, by job: a move by any other claim is stale here
         # already (the server fences other daemons' stale claims).
         self.holds: dict[str, int] = {}
+        self.unsure = False  # a claim's answer was lost: Redis may hold a claim of ours
+        self.url = safe_url(settings.url)
         self.counted = Counts(0, 0, 0, False)
         self.next_count = 0.0
         self.bell: PubSub | None = None
@@ -123,6 +127,31 @@ class RedisEngine:
     def clock(self) -> float:
         return time.time() + self.offset
 
+    def _fcall(self, function: str, *args: Any) -> Any:
+        """One function of the library; an unreachable Redis is named by its URL."""
+        try:
+            answer = fcall(self.client, function, self.key, *args)
+        except RedisUnavailable as exc:
+            if function in UNSURE_IF_LOST:  # it may have been carried out: see ``_settle``
+                self.unsure = True
+            raise RedisUnavailable(exc.errno, f"{exc.strerror} ({self.url})") from None
+        return answer
+
+    def _settle(self) -> None:
+        """After a claim whose answer was lost, put back what Redis gave this daemon unknown.
+
+        Such a job sits in the active set under this daemon's name, held by no attempt:
+        left alone it would wait for its lease and come back as an interrupted attempt
+        that never ran.
+        """
+        released = self._fcall("spoold_release", self.owner, *self.holds)
+        self.unsure = False
+        for job_id in released:
+            logger.warning("job {}: its claim's answer was lost; it waits again, no attempt "
+                           "counted", _text(job_id))  # fmt: skip
+        if released:
+            self.ready_hint = True
+
     def _seen(self, server_ms: int) -> float:
         """Note the server's clock from an answer; it, in seconds."""
         server = server_ms / 1000
@@ -133,14 +162,17 @@ class RedisEngine:
 
     def open(self, judge: Judge, now: float) -> list[Recovered]:
         self.judge = judge
-        load_library(self.client)
-        durability.require(self.client, self.live.config.spool)
-        seconds_, micros = call(self.client.time)
+        try:
+            load_library(self.client)
+            durability.require(self.client, self.live.config.spool)
+            seconds_, micros = call(self.client.time)
+        except RedisUnavailable as exc:
+            raise RedisUnavailable(exc.errno, f"{exc.strerror} ({self.url})") from None
         self.offset = seconds_ + micros / 1e6 - time.time()
         recovery.tidy(self.spool)
         self.receiver = Receiver(self.live, self.spool, judge, ReadyQueue(), set())
         host = self.live.config.spool.host_id
-        answers = fcall(self.client, "spoold_recover", self.key, f"{host}:", self.owner,
+        answers = self._fcall("spoold_recover", f"{host}:", self.owner,
                         self.lease_ms)  # fmt: skip
         found = [self._recovered(answer) for answer in answers]
         self._register()
@@ -243,7 +275,7 @@ class RedisEngine:
         assert isinstance(arrival.verdict, Accepted)
         payload = encode(arrival.verdict.job.submitted)
         job_id = arrival.verdict.job.id
-        while _text(fcall(self.client, "spoold_submit", self.key, job_id, payload)) == "taken":
+        while _text(self._fcall("spoold_submit", job_id, payload)) == "taken":
             job_id = new_job_id()
         crash_point("after_redis_submit")
         self._remove(arrival.ref)
@@ -256,14 +288,15 @@ class RedisEngine:
         else:
             job_id, payload = verdict.job.id, encode(verdict.job.submitted)
         while True:
-            answer = fcall(self.client, "spoold_adopt", self.key, job_id, payload, self.owner,
+            answer = self._fcall("spoold_adopt", job_id, payload, self.owner,
                            self.lease_ms)  # fmt: skip
             if not isinstance(answer, bytes | str) or _text(answer) != "taken":
                 break
             job_id = new_job_id()
         crash_point("after_redis_adopt")
         self._remove(arrival.ref)
-        if isinstance(answer, bytes | str):  # "dup": adopted before a crash; recovered at start
+        if isinstance(answer, bytes | str):  # "dup": adopted before a crash, or an answer lost
+            self.unsure = True  # (then it is ours, unknown: ``_settle`` puts it back)
             return None
         epoch, server_ms = answer
         claimed = self._seen(server_ms)
@@ -277,9 +310,11 @@ class RedisEngine:
             os.unlink(self.spool.file("incoming", name))
 
     def take_ready(self, now: float) -> Taken | Refusal | None:
+        if self.unsure:
+            self._settle()
         if not self.ready_hint:
             return None
-        answer = fcall(self.client, "spoold_claim", self.key, self.owner, self.lease_ms,
+        answer = self._fcall("spoold_claim", self.owner, self.lease_ms,
                        PROMOTE_BATCH)  # fmt: skip
         next_due = answer[-1]
         self.next_due = next_due / 1000 if next_due >= 0 else None  # the server's clock
@@ -326,7 +361,7 @@ class RedisEngine:
     def _move(self, claim: Claim, due_at: float, document: bytes) -> None:
         self._check(claim)
         due_ms = round(due_at * 1000)
-        answer = fcall(self.client, "spoold_schedule", self.key, claim.job_id, claim.token,
+        answer = self._fcall("spoold_schedule", claim.job_id, claim.token,
                        due_ms, document)  # fmt: skip
         self._let_go(claim, answer)
         if self.next_due is None or due_at < self.next_due:
@@ -334,7 +369,7 @@ class RedisEngine:
 
     def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
         self._check(claim)
-        answer = fcall(self.client, "spoold_finish", self.key, claim.job_id, claim.token, status,
+        answer = self._fcall("spoold_finish", claim.job_id, claim.token, status,
                        encode({**record, "id": claim.job_id}))  # fmt: skip
         self._let_go(claim, answer)  # "already": filed by this call's earlier, unanswered send
         return claim.job_id
@@ -346,13 +381,13 @@ class RedisEngine:
 
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
         pairs = [part for claim in claims for part in (claim.job_id, claim.token)]
-        answer = fcall(self.client, "spoold_renew", self.key, self.owner, self.lease_ms, *pairs)
+        answer = self._fcall("spoold_renew", self.owner, self.lease_ms, *pairs)
         self._seen(answer[0])
         lost = {_text(pair) for pair in answer[1:]}
         return [claim for claim in claims if f"{claim.job_id} {claim.token}" in lost]
 
     def expired(self, now: float) -> list[Recovered]:
-        answers = fcall(self.client, "spoold_reap", self.key, self.owner, self.lease_ms,
+        answers = self._fcall("spoold_reap", self.owner, self.lease_ms,
                         REAP_BATCH)  # fmt: skip
         return [self._recovered(answer) for answer in answers]
 
@@ -368,7 +403,7 @@ class RedisEngine:
         pass  # every call was made durable by Redis before it answered (appendfsync always)
 
     def purge_records(self, status: str, finished_before: float, limit: int) -> int:
-        removed = fcall(self.client, "spoold_purge", self.key, status,
+        removed = self._fcall("spoold_purge", status,
                         round(finished_before * 1000), limit)  # fmt: skip
         return len(removed)
 

@@ -276,3 +276,31 @@ redis.register_function('spoold_purge', function(keys, args)
   end
   return ids
 end)
+
+-- release(owner, held ids...): jobs active under ``owner`` that it does not hold
+-- (a claim or adopt whose answer was lost: the daemon never knew it had them) go
+-- back to wait as they were, no attempt counted; their epoch moves on. Their ids.
+redis.register_function('spoold_release', function(keys, args)
+  local p, owner = keys[1], args[1]
+  local held = {}
+  for i = 2, #args do held[args[i]] = true end
+  local now = now_ms()
+  local out = {}
+  for _, id in ipairs(redis.call('ZRANGE', p .. 'active', 0, -1)) do
+    local key = job_key(p, id)
+    if not held[id] and redis.call('HGET', key, 'owner') == owner then
+      redis.call('HINCRBY', key, 'epoch', 1)
+      redis.call('HDEL', key, 'owner')
+      redis.call('ZREM', p .. 'active', id)
+      local _, run_at = read_spec(redis.call('HGET', key, 'spec'))
+      if not redis.call('HEXISTS', key, 'doc') and run_at and run_at * 1000 > now then
+        redis.call('ZADD', p .. 'due', math.floor(run_at * 1000), id)
+        redis.call('HSET', key, 'state', 'due', 'due', math.floor(run_at * 1000))
+      else
+        ready_again(p, id)
+      end
+      table.insert(out, id)
+    end
+  end
+  return out
+end)
