@@ -882,6 +882,36 @@ def test_redis_a_job_submitted_straight_to_redis_is_taken_without_an_arrival(
     assert backend.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
 
 
+def test_redis_the_bell_wakes_the_loop_for_a_job_submitted_to_redis(
+    redis_backend: RedisBackend,
+) -> None:
+    """Without polling: the engine's descriptors include the subscription's socket, which
+    turns readable when a job is submitted, and the next receive() hears the bell, so a
+    claim is asked for at once (the once-a-second sweep is put off here, so only the bell
+    can say so)."""
+    import select
+
+    from spoold.backends.redis.submitter import RedisSubmitter
+
+    backend, engine = redis_backend, redis_backend.redis_engine
+    engine.receive(backend.current())
+    assert engine.take_ready(backend.current()) is None
+    engine.next_sweep = math.inf
+    assert not engine.ready_hint
+    descriptors = list(engine.descriptors())
+    assert len(descriptors) == 2, "no subscription socket for the loop to wait on"
+    sent = time.time()
+    job_id = RedisSubmitter(backend.config.spool).submit(
+        job_payload("testjobs.Noop", "run", [], now=sent), now=sent
+    )
+    readable, _, _ = select.select(descriptors, [], [], REDIS_POLL_TIMEOUT)
+    assert descriptors[1] in readable, "the subscription's socket never turned readable"
+    engine.receive(backend.current())
+    assert engine.ready_hint, "the bell rang but receive() did not hear it"
+    taken = engine.take_ready(backend.current())
+    assert isinstance(taken, Taken) and taken.job.id == job_id
+
+
 # -- the memory engine's own test helpers --
 
 
