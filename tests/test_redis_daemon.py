@@ -230,3 +230,23 @@ def test_the_client_raises_a_clear_error_within_its_timeout_when_redis_is_down(
     with pytest.raises(OSError, match=r"cannot reach Redis: .*\(redis://127\.0\.0\.1:\d+/0\)"):
         submit("Noop")
     assert time.monotonic() - began < 3.0
+
+
+def test_retention_removes_old_records_from_redis_at_start_and_keeps_the_rest(
+    start_daemon: Callable[..., Daemon], redis_config: Callable[..., Path], redis_spool: RedisSpool
+) -> None:
+    """``[retention] done = "1h"``: a record filed two hours ago (its index time set back)
+    is removed, in the daemon's first turn, with a log line; a fresh one stays."""
+    config = redis_config(retention={"done": "1h"})
+    first = start_daemon(config=config)
+    old, new = submit("Noop"), submit("Noop")
+    redis_spool.wait_record(old)
+    redis_spool.wait_record(new)
+    first.stop()
+    two_hours_ago = (time.time() - 7200) * 1000
+    redis_spool.client.zadd(KEY + "idx:done", {old: two_hours_ago})
+    second = start_daemon(config=config)
+    second.wait_log("retention: removed 1 done record(s) finished more than 1h ago")
+    assert redis_spool.record(old) is None and redis_spool.state(old) is None
+    assert redis_spool.ids("idx:done") == [new]
+    assert redis_spool.record(new) is not None
