@@ -662,7 +662,7 @@ def w1_client(ctx: Context) -> list[dict[str, Any]]:
                     ),
                     "what": "run_background_job(class, method, params) with no spool= and "
                     "SPOOLD_CONFIG naming the Redis config, as an application calls it "
-                    "(it loads the config file on every call)",
+                    "(it stats the config file on every call, and reads it only when it changed)",
                 },
             )
         )
