@@ -69,11 +69,7 @@ class FileEngine:
     @classmethod
     def open_locked(cls, live: Live) -> FileEngine:
         """Create the spool's folders and take its lock (SpoolLocked if a daemon has it)."""
-        spool = Spool(live.config.spool.dir)
-        spool.create()
-        lock = SpoolLock(spool)
-        lock.acquire()
-        return cls(live, spool, lock)
+        return cls(live, *SpoolLock.taken(live.config.spool.dir))
 
     @property
     def max_bytes(self) -> int:

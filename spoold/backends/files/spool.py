@@ -189,6 +189,16 @@ class SpoolLock:
             os.close(self._fd)
             self._fd = None
 
+    @classmethod
+    def taken(cls, folder: Path) -> tuple[Spool, SpoolLock]:
+        """The spool at ``folder``, its folders made, and its lock taken (SpoolLocked if a
+        daemon holds it): what a daemon does first, whichever backend it runs."""
+        spool = Spool(folder)
+        spool.create()
+        lock = cls(spool)
+        lock.acquire()
+        return spool, lock
+
 
 def read_lock_pid(path: Path) -> int | None:
     try:

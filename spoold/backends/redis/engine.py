@@ -26,6 +26,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -118,10 +119,7 @@ class RedisEngine:
     @classmethod
     def open_locked(cls, live: Live) -> RedisEngine:
         """Lock this host's folder and connect (the first call is made by ``open``)."""
-        spool = Spool(live.config.spool.dir)
-        spool.create()
-        lock = SpoolLock(spool)
-        lock.acquire()
+        spool, lock = SpoolLock.taken(live.config.spool.dir)
         return cls(live, spool, lock, connect(live.config.spool))
 
     def clock(self) -> float:
@@ -172,8 +170,7 @@ class RedisEngine:
         recovery.tidy(self.spool)
         self.receiver = Receiver(self.live, self.spool, judge, ReadyQueue(), set())
         host = self.live.config.spool.host_id
-        answers = self._fcall("spoold_recover", f"{host}:", self.owner,
-                        self.lease_ms)  # fmt: skip
+        answers = self._fcall("spoold_recover", f"{host}:", self.owner, self.lease_ms)
         found = [self._recovered(answer) for answer in answers]
         self._register()
         return found
@@ -288,8 +285,7 @@ class RedisEngine:
         else:
             job_id, payload = verdict.job.id, encode(verdict.job.submitted)
         while True:
-            answer = self._fcall("spoold_adopt", job_id, payload, self.owner,
-                           self.lease_ms)  # fmt: skip
+            answer = self._fcall("spoold_adopt", job_id, payload, self.owner, self.lease_ms)
             if not isinstance(answer, bytes | str) or _text(answer) != "taken":
                 break
             job_id = new_job_id()
@@ -314,8 +310,7 @@ class RedisEngine:
             self._settle()
         if not self.ready_hint:
             return None
-        answer = self._fcall("spoold_claim", self.owner, self.lease_ms,
-                       PROMOTE_BATCH)  # fmt: skip
+        answer = self._fcall("spoold_claim", self.owner, self.lease_ms, PROMOTE_BATCH)
         next_due = answer[-1]
         self.next_due = next_due / 1000 if next_due >= 0 else None  # the server's clock
         if not answer[0]:
@@ -361,16 +356,15 @@ class RedisEngine:
     def _move(self, claim: Claim, due_at: float, document: bytes) -> None:
         self._check(claim)
         due_ms = round(due_at * 1000)
-        answer = self._fcall("spoold_schedule", claim.job_id, claim.token,
-                       due_ms, document)  # fmt: skip
+        answer = self._fcall("spoold_schedule", claim.job_id, claim.token, due_ms, document)
         self._let_go(claim, answer)
         if self.next_due is None or due_at < self.next_due:
             self.next_due = due_at
 
     def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
         self._check(claim)
-        answer = self._fcall("spoold_finish", claim.job_id, claim.token, status,
-                       encode({**record, "id": claim.job_id}))  # fmt: skip
+        document = encode({**record, "id": claim.job_id})
+        answer = self._fcall("spoold_finish", claim.job_id, claim.token, status, document)
         self._let_go(claim, answer)  # "already": filed by this call's earlier, unanswered send
         return claim.job_id
 
@@ -387,8 +381,7 @@ class RedisEngine:
         return [claim for claim in claims if f"{claim.job_id} {claim.token}" in lost]
 
     def expired(self, now: float) -> list[Recovered]:
-        answers = self._fcall("spoold_reap", self.owner, self.lease_ms,
-                        REAP_BATCH)  # fmt: skip
+        answers = self._fcall("spoold_reap", self.owner, self.lease_ms, REAP_BATCH)
         return [self._recovered(answer) for answer in answers]
 
     def _recovered(self, answer: list[Any]) -> Recovered:
@@ -403,8 +396,8 @@ class RedisEngine:
         pass  # every call was made durable by Redis before it answered (appendfsync always)
 
     def purge_records(self, status: str, finished_before: float, limit: int) -> int:
-        removed = self._fcall("spoold_purge", status,
-                        round(finished_before * 1000), limit)  # fmt: skip
+        before_ms = round(finished_before * 1000)
+        removed = self._fcall("spoold_purge", status, before_ms, limit)
         return len(removed)
 
     def counts(self) -> Counts:
@@ -435,8 +428,6 @@ def _text(value: Any) -> str:
 
 
 def _with_id(job: Job, job_id: str) -> Job:
-    from dataclasses import replace
-
     return job if job.id == job_id else replace(job, id=job_id)
 
 
