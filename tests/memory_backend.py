@@ -49,6 +49,7 @@ from spoold.core.backend import (
     Refused,
     StaleClaim,
     Taken,
+    Unavailable,
 )
 from spoold.ids import new_job_id
 from spoold.job import Job, encode
@@ -96,6 +97,7 @@ class MemoryEngine:
         self.now = time.time() if clock_start is None else clock_start
         self.places = Places("memory:claimed", "memory:waiting", "memory")
         self.full = False  # a test's full disk: filings raise ENOSPC
+        self.down = False  # a test's outage: renew and expired raise Unavailable
         self.records: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in RECORD_STATUSES}
         self.closed = False
         self._judge: Judge | None = None
@@ -268,6 +270,7 @@ class MemoryEngine:
         return filed_as
 
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
+        self._reachable()
         lost = []
         for claim in claims:
             held = self._claimed.get(claim.job_id)
@@ -277,7 +280,14 @@ class MemoryEngine:
                 held.expires_at = now + self.lease
         return lost
 
+    def _reachable(self) -> None:
+        if self.down:
+            raise Unavailable(
+                errno.ECONNREFUSED, "cannot reach the memory engine (a test's outage)"
+            )
+
     def expired(self, now: float) -> list[Recovered]:
+        self._reachable()
         lapsed = [held for held in self._claimed.values() if now >= held.expires_at]
         return [self._reclaim(held, now) for held in lapsed]
 

@@ -51,11 +51,13 @@ class Core:
             MemoryEngine(lease=lease, clock_start=self.now) if backend == "memory" else None
         )
         self.launchers: list[StandInLauncher] = []
+        self.elapsed = 0.0  # the daemon's monotonic clock: the test's seconds since start
         self.daemon = self._start(self.now)
 
     def _start(self, now: float) -> Daemon:
         engine: Engine = self.memory if self.memory is not None else open_engine(self.live)
-        daemon = Daemon(self.live, engine, burst=self.burst, new_launcher=self._launcher)  # type: ignore[arg-type]
+        daemon = Daemon(self.live, engine, burst=self.burst, new_launcher=self._launcher,
+                        monotonic=lambda: self.elapsed)  # type: ignore[arg-type]  # fmt: skip
         daemon.open(now)
         daemon.watch(now)
         return daemon
@@ -137,6 +139,7 @@ class Core:
 
     def tick(self, after: float = 0.0) -> None:
         """A turn of the loop ``after`` seconds past the test's start."""
+        self.elapsed = after
         self.daemon.tick(self.now + after)
 
     def report(self, after: float = 0.0) -> None:
@@ -406,3 +409,46 @@ def test_retention_removes_the_records_past_their_time_and_keeps_the_rest(
     assert core.record(new, "done") is not None
     assert any("retention: removed 1 done record(s) finished more than 1h ago" in line
                for line in log_lines)  # fmt: skip
+
+
+@pytest.mark.parametrize("make_core", ["memory"], indirect=True)
+def test_a_daemon_that_cannot_renew_for_most_of_a_lease_kills_its_attempts_itself(
+    make_core: Any, log_lines: list[str]
+) -> None:
+    """Self-fencing, by the daemon's own monotonic clock: with a 30 s lease and the backend
+    unreachable, renewals fail from 10 s on; past 25 s (the lease minus its 5 s margin)
+    the attempt is killed, once, and logged as a lost lease. Memory only: the file spool's
+    claims never lapse. Real daemons on Redis: tests/test_redis_hosts.py."""
+    core = make_core(lease=30.0)
+    job_id = core.launched()
+    core.started(job_id)
+    assert core.memory is not None
+    core.memory.down = True
+    for after in (10.0, 15.0, 20.0, 24.0):
+        core.tick(after=after)
+    assert core.launcher.kills == [], "killed before the lease was nearly out"
+    assert any("cannot renew the running jobs' leases" in line for line in log_lines)
+    core.tick(after=25.5)
+    assert core.launcher.kills == [(job_id, 0.0)]
+    assert any(f"job {job_id}: lease lost (not renewed for" in line for line in log_lines)
+    core.tick(after=26.5)
+    assert core.launcher.kills == [(job_id, 0.0)], "killed twice"
+
+
+@pytest.mark.parametrize("make_core", ["memory"], indirect=True)
+def test_an_outage_shorter_than_the_lease_kills_nothing(make_core: Any) -> None:
+    """The renewals fail for 20 s of a 30 s lease, then work again: the attempt lives on."""
+    core = make_core(lease=30.0)
+    job_id = core.launched()
+    core.started(job_id)
+    assert core.memory is not None
+    core.memory.down = True
+    for after in (10.0, 15.0, 20.0):
+        core.tick(after=after)
+    core.memory.down = False
+    core.tick(after=21.0)
+    for after in (40.0, 60.0):
+        core.tick(after=after)
+    assert core.launcher.kills == []
+    core.run_once(job_id)
+    assert core.record(job_id, "done") is not None

@@ -17,7 +17,7 @@ from spoold.cli.checking import ClassCheck, RedisCheck
 from spoold.cli.detach import StopOutcome
 from spoold.cli.pidfile import PidfileState
 from spoold.config import Config
-from spoold.core.backend import JobSummary, RunningJob, SpoolStatus, StoredJob
+from spoold.core.backend import JobSummary, LiveDaemon, RunningJob, SpoolStatus, StoredJob
 from spoold.durations import seconds
 
 _ERROR_WIDTH = 100  # a list line shows the start of the error; `show` has the rest
@@ -78,6 +78,8 @@ def status(
     if report.oldest_waiting_id:
         age = format_age(report.oldest_waiting_age or 0.0)
         print(f"oldest waiting job: {report.oldest_waiting_id}, submitted {age} ago")
+    if redis is not None:
+        _live_daemons(report.daemons)
     if running is not None:
         _running_jobs(running)
     if report.missing:
@@ -97,7 +99,19 @@ def _status_json(
         extra["pidfile"] = asdict(pidfile)
     if running is not None:
         extra["running_jobs"] = [asdict(job) for job in running]
-    print_json({**asdict(report), "daemon_running": report.daemon_pid is not None, **extra})
+    document = {**asdict(report), "daemon_running": report.daemon_pid is not None, **extra}
+    if redis is None:
+        del document["daemons"]  # a file spool has one daemon: "daemon_pid" says which
+    print_json(document)
+
+
+def _live_daemons(daemons: tuple[LiveDaemon, ...]) -> None:
+    """The daemons sharing a Redis spool: host, busy of how many, when last heard of."""
+    print(f"daemons    {len(daemons)} live")
+    for daemon in daemons:
+        jobs = ", ".join(daemon.running) or "no job"
+        print(f"  {daemon.host} (pid {daemon.pid})  busy {daemon.busy}/{daemon.max}"
+              f"  heard of {format_age(daemon.heard_ago)} ago  running: {jobs}")  # fmt: skip
 
 
 def _running_jobs(running: list[RunningJob]) -> None:

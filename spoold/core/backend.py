@@ -279,6 +279,19 @@ class SpoolStatus:
     oldest_waiting_id: str | None
     oldest_waiting_age: float | None
     daemon_pid: int | None  # -1: a daemon holds the lock but its pid is unreadable
+    daemons: tuple[LiveDaemon, ...] = ()  # a shared backend's daemons heard of lately
+
+
+@dataclass(frozen=True, slots=True)
+class LiveDaemon:
+    """A daemon on a shared backend, as it last said of itself."""
+
+    host: str  # its host_id
+    pid: int
+    busy: int  # attempts running
+    max: int  # its concurrency
+    heard_ago: float  # seconds since the backend last heard of it
+    running: tuple[str, ...]  # the ids of the jobs it runs
 
 
 @dataclass(frozen=True, slots=True)

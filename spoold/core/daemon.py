@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 # READY=1 waits this long at most for the launcher's interpreter to be up.
 LAUNCHER_START_TIMEOUT = 10.0
+# Self-fencing: a daemon whose leases went unrenewed for the lease minus this margin
+# (at most; a sixth of the lease if that is less) kills its attempts.
+FENCE_MARGIN = 5.0
 # Retention (``[retention]``): how often records past their time are removed, and how
 # many at a time (a full batch comes back at the next turn, not a minute later).
 RETENTION_EVERY = 60.0
@@ -105,6 +108,7 @@ class Daemon:
         burst: bool,
         on_ready: Callable[[], None] | None = None,
         new_launcher: Callable[[], LauncherClient] = LauncherClient,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.live = live
         self.engine = engine
@@ -117,6 +121,8 @@ class Daemon:
         self.events = Events(*([Broken()] if faults.broken_listener() else []), self.tally)
         self.filer = Filer(engine, self.events)
         self.next_renewal = 0.0  # when the running attempts' leases are renewed next
+        self.monotonic = monotonic  # this host's own clock, for self-fencing (a test's own)
+        self.renewed_at = monotonic()  # when the leases were last renewed
         self.next_retention = 0.0  # when records past their time are removed next
         self.watched: set[int] = set()  # the backend's descriptors in the selector
         self.selector = selectors.DefaultSelector()
@@ -323,12 +329,28 @@ class Daemon:
             self.next_renewal = now + min(1.0, self.engine.lease / 3)
             logger.warning("cannot renew the running jobs' leases ({}); trying again in {}",
                            exc, seconds(self.next_renewal - now))  # fmt: skip
+            self._fence_self()
             return
+        self.renewed_at = self.monotonic()
         self.next_renewal = now + self.engine.lease / 3
         for claim in lost:
             self.dispatcher.lose(claim)
         for recovered in expired:
             self._recover(recovered, now)
+
+    def _fence_self(self) -> None:
+        """Unrenewed for longer than the lease minus a margin, by this host's own monotonic
+        clock: another daemon may rerun these jobs any moment, so stop running them here.
+
+        Their outcomes, if they can still be filed, are refused as stale once the jobs
+        were claimed again elsewhere; else they are filed (a killed attempt) as usual.
+        """
+        lease = self.engine.lease
+        unrenewed = self.monotonic() - self.renewed_at
+        if unrenewed < lease - min(lease / 6, FENCE_MARGIN):
+            return
+        for claim in self.dispatcher.claims():
+            self.dispatcher.lose(claim, f"not renewed for {seconds(unrenewed)}")
 
     def _retain(self, now: float) -> None:
         """Remove the records older than ``[retention]`` says, a batch at a time."""

@@ -54,6 +54,7 @@ class Running:
     limits: policy.Limits
     sent_at: float  # when it was handed to the launcher
     pid: int | None = None
+    lost: bool = False  # its lease was lost: it is being killed
 
 
 class Dispatcher:
@@ -148,18 +149,18 @@ class Dispatcher:
         for job_id in self.running:
             self.launcher.kill(job_id, grace)
 
-    def lose(self, claim: Claim) -> None:
-        """The backend says ``claim`` no longer holds its job: stop the attempt at once.
+    def lose(self, claim: Claim, why: str = "the backend says so") -> None:
+        """``claim`` no longer holds its job (``why``): stop the attempt at once, once.
 
         The job runs again elsewhere (or here, claimed anew); this attempt's outcome,
         if it still comes, is refused by the backend as stale.
         """
         running = self.running.get(claim.job_id)
-        if running is None or running.claim != claim:
+        if running is None or running.claim != claim or running.lost:
             return
-        job_logger(claim.job_id).error(
-            "job {}: lease lost; killing its attempt (pid {})", claim.job_id, running.pid or "?"
-        )
+        running.lost = True
+        job_logger(claim.job_id).error("job {}: lease lost ({}); killing its attempt (pid {})",
+                                       claim.job_id, why, running.pid or "?")  # fmt: skip
         self.launcher.kill(claim.job_id, 0.0)
 
     def claims(self) -> list[Claim]:

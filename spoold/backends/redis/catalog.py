@@ -51,6 +51,7 @@ from spoold.config import Config, SpoolSettings
 from spoold.core.backend import (
     CatalogError,
     JobSummary,
+    LiveDaemon,
     RetryOutcome,
     RunningJob,
     SpoolStatus,
@@ -152,7 +153,30 @@ class RedisCatalog:
             oldest_waiting_id=oldest.id if oldest else None,
             oldest_waiting_age=oldest.age if oldest else None,
             daemon_pid=running_daemon_pid(self.spool),
+            daemons=self._live_daemons(),
         )
+
+    def _live_daemons(self) -> tuple[LiveDaemon, ...]:
+        """The daemons heard of within their lease (a heartbeat comes every third of it)."""
+
+        def read(client: redis.Redis) -> tuple[Any, Any]:
+            return client.hgetall(self.key + "daemons"), client.time()
+
+        beats, (server_s, server_us) = self._talk(read)
+        server_ms = server_s * 1000 + server_us / 1000
+        live = []
+        for raw in beats.values():
+            try:
+                beat = json.loads(raw)
+                heard_ago = max(0.0, (server_ms - float(beat["seen"])) / 1000)
+                if heard_ago > float(beat.get("lease", 30.0)):
+                    continue
+                running = tuple(str(job_id) for job_id in beat.get("running", []))
+                live.append(LiveDaemon(str(beat["host"]), int(beat["pid"]), len(running),
+                                       int(beat["max"]), heard_ago, running))  # fmt: skip
+            except (ValueError, KeyError, TypeError):
+                continue  # a heartbeat not yet renewed once (no "seen"), or a stranger's
+        return tuple(sorted(live, key=lambda daemon: (daemon.host, daemon.pid)))
 
     def running(self, now: float) -> list[RunningJob]:
         """The active jobs, longest running first (since their claim, on the server's clock)."""

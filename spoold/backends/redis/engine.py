@@ -115,6 +115,7 @@ class RedisEngine:
         self.watcher: Watcher | None = None
         self.judge: Judge | None = None
         self.closed = False
+        self.started = time.time()
 
     @classmethod
     def open_locked(cls, live: Live) -> RedisEngine:
@@ -176,9 +177,16 @@ class RedisEngine:
         return found
 
     def _register(self) -> None:
-        me = encode({"host": self.live.config.spool.host_id, "pid": os.getpid(),
-                     "started": self.clock(), "hostname": socket.gethostname()})  # fmt: skip
-        call(self.client.hset, self.key + "daemons", self.owner, me)
+        call(self.client.hset, self.key + "daemons", self.owner, self._heartbeat([]))
+
+    def _heartbeat(self, running: list[str]) -> bytes:
+        """What this daemon says of itself: host, pid, since when, busy of how many, and the
+        jobs it runs (Redis adds when it last heard of it)."""
+        return encode({
+            "host": self.live.config.spool.host_id, "hostname": socket.gethostname(),
+            "pid": os.getpid(), "started": self.started, "running": running,
+            "max": self.live.config.worker.concurrency, "lease": self.lease,
+        })  # fmt: skip
 
     def watch(self, now: float) -> None:
         assert self.receiver is not None, "open() comes first"
@@ -374,8 +382,10 @@ class RedisEngine:
         _refuse_if_fenced(answer, claim)
 
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
+        """Renew the claims, and say this daemon is alive (``spoold status`` lists it)."""
         pairs = [part for claim in claims for part in (claim.job_id, claim.token)]
-        answer = self._fcall("spoold_renew", self.owner, self.lease_ms, *pairs)
+        beat = self._heartbeat([claim.job_id for claim in claims])
+        answer = self._fcall("spoold_renew", self.owner, self.lease_ms, beat, *pairs)
         self._seen(answer[0])
         lost = {_text(pair) for pair in answer[1:]}
         return [claim for claim in claims if f"{claim.job_id} {claim.token}" in lost]

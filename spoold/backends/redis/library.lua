@@ -196,13 +196,20 @@ redis.register_function('spoold_schedule', function(keys, args)
   return 'ok'
 end)
 
--- renew(owner, lease_ms, id1, epoch1, ...): extend each claim still held and
--- not lapsed; {now, "<id> <epoch>" of each claim lost...}.
+-- renew(owner, lease_ms, heartbeat, id1, epoch1, ...): note the daemon's
+-- heartbeat (what it said of itself, JSON, with the server's time added as
+-- "seen") in ``daemons``; extend each claim still held and not lapsed;
+-- {now, "<id> <epoch>" of each claim lost...}.
 redis.register_function('spoold_renew', function(keys, args)
   local p, owner, lease = keys[1], args[1], tonumber(args[2])
   local now = now_ms()
+  local ok, beat = pcall(cjson.decode, args[3])
+  if ok and type(beat) == 'table' then
+    beat.seen = now
+    redis.call('HSET', p .. 'daemons', owner, cjson.encode(beat))
+  end
   local out = {now}
-  for i = 3, #args, 2 do
+  for i = 4, #args, 2 do
     local id, epoch = args[i], args[i + 1]
     local deadline = tonumber(redis.call('ZSCORE', p .. 'active', id))
     local who = redis.call('HGET', job_key(p, id), 'owner')

@@ -1,0 +1,156 @@
+"""Several daemons on one Redis, as simulated hosts on one machine.
+
+Each daemon is a real ``spoold run`` with its own local folder and ``host_id``
+and one shared Redis (``redis_server``); the client submits through Redis. A
+host's death is a SIGKILL of its daemon (its launcher then kills the attempts
+it runs); a frozen host is a SIGSTOP of its daemon, past the lease, then
+SIGCONT. Leases are short here (2 s) so a test waits seconds, not minutes.
+Every job must end in exactly one record; executions are counted apart.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Daemon, Spool, wait_for, write_config
+from test_redis_daemon import NAME, RedisSpool, submit
+
+from spoold.client import run_background_job
+
+LEASE = 2.0
+
+
+@pytest.fixture
+def redis_spool(redis_server: Any) -> Iterator[RedisSpool]:
+    spool = RedisSpool(redis_server.url)
+    yield spool
+    spool.client.close()
+
+
+@pytest.fixture
+def host_config(
+    redis_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
+    """``host_config("a", worker={...})``: a config for host "a" (its own folder) on the
+    test's Redis; the last one made is the client's (``SPOOLD_CONFIG``)."""
+
+    def make(host: str, **overrides: dict[str, Any]) -> Path:
+        spool = {"backend": "redis", "url": redis_server.url, "name": NAME, "host_id": host,
+                 "lease": LEASE, "redis_timeout": 2.0, **overrides.pop("spool", {})}  # fmt: skip
+        local = Spool(tmp_path / f"host-{host}").create()
+        path = write_config(tmp_path / f"host-{host}.toml", local, {"spool": spool, **overrides})
+        monkeypatch.setenv("SPOOLD_CONFIG", str(path))
+        monkeypatch.delenv("SPOOLD_SPOOL_DIR", raising=False)
+        return path
+
+    return make
+
+
+def started_by(daemon: Daemon, job_id: str) -> bool:
+    return f"job {job_id} started" in daemon.log_text()
+
+
+def test_three_daemons_share_the_work_and_file_each_job_once(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    daemons = [start_daemon(config=host_config(host, worker={"concurrency": 2}))
+               for host in ("a", "b", "c")]  # fmt: skip
+    log = tmp_path / "ran.log"
+    ids = [submit("Recorder", str(log), str(n), 0.05) for n in range(60)]
+    for job_id in ids:
+        assert redis_spool.wait_record(job_id, timeout=30)["status"] == "done"
+    assert sorted(redis_spool.ids("idx:done")) == sorted(ids)
+    assert len(log.read_text().splitlines()) == 60, "a job ran twice"
+    shares = [sum(started_by(daemon, job_id) for job_id in ids) for daemon in daemons]
+    assert sum(shares) == 60 and all(shares), f"the work was not shared: {shares}"
+
+
+def test_a_dead_hosts_job_reruns_on_another_within_the_lease(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the daemon running a job: another host reclaims it once its lease lapses,
+    counts an interrupted attempt, runs it; one record."""
+    doomed = start_daemon(config=host_config("doomed"))
+    began = tmp_path / "began"
+    job_id = run_background_job("testjobs.Sleeper", "run", [0.5, str(began)])
+    wait_for(lambda: started_by(doomed, job_id), message="the first host never started it")
+    survivor = start_daemon(config=host_config("survivor"))
+    doomed.kill()
+    record = redis_spool.wait_record(job_id, timeout=LEASE + 10)
+    assert started_by(survivor, job_id)
+    assert [(e["outcome"], e.get("cause")) for e in record["history"]] == [
+        ("interrupted", "daemon_died"),
+        ("ok", None),
+    ]
+    assert redis_spool.ids("idx:done") == [job_id]
+
+
+def test_a_frozen_host_past_its_lease_is_fenced_and_the_job_has_one_record(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP the daemon running a 3 s job for twice the lease: another host reruns it.
+    When the frozen one wakes, its claim is stale: its late outcome is refused (or its
+    attempt killed, if still running). Executions may be two; records must be one."""
+    frozen = start_daemon(config=host_config("frozen"))
+    log = tmp_path / "ran.log"
+    job_id = run_background_job("testjobs.Recorder", "run", [str(log), "x", 3.0])
+    wait_for(lambda: started_by(frozen, job_id), message="the first host never started it")
+    frozen.send(signal.SIGSTOP)
+    other = start_daemon(config=host_config("other"))
+    wait_for(lambda: started_by(other, job_id), timeout=LEASE + 10,
+             message="no other host reran the frozen host's job")  # fmt: skip
+    frozen.send(signal.SIGCONT)
+    record = redis_spool.wait_record(job_id, timeout=20)
+    wait_for(lambda: "no longer holds it" in frozen.log_text() or "lease lost" in frozen.log_text(),
+             timeout=15, message="the frozen host never noticed its claim was stale")  # fmt: skip
+    executions = len(log.read_text().splitlines())
+    print(f"\n[frozen host] executions of {job_id}: {executions}; records: 1")
+    assert redis_spool.ids("idx:done") == [job_id]
+    assert redis_spool.ids("idx:failed") == []
+    assert [e["outcome"] for e in record["history"]] == ["interrupted", "ok"]
+    assert json.loads(json.dumps(record))["id"] == job_id
+
+
+def test_status_lists_the_live_daemons_and_what_each_runs(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    start_daemon(config=host_config("left"))
+    right = start_daemon(config=host_config("right", worker={"concurrency": 3}))
+    began = tmp_path / "began"
+    job_id = run_background_job("testjobs.Sleeper", "run", [5.0, str(began)])
+    wait_for(began.exists, message="the job never started")
+    runner = "right" if started_by(right, job_id) else "left"
+
+    def status() -> str:
+        done = subprocess.run([sys.executable, "-m", "spoold", "status", "--config",
+                               str(tmp_path / "host-left.toml")],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        return done.stdout
+
+    def showing_the_job() -> str | None:
+        text = status()
+        return text if job_id in text else None
+
+    text = wait_for(showing_the_job, timeout=LEASE + 5, message="status never showed the job")
+    assert "daemons    2 live" in text
+    lines = [line for line in text.splitlines() if line.startswith("  ")]
+    assert any(line.startswith(f"  {runner} (pid ") and job_id in line for line in lines), text
+    assert any("busy 0/3" in line or "busy 1/3" in line for line in lines if "right" in line)
