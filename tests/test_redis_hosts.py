@@ -154,3 +154,25 @@ def test_status_lists_the_live_daemons_and_what_each_runs(
     lines = [line for line in text.splitlines() if line.startswith("  ")]
     assert any(line.startswith(f"  {runner} (pid ") and job_id in line for line in lines), text
     assert any("busy 0/3" in line or "busy 1/3" in line for line in lines if "right" in line)
+
+
+def test_a_graceful_stop_hands_unfinished_work_to_another_host_uncounted(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM a host whose job outlasts shutdown_timeout: the job goes back to wait at once
+    (not after a lease), another host runs it, and the stop is not counted an interruption."""
+    leaving = start_daemon(config=host_config("leaving", worker={"shutdown_timeout": 0.3}))
+    log = tmp_path / "ran.log"
+    job_id = run_background_job("testjobs.Recorder", "run", [str(log), "x", 1.5])
+    wait_for(lambda: started_by(leaving, job_id), message="the first host never started it")
+    staying = start_daemon(config=host_config("staying"))
+    assert leaving.stop() == 0
+    record = redis_spool.wait_record(job_id, timeout=10)
+    assert started_by(staying, job_id)
+    assert [(e["outcome"], e.get("cause")) for e in record["history"]] == [
+        ("interrupted", "shutdown"),
+        ("ok", None),
+    ]
