@@ -176,3 +176,30 @@ def test_a_graceful_stop_hands_unfinished_work_to_another_host_uncounted(
         ("interrupted", "shutdown"),
         ("ok", None),
     ]
+
+
+def test_a_job_that_keeps_killing_its_host_stops_at_max_interruptions(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    """Each host that runs the job dies (SIGKILL); with max_interruptions 2 the second
+    reclaim fails it, with the reason, instead of killing every host in turn."""
+    worker = {"max_interruptions": 2}
+    log = tmp_path / "ran.log"
+    hosts = [start_daemon(config=host_config("first", worker=worker))]
+    job_id = run_background_job("testjobs.Recorder", "run", [str(log), "x", 30.0])
+    hosts += [start_daemon(config=host_config(name, worker=worker)) for name in ("second", "third")]
+    for runs in (1, 2):
+        wait_for(lambda n=runs: len(log.read_text().splitlines()) == n if log.exists() else False,
+                 timeout=LEASE + 10, message=f"run {runs} never started")  # fmt: skip
+        (runner,) = [
+            host for host in hosts if host.returncode() is None and started_by(host, job_id)
+        ]
+        runner.kill()
+    record = redis_spool.wait_record(job_id, timeout=LEASE + 10)
+    assert record["status"] == "failed"
+    assert "interrupted by the daemon's death 2 times in a row" in record["reason"]
+    assert [e["outcome"] for e in record["history"]] == ["interrupted", "interrupted"]
+    assert len(log.read_text().splitlines()) == 2
