@@ -14,12 +14,14 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import Daemon, Spool, wait_for, write_config
+from tcp_proxy import TcpProxy
 from test_redis_daemon import NAME, RedisSpool, submit
 
 from spoold.client import run_background_job
@@ -203,3 +205,62 @@ def test_a_job_that_keeps_killing_its_host_stops_at_max_interruptions(
     assert "interrupted by the daemon's death 2 times in a row" in record["reason"]
     assert [e["outcome"] for e in record["history"]] == ["interrupted", "interrupted"]
     assert len(log.read_text().splitlines()) == 2
+
+
+@pytest.fixture
+def proxy(redis_server: Any) -> Iterator[TcpProxy]:
+    """One host's own link to the test's Redis, to cut and heal."""
+    link = TcpProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0])).start()
+    yield link
+    link.stop()
+
+
+def test_a_host_cut_off_past_its_lease_kills_its_attempt_and_its_job_reruns_elsewhere(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    """A partition between one host and Redis, longer than the lease: the host kills its
+    own attempt ("lease lost", by its own clock), another host reruns the job after the
+    lease, and once the link heals the cut-off host's late outcome is refused."""
+    fast = {"redis_timeout": 0.4}
+    cut_off = start_daemon(config=host_config("cut-off", spool={**fast, "url": proxy.url()}))
+    log = tmp_path / "ran.log"
+    job_id = run_background_job("testjobs.Recorder", "run", [str(log), "x", 6.0])
+    wait_for(lambda: started_by(cut_off, job_id), message="the cut-off host never started it")
+    other = start_daemon(config=host_config("other", spool=fast))
+    proxy.cut()
+    cut_off.wait_log(f"job {job_id}: lease lost (not renewed for", timeout=LEASE + 5)
+    record = redis_spool.wait_record(job_id, timeout=LEASE + 15)
+    proxy.heal()
+    assert started_by(other, job_id)
+    assert [e["outcome"] for e in record["history"]] == ["interrupted", "ok"]
+    wait_for(lambda: "no longer holds it" in cut_off.log_text(), timeout=15,
+             message="the cut-off host's late outcome was not refused")  # fmt: skip
+    assert redis_spool.ids("idx:done") == [job_id] and redis_spool.ids("idx:failed") == []
+
+
+def test_a_host_cut_off_for_less_than_its_lease_loses_and_reruns_nothing(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    """Lease 4 s, a 1.5 s partition while the job runs: nothing killed, nothing rerun."""
+    spool = {"redis_timeout": 0.4, "lease": 4.0}
+    cut_off = start_daemon(config=host_config("cut-off", spool={**spool, "url": proxy.url()}))
+    log = tmp_path / "ran.log"
+    job_id = run_background_job("testjobs.Recorder", "run", [str(log), "x", 3.0])
+    wait_for(lambda: started_by(cut_off, job_id), message="the cut-off host never started it")
+    other = start_daemon(config=host_config("other", spool=spool))  # ready to take it over
+    proxy.cut()
+    time.sleep(1.5)  # the partition's length is the point of the test
+    proxy.heal()
+    record = redis_spool.wait_record(job_id, timeout=15)
+    assert [e["outcome"] for e in record["history"]] == ["ok"]
+    assert len(log.read_text().splitlines()) == 1
+    assert "lease lost" not in cut_off.log_text()
+    assert not started_by(other, job_id)
