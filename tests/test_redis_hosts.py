@@ -11,6 +11,7 @@ Every job must end in exactly one record; executions are counted apart.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -264,3 +265,62 @@ def test_a_host_cut_off_for_less_than_its_lease_loses_and_reruns_nothing(
     assert len(log.read_text().splitlines()) == 1
     assert "lease lost" not in cut_off.log_text()
     assert not started_by(other, job_id)
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def skewed(seconds: str) -> dict[str, str]:
+    """The environment of a daemon whose clock is off by ``seconds`` (Debian's faketime)."""
+    if not LIBFAKETIME.exists():
+        reason = "faketime is not installed (apt-get install faketime)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; .ci/run installs it", pytrace=False)
+        pytest.skip(reason)
+    return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": seconds}
+
+
+def test_hosts_whose_clocks_are_off_by_30_s_neither_reclaim_early_nor_start_late(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    """Leases and due times are the Redis server's: a host 30 s slow runs a 3 s job on a
+    2 s lease while a host 30 s fast looks on, and the fast one never takes it over; a job
+    delayed 2 s starts after 2 s, not 30 s early or late, whichever host takes it."""
+    slow = start_daemon(config=host_config("slow"), env=skewed("-30s"))
+    log = tmp_path / "ran.log"
+    long_job = run_background_job("testjobs.Recorder", "run", [str(log), "long", 3.0])
+    wait_for(lambda: started_by(slow, long_job), message="the slow host never started it")
+    fast = start_daemon(config=host_config("fast"), env=skewed("+30s"))
+    submitted = time.time()
+    delayed = run_background_job("testjobs.Recorder", "run", [str(log), "delayed"], delay=2.0)
+    record = redis_spool.wait_record(long_job, timeout=15)
+    assert [e["outcome"] for e in record["history"]] == ["ok"], "reclaimed early"
+    assert not started_by(fast, long_job)
+    redis_spool.wait_record(delayed, timeout=15)
+    runs = {line["label"]: line for line in map(json.loads, log.read_text().splitlines())}
+    started = runs["delayed"]["time"]  # the job's own clock: the host's, skewed
+    host = "fast" if started_by(fast, delayed) else "slow"
+    offset = 30.0 if host == "fast" else -30.0
+    waited = started - offset - submitted
+    assert 1.9 <= waited <= 4.0, f"the delayed job started {waited:.2f}s after it was submitted"
+
+
+def test_a_retry_on_a_host_30_s_fast_waits_its_delay_by_the_servers_clock(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    """The retry delay is counted on the server's clock, not from the attempt's end time
+    as the fast host's worker saw it (30 s ahead: the retry would wait 32 s)."""
+    start_daemon(config=host_config("fast", worker={"retry_delay": 2.0}), env=skewed("+30s"))
+    counter = tmp_path / "counter"
+    job_id = run_background_job("testjobs.Flaky", "run", [str(counter), 1])
+    record = redis_spool.wait_record(job_id, timeout=15)
+    first, second = record["history"]
+    assert (first["outcome"], second["outcome"]) == ("error", "ok")
+    waited = second["started_at"] - first["finished_at"]  # both on the host's own clock
+    assert 1.9 <= waited <= 4.0, f"the retry waited {waited:.2f}s"

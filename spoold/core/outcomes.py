@@ -83,7 +83,9 @@ class Filer:
         error = entry.get("error") or entry["outcome"]
         if policy.should_retry(job.history, limits):
             delay = policy.retry_delay(failures, limits)
-            self.schedule(claim, job, entry["finished_at"] + delay, again=True)  # first: logs once
+            # From ``now`` (the backend's clock), not the attempt's end as its worker saw it:
+            # a host whose clock is off would hold the retry back, or release it early.
+            self.schedule(claim, job, now + delay, again=True)  # first: logs once
             job_logger(job.id).warning(
                 "job {} failed (attempt {}, {}): {}; retry {} of {} in {}",
                 job.id,
