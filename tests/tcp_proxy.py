@@ -6,7 +6,8 @@ forwards every connection to the target, in a thread of the test process
 in both directions without closing anything, as a network partition does
 (bytes wait in the proxy's hands; calls time out); ``heal()`` forwards again,
 dropping what was held back (a partition loses packets, and TCP would have
-given up on them). ``reset()`` closes every connection at once.
+given up on them). ``reset()`` closes every connection at once; ``delay``
+(seconds) holds every chunk that long before passing it on: a latency spike.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import selectors
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -25,6 +27,7 @@ class TcpProxy:
         self.selector = selectors.DefaultSelector()
         self.pairs: dict[socket.socket, socket.socket] = {}
         self.passing = True
+        self.delay = 0.0
         self.lock = threading.Lock()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
@@ -92,6 +95,8 @@ class TcpProxy:
             return
         if not self.passing:
             return  # a partition: the bytes are lost
+        if self.delay:
+            time.sleep(self.delay)  # every connection waits: the link is slow, not lossy
         try:
             self.pairs[sock].sendall(data)
         except OSError:

@@ -324,3 +324,33 @@ def test_a_retry_on_a_host_30_s_fast_waits_its_delay_by_the_servers_clock(
     assert (first["outcome"], second["outcome"]) == ("error", "ok")
     waited = second["started_at"] - first["finished_at"]  # both on the host's own clock
     assert 1.9 <= waited <= 4.0, f"the retry waited {waited:.2f}s"
+
+
+def test_link_resets_and_latency_spikes_orphan_no_claim(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    """One host's link is reset again and again, then slowed past redis_timeout, while 100
+    jobs flow: every job runs and is recorded once, none is left claimed by nobody, and no
+    attempt is counted as interrupted (a lost answer is settled at once, not a lease later)."""
+    spool = {"url": proxy.url(), "redis_timeout": 0.3, "lease": 10.0}
+    flaky_link = start_daemon(config=host_config("flaky", spool=spool, worker={"concurrency": 2}))
+    log = tmp_path / "ran.log"
+    ids = [submit("Recorder", str(log), str(n), 0.01) for n in range(100)]
+    for round_ in range(20):
+        proxy.delay = 0.4 if round_ % 4 == 3 else 0.0  # a spike past redis_timeout
+        time.sleep(0.1)
+        proxy.reset()
+    proxy.delay = 0.0
+    for job_id in ids:
+        record = redis_spool.wait_record(job_id, timeout=30)
+        assert [e["outcome"] for e in record["history"]] == ["ok"], record["history"]
+    assert sorted(redis_spool.ids("idx:done")) == sorted(ids)
+    assert redis_spool.ids("active") == [] and redis_spool.ids("due") == []
+    runs = [json.loads(line)["label"] for line in log.read_text().splitlines()]
+    print(f"\n[flaky link] {len(runs)} executions of {len(ids)} jobs; "
+          f"{flaky_link.log_text().count('cannot reach Redis')} lost calls")  # fmt: skip
+    assert sorted(set(runs)) == sorted(str(n) for n in range(100))
