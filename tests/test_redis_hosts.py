@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -354,3 +355,94 @@ def test_link_resets_and_latency_spikes_orphan_no_claim(
     print(f"\n[flaky link] {len(runs)} executions of {len(ids)} jobs; "
           f"{flaky_link.log_text().count('cannot reach Redis')} lost calls")  # fmt: skip
     assert sorted(set(runs)) == sorted(str(n) for n in range(100))
+
+
+class HostsChaos:
+    """The chaos run's client and its events, driven by one seeded random generator."""
+
+    def __init__(self, rng: random.Random, log: Path, folder: Path) -> None:
+        self.rng, self.log, self.folder = rng, log, folder
+        self.acknowledged: list[str] = []
+
+    def submit(self, count: int) -> None:
+        """``count`` mixed jobs; only those the client returned an id for count as sent."""
+        for n in range(count):
+            label = f"{len(self.acknowledged)}-{n}"
+            options: dict[str, Any] = {"priority": self.rng.choice((0, 0, 5))}
+            if self.rng.random() < 0.1:
+                options["delay"] = self.rng.uniform(0.1, 1.5)
+            flaky = self.rng.random() < 0.1
+            target = "testjobs.Flaky" if flaky else "testjobs.Recorder"
+            params = ([str(self.folder / f"flaky-{label}"), 1] if flaky
+                      else [str(self.log), label, self.rng.uniform(0, 0.05)])  # fmt: skip
+            try:
+                self.acknowledged.append(run_background_job(target, "run", params, **options))
+            except OSError:
+                continue  # not acknowledged: Redis was down
+
+    def interrupted(self, redis_spool: RedisSpool) -> int:
+        histories = ((redis_spool.record(job_id) or {}).get("history", [])
+                     for job_id in self.acknowledged)  # fmt: skip
+        return sum(entry["outcome"] == "interrupted" for history in histories for entry in history)
+
+
+@pytest.mark.chaos
+def test_chaos_hosts_die_freeze_and_are_cut_off_and_redis_restarts_yet_each_job_has_one_record(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    redis_server: Any,
+    proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    """1,200 mixed jobs (priorities, run_at, one failure then a retry) across three hosts,
+    one of them behind a proxy, while a seeded schedule SIGKILLs and restarts hosts,
+    freezes one past its lease, cuts the proxied one off past its lease, and restarts Redis
+    from its AOF. Every acknowledged job ends in exactly one record, done; nothing is left
+    waiting or claimed; executions beyond one per job are counted and printed."""
+    seed = int(os.environ.get("SPOOLD_CHAOS_SEED", random.randrange(2**31)))
+    print(f"\n[hosts chaos] seed {seed} (SPOOLD_CHAOS_SEED={seed} reruns it)")
+    rng = random.Random(seed)
+    worker = {"concurrency": 2, "retry_delay": 0.2, "max_interruptions": 20}
+    spool = {"redis_timeout": 0.5}
+    configs = {
+        "a": host_config("a", spool=spool, worker=worker),
+        "b": host_config("b", spool=spool, worker=worker),
+        "c": host_config("c", spool={**spool, "url": proxy.url()}, worker=worker),
+    }
+    host_config("client", spool=spool)  # the client's config (SPOOLD_CONFIG): a direct link
+    hosts = {name: start_daemon(config=path) for name, path in configs.items()}
+    chaos = HostsChaos(rng, tmp_path / "ran.log", tmp_path)
+    events = ["kill", "freeze", "cut", "redis", "kill", "freeze"]
+    rng.shuffle(events)
+    for event in events:
+        chaos.submit(200)
+        time.sleep(rng.uniform(0.2, 1.0))
+        victim = rng.choice(["a", "b"])
+        print(f"[hosts chaos] {event} {victim if event in ('kill', 'freeze') else ''}")
+        if event == "kill":
+            hosts[victim].kill()
+            hosts[victim] = start_daemon(config=configs[victim])
+        elif event == "freeze":
+            hosts[victim].send(signal.SIGSTOP)
+            time.sleep(LEASE + 1)
+            hosts[victim].send(signal.SIGCONT)
+        elif event == "cut":
+            proxy.cut()
+            time.sleep(LEASE + 1)
+            proxy.heal()
+        else:
+            redis_server.kill()
+            time.sleep(0.5)
+            redis_server.restart()
+    sent = chaos.acknowledged
+    for job_id in sent:
+        assert redis_spool.wait_record(job_id, timeout=60)["status"] == "done", job_id
+    assert sorted(redis_spool.ids("idx:done")) == sorted(set(sent)) and len(set(sent)) == len(sent)
+    assert redis_spool.ids("idx:failed") == []
+    for index in ("ready", "due", "active"):
+        assert redis_spool.ids(index) == [], f"left in {index}"
+    labels = [json.loads(line)["label"] for line in chaos.log.read_text().splitlines()]
+    print(f"[hosts chaos] seed {seed}: {len(sent)} jobs, one record each; "
+          f"{len(labels) - len(set(labels))} ran more than once; "
+          f"{chaos.interrupted(redis_spool)} interrupted attempt(s)")  # fmt: skip
