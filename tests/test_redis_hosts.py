@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from harness import Daemon, Spool, wait_for, write_config
 from tcp_proxy import TcpProxy
-from test_redis_daemon import NAME, RedisSpool, submit
+from test_redis_daemon import KEY, NAME, RedisSpool, submit
 
 from spoold.client import run_background_job
 
@@ -446,3 +446,44 @@ def test_chaos_hosts_die_freeze_and_are_cut_off_and_redis_restarts_yet_each_job_
     print(f"[hosts chaos] seed {seed}: {len(sent)} jobs, one record each; "
           f"{len(labels) - len(set(labels))} ran more than once; "
           f"{chaos.interrupted(redis_spool)} interrupted attempt(s)")  # fmt: skip
+
+
+def test_five_thousand_mixed_jobs_across_three_hosts_each_end_in_one_record(
+    start_daemon: Callable[..., Daemon],
+    host_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    """Priorities, run_at, and jobs that fail once and are retried after 0.5 s: every job one
+    record, done; the work shared; and a retry waits in Redis's due set, never in a slot:
+    the active set, sampled throughout, never holds more than the hosts' six slots."""
+    rng = random.Random(5000)
+    worker = {"concurrency": 2, "retry_delay": 0.5, "max_jobs_per_process": 200}
+    hosts = [start_daemon(config=host_config(name, worker=worker)) for name in "abc"]
+    ids, flaky = [], []
+    for n in range(5000):
+        options: dict[str, Any] = {"priority": rng.choice((0, 0, 0, 5))}
+        if rng.random() < 0.05:
+            options["delay"] = rng.uniform(0.1, 1.0)
+        if rng.random() < 0.05:
+            flaky.append(
+                run_background_job(
+                    "testjobs.Flaky", "run", [str(tmp_path / f"flaky-{n}"), 1], **options
+                )
+            )
+            ids.append(flaky[-1])
+        else:
+            ids.append(submit("Noop", **options))
+    most_active, deadline = 0, time.monotonic() + 120
+    while redis_spool.client.zcard(KEY + "idx:done") < len(ids):
+        assert time.monotonic() < deadline, "not every job was done within 2 minutes"
+        most_active = max(most_active, redis_spool.client.zcard(KEY + "active"))
+        time.sleep(0.05)  # a sample of the active set, 20 a second
+    assert most_active <= 6, f"{most_active} claimed at once: more than the slots"
+    assert sorted(redis_spool.ids("idx:done")) == sorted(ids)
+    for job_id in flaky:
+        first, second = redis_spool.record(job_id)["history"]  # type: ignore[index]
+        assert second["started_at"] - first["finished_at"] >= 0.45
+    shares = [sum(f"job {job_id} started" in host.log_text() for job_id in ids[:300])
+              for host in hosts]  # fmt: skip
+    assert all(shares), f"the work was not shared: {shares} of the first 300"
