@@ -10,6 +10,7 @@ Every job must end in exactly one record; executions are counted apart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Daemon, Spool, wait_for, write_config
+from harness import Daemon, Spool, children_of, wait_for, write_config
 from tcp_proxy import TcpProxy
 from test_redis_daemon import KEY, NAME, RedisSpool, submit
 
@@ -55,6 +56,19 @@ def host_config(
         return path
 
     return make
+
+
+def kill_host(daemon: Daemon) -> None:
+    """A host's death: SIGKILL its daemon, its launcher and every job at the same moment."""
+    found, todo = [], [daemon.pid]
+    while todo:
+        children = children_of(todo.pop())
+        found += children
+        todo += children
+    for pid in [daemon.pid, *found]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    daemon.kill()  # reaps it
 
 
 def started_by(daemon: Daemon, job_id: str) -> bool:
@@ -92,7 +106,7 @@ def test_a_dead_hosts_job_reruns_on_another_within_the_lease(
     job_id = run_background_job("testjobs.Sleeper", "run", [0.5, str(began)])
     wait_for(lambda: started_by(doomed, job_id), message="the first host never started it")
     survivor = start_daemon(config=host_config("survivor"))
-    doomed.kill()
+    kill_host(doomed)
     record = redis_spool.wait_record(job_id, timeout=LEASE + 10)
     assert started_by(survivor, job_id)
     assert [(e["outcome"], e.get("cause")) for e in record["history"]] == [
@@ -201,7 +215,7 @@ def test_a_job_that_keeps_killing_its_host_stops_at_max_interruptions(
         (runner,) = [
             host for host in hosts if host.returncode() is None and started_by(host, job_id)
         ]
-        runner.kill()
+        kill_host(runner)
     record = redis_spool.wait_record(job_id, timeout=LEASE + 10)
     assert record["status"] == "failed"
     assert "interrupted by the daemon's death 2 times in a row" in record["reason"]
@@ -421,7 +435,7 @@ def test_chaos_hosts_die_freeze_and_are_cut_off_and_redis_restarts_yet_each_job_
         victim = rng.choice(["a", "b"])
         print(f"[hosts chaos] {event} {victim if event in ('kill', 'freeze') else ''}")
         if event == "kill":
-            hosts[victim].kill()
+            kill_host(hosts[victim])
             hosts[victim] = start_daemon(config=configs[victim])
         elif event == "freeze":
             hosts[victim].send(signal.SIGSTOP)
