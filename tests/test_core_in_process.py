@@ -452,3 +452,21 @@ def test_an_outage_shorter_than_the_lease_kills_nothing(make_core: Any) -> None:
     assert core.launcher.kills == []
     core.run_once(job_id)
     assert core.record(job_id, "done") is not None
+
+
+@pytest.mark.parametrize("make_core", ["memory"], indirect=True)
+def test_a_held_outcome_keeps_its_lease_until_it_is_filed(make_core: Any) -> None:
+    """An outcome that cannot be filed for longer than the lease (a full disk, not an
+    outage: renewals still work) keeps its claim renewed, so no daemon reruns its job; it
+    is filed once when there is room. Memory only: the file spool's claims never lapse."""
+    core = make_core(lease=30.0)
+    job_id = core.launched()
+    core.fill_disk()
+    core.run_once(job_id, result="kept")
+    for after in (10.0, 20.0, 31.0, 41.0, 51.0, 61.0):  # renewed every third of the lease
+        core.tick(after=after)
+    assert core.waiting_ids() == [] and core.record(job_id, "done") is None
+    core.free_disk()
+    core.tick(after=71.0)
+    record = core.record(job_id, "done")
+    assert record is not None and [e["outcome"] for e in record["history"]] == ["ok"]

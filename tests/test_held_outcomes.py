@@ -91,7 +91,7 @@ class Rig:
         os.rename(self.spool.root / f"{state}.away", self.spool.folder(state))
 
     def held(self) -> list[str]:
-        return [held.job_id for held in self.held_filings.waiting]
+        return [held.claim.job_id for held in self.held_filings.waiting]
 
     def close(self) -> None:
         self.dispatcher.close()

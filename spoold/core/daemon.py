@@ -286,11 +286,11 @@ class Daemon:
             self._reject(claimed, now)
         elif claimed is not None:
             wait = partial(self.filer.deferred, claimed.claim, claimed.job)
-            self.held.attempt(claimed.job.id, wait_for_run_at(self.engine.places), wait, now)
+            self.held.attempt(claimed.claim, wait_for_run_at(self.engine.places), wait, now)
 
     def _reject(self, refusal: Refusal, now: float) -> None:
         reject = partial(self.filer.reject, refusal.claim, refusal.refused, source=refusal.source)
-        self.held.attempt(refusal.claim.job_id, "rejection", reject, now)
+        self.held.attempt(refusal.claim, "rejection", reject, now)
 
     def _recover(self, recovered: Recovered, now: float) -> None:
         """A job claimed when its daemon went away: rerun the lost attempt, or file it."""
@@ -301,7 +301,7 @@ class Daemon:
         job = verdict.job
         if _was_on_its_way_to_wait(job, recovered.claimed_at):
             wait = partial(self.filer.deferred, claim, job)
-            self.held.attempt(job.id, wait_for_run_at(self.engine.places), wait, now)
+            self.held.attempt(claim, wait_for_run_at(self.engine.places), wait, now)
             return
         entry: Attempt = {
             "attempt": job.attempts + 1,
@@ -313,7 +313,7 @@ class Daemon:
         }
         max_interruptions = self.config.worker.max_interruptions
         rerun = partial(self.filer.interrupted, claim, job, entry, max_interruptions)
-        self.held.attempt(job.id, "rerun after the daemon's death", rerun, now)
+        self.held.attempt(claim, "rerun after the daemon's death", rerun, now)
 
     def _keep_claims(self, now: float) -> None:
         """Renew the running attempts' leases; rerun what lost its lease elsewhere.
@@ -323,7 +323,8 @@ class Daemon:
         if now < self.next_renewal:
             return
         try:
-            lost = self.engine.renew(self.dispatcher.claims(), now)
+            # Held outcomes too: their jobs are still this daemon's until they are filed.
+            lost = self.engine.renew([*self.dispatcher.claims(), *self.held.claims()], now)
             expired = self.engine.expired(now)
         except OSError as exc:  # soon again: every second of an outage brings the lease closer
             self.next_renewal = now + min(1.0, self.engine.lease / 3)
@@ -399,7 +400,7 @@ class Daemon:
         def put_back(when: float) -> None:
             self.filer.unclaim(taken.claim, job, when + 1.0)
 
-        self.held.attempt(job.id, f"put-back to {self.engine.places.waiting}", put_back, now)
+        self.held.attempt(taken.claim, f"put-back to {self.engine.places.waiting}", put_back, now)
 
     def finished(self) -> bool:
         """True when the loop is done: stopped and drained, or (burst) nothing left to run."""

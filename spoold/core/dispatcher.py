@@ -201,7 +201,7 @@ class Dispatcher:
         if entry["outcome"] in self.wordings:
             self.wordings[entry["outcome"]](running, entry)
         self.events.finished(running.job, entry)
-        self.held.attempt(running.job.id, "outcome", partial(self._file, running, entry), now)
+        self.held.attempt(running.claim, "outcome", partial(self._file, running, entry), now)
 
     def _word_timeout(self, running: Running, entry: Attempt) -> None:
         # The launcher reports the fact; the words name the limit, which the daemon set.
@@ -234,7 +234,7 @@ class Dispatcher:
         job_logger(job.id).warning("job {} could not start ({}); it waits {} and tries again",
                                    job.id, error, seconds(delay))  # fmt: skip
         put_back = partial(self._unclaim, running, delay)
-        self.held.attempt(job.id, f"put-back to {self.held.places.waiting}", put_back, now)
+        self.held.attempt(running.claim, f"put-back to {self.held.places.waiting}", put_back, now)
 
     def _unclaim(self, running: Running, delay: float, now: float) -> None:
         # ``now``: when the put-back is made, if it was held

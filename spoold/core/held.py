@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from spoold.backoff import Backoff
-from spoold.core.backend import Places, StaleClaim, Unavailable
+from spoold.core.backend import Claim, Places, StaleClaim, Unavailable
 from spoold.durations import seconds
 from spoold.logs import job_logger
 
@@ -33,7 +33,7 @@ def wait_for_run_at(places: Places) -> str:
 
 @dataclass(frozen=True)
 class Held:
-    job_id: str
+    claim: Claim  # the job's, presented by the filing; renewed while it is held
     what: str  # for the log: "outcome", "rejection", ...
     filing: Callable[[float], None]  # called with the time the filing is made
 
@@ -50,9 +50,10 @@ class HeldFilings:
     def __bool__(self) -> bool:
         return bool(self.waiting)
 
-    def attempt(self, job_id: str, what: str, filing: Callable[[float], None], now: float) -> bool:
+    def attempt(self, claim: Claim, what: str, filing: Callable[[float], None], now: float) -> bool:
         """File now if it can be done; else hold it for later. True if filed."""
-        held = Held(job_id, what, filing)
+        held = Held(claim, what, filing)
+        job_id = claim.job_id
         error = _file(held, now)
         if error is None:
             return True
@@ -84,6 +85,10 @@ class HeldFilings:
         logger.error("{} held-back filing(s) done, {} still cannot be ({}); trying again in {}",
                      filed, len(self.waiting), error, seconds(delay))  # fmt: skip
 
+    def claims(self) -> list[Claim]:
+        """The claims of the held filings: their jobs stay this daemon's until filed."""
+        return [held.claim for held in self.waiting]
+
     def next_wakeup(self) -> float | None:
         return self.trouble.until if self.waiting else None
 
@@ -98,8 +103,8 @@ def _file(held: Held, now: float) -> OSError | None:
     try:
         held.filing(now)
     except StaleClaim as exc:  # a bug if it happens: say so, and never file it twice
-        job_logger(held.job_id).error("job {}: its {} was not filed: {}", held.job_id, held.what,
-                                      exc)  # fmt: skip
+        job_id = held.claim.job_id
+        job_logger(job_id).error("job {}: its {} was not filed: {}", job_id, held.what, exc)
     except OSError as exc:
         return exc
     return None
