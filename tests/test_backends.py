@@ -886,15 +886,16 @@ def test_redis_the_bell_wakes_the_loop_for_a_job_submitted_to_redis(
     redis_backend: RedisBackend,
 ) -> None:
     """Without polling: the engine's descriptors include the subscription's socket, which
-    turns readable when a job is submitted, and the next receive() hears the bell, so a
-    claim is asked for at once (the once-a-second sweep is put off here, so only the bell
-    can say so)."""
+    turns readable when a job is submitted, and receive() hears the bell, so a claim is
+    asked for at once (the once-a-second sweep is put off here, so only the bell can say
+    so). The subscription's confirmation is left unread before the job is submitted, as in
+    a daemon that has just started: it reaches the socket with the bell or just before it,
+    and reading it must not end the reading of what follows it."""
     import select
 
     from spoold.backends.redis.submitter import RedisSubmitter
 
     backend, engine = redis_backend, redis_backend.redis_engine
-    engine.receive(backend.current())
     assert engine.take_ready(backend.current()) is None
     engine.next_sweep = math.inf
     assert not engine.ready_hint
@@ -904,9 +905,12 @@ def test_redis_the_bell_wakes_the_loop_for_a_job_submitted_to_redis(
     job_id = RedisSubmitter(backend.config.spool).submit(
         job_payload("testjobs.Noop", "run", [], now=sent), now=sent
     )
-    readable, _, _ = select.select(descriptors, [], [], REDIS_POLL_TIMEOUT)
-    assert descriptors[1] in readable, "the subscription's socket never turned readable"
-    engine.receive(backend.current())
+    deadline = time.monotonic() + REDIS_POLL_TIMEOUT
+    while not engine.ready_hint:
+        wait = deadline - time.monotonic()
+        if wait <= 0 or not select.select(descriptors, [], [], wait)[0]:
+            break  # what receive() left unread in the client's buffer wakes nobody
+        engine.receive(backend.current())
     assert engine.ready_hint, "the bell rang but receive() did not hear it"
     taken = engine.take_ready(backend.current())
     assert isinstance(taken, Taken) and taken.job.id == job_id

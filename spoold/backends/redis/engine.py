@@ -217,7 +217,7 @@ class RedisEngine:
     def _subscribe(self, now: float) -> None:
         if self.bell is not None or self.bell_trouble.waiting(now):
             return
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.client.pubsub()  # confirmations too: see ``_ring``
         try:
             call(pubsub.subscribe, self.key + "bell")
         except OSError as exc:
@@ -237,13 +237,20 @@ class RedisEngine:
         return sock.fileno() if sock is not None else None
 
     def _ring(self, now: float) -> None:
-        """Read what the bell said; any message means a job may be ready."""
+        """Read all the bell said; a message on it means a job may be ready.
+
+        Read to the end of what the client holds, not only of the socket: a message read
+        from the socket with the one before it waits in the client's buffer, where it
+        wakes no selector. Hence confirmations are not ignored by the client (an ignored
+        one reads as None, as does the end) but here.
+        """
         if self.bell is None:
             self._subscribe(now)
             return
         try:
-            while call(self.bell.get_message, timeout=0.0) is not None:
-                self.ready_hint = True
+            while (said := call(self.bell.get_message, timeout=0.0)) is not None:
+                if said["type"] == "message":
+                    self.ready_hint = True
         except OSError as exc:
             logger.warning("lost the subscription to new jobs ({}); listening again", exc)
             self._drop_bell()
