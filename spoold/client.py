@@ -14,10 +14,13 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from spoold.backends.files.submitter import FileSubmitter
 from spoold.config import Config, find_config_path, load_config
+
+if TYPE_CHECKING:  # the seam's Protocol, for the type checker only
+    from spoold.core.backend import Submitter
 
 
 def run_background_job(  # noqa: PLR0913 - the signature is SPEC.md's API
@@ -62,10 +65,6 @@ def job_payload(class_path: str, method: str, params: Any, *, now: float, **opti
     document = _job_document(class_path, method, params, now=now)
     document.update({key: value for key, value in options.items() if value is not None})
     return _encode(document)
-
-
-class Submitter(Protocol):
-    def submit(self, payload: bytes, *, now: float) -> str: ...
 
 
 def submitter_for(config: Config, *, durable: bool) -> Submitter:

@@ -97,9 +97,16 @@ RULES: dict[str, Rule] = {
     # The client runs inside users' applications: no third-party import (see
     # STDLIB_ONLY_CLOSURES) and nothing of the daemon; it writes the job file
     # with the files backend's submitter, or, when the config says so, hands it to
-    # Redis with the Redis backend's (loaded lazily: see OPTIONAL).
+    # Redis with the Redis backend's (loaded lazily: see OPTIONAL). Of core/ it names
+    # the seam alone, whose Submitter Protocol both submitters implement.
     "client": rule(
-        STDLIB, "leaf", also=("spoold.backends.files.*", "spoold.backends.redis.submitter")
+        STDLIB,
+        "leaf",
+        also=(
+            "spoold.backends.files.*",
+            "spoold.backends.redis.submitter",
+            "spoold.core.backend",
+        ),
     ),
     # `import spoold` happens in users' applications and in every launcher: it
     # loads nothing, and hands out the client only when asked.
@@ -564,7 +571,8 @@ CAUGHT = {
     "the client importing loguru": (
         {"spoold/client.py": "import json\nfrom loguru import logger\n"},
         "spoold/client.py:2 imports loguru: spoold.client may import only the standard library,"
-        " the leaf modules, spoold.backends.files and spoold.backends.redis.submitter",
+        " the leaf modules, spoold.backends.files, spoold.backends.redis.submitter"
+        " and spoold.core.backend",
     ),
     "the client importing core": (
         {"spoold/client.py": "import spoold.core.policy\n"},

@@ -46,6 +46,8 @@ from spoold.backends.redis.connection import (
     fcall,
     prefix,
     safe_url,
+    text,
+    why,
 )
 from spoold.config import Config, SpoolSettings
 from spoold.core.backend import (
@@ -221,7 +223,7 @@ class RedisCatalog:
                     client, "spoold_purge", self.key, state, before_ms, PURGE_BATCH
                 )
             )
-            removed.extend(_text(job_id) for job_id in batch)
+            removed.extend(text(job_id) for job_id in batch)
             if len(batch) < PURGE_BATCH:
                 return removed
 
@@ -233,7 +235,7 @@ class RedisCatalog:
 
     def _retry_one(self, job_id: str) -> str:
         job_id = checked_id(job_id)
-        answer = _text(self._talk(lambda client: fcall(client, "spoold_retry", self.key, job_id)))
+        answer = text(self._talk(lambda client: fcall(client, "spoold_retry", self.key, job_id)))
         if answer == "ok":
             return job_id
         if answer == "missing":
@@ -246,7 +248,7 @@ class RedisCatalog:
     def _ids(self, state: str) -> list[str]:
         """The ids in the sorted set of CLI ``state`` (ready members carry their seq)."""
         members = self._talk(lambda client: client.zrange(self.key + STATE_SET[state], 0, -1))
-        ids = [_text(member) for member in members]
+        ids = [text(member) for member in members]
         if state == "incoming":
             return [member[READY_AGE_DIGITS + READY_SEQ_DIGITS + 1 :] for member in ids]
         return ids
@@ -277,7 +279,7 @@ class RedisCatalog:
         raw_state = fields["state"]
         if raw_state is None:
             return None
-        state = CLI_STATE.get(_text(raw_state), _text(raw_state))
+        state = CLI_STATE.get(text(raw_state), text(raw_state))
         if state in RECORD_STATES:
             data, moment = fields["record"], fields["finished"]
         else:
@@ -300,11 +302,11 @@ class RedisCatalog:
         """The id of the waiting job (ready or due) with the lowest seq: the first submitted."""
         ready = self._talk(lambda client: client.zrange(self.key + "ready", 0, -1))
         best: tuple[int, str] | None = None
-        for member in map(_text, ready):
+        for member in map(text, ready):
             order = member[READY_AGE_DIGITS : READY_AGE_DIGITS + READY_SEQ_DIGITS]
             seq, job_id = int(order), member[READY_AGE_DIGITS + READY_SEQ_DIGITS + 1 :]
             best = min(best, (seq, job_id)) if best else (seq, job_id)
-        due = [_text(member) for member in self._talk(lambda c: c.zrange(self.key + "due", 0, -1))]
+        due = [text(member) for member in self._talk(lambda c: c.zrange(self.key + "due", 0, -1))]
         for start in range(0, len(due), READ_BATCH):
             chunk = due[start : start + READ_BATCH]
 
@@ -360,17 +362,17 @@ def redis_errors(settings: SpoolSettings) -> Iterator[None]:
         refused = _cause(exc, redis.AuthenticationError)
         if refused is not None:
             raise _login_refused(url, refused) from None
-        why = (exc.strerror or str(exc)).removeprefix("cannot reach Redis: ")
-        why = why.removesuffix(f" ({url})")
+        reason = (exc.strerror or str(exc)).removeprefix("cannot reach Redis: ")
+        reason = reason.removesuffix(f" ({url})")
         if exc.errno == errno.ENOSPC:
-            raise _Unreachable(f"Redis at {url}: {why}") from None
-        raise _Unreachable(f"cannot reach Redis at {url}: {_shorter(why)}") from None
+            raise _Unreachable(f"Redis at {url}: {reason}") from None
+        raise _Unreachable(f"cannot reach Redis at {url}: {_shorter(reason)}") from None
     except redis.AuthenticationError as exc:
         raise _login_refused(url, exc) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise _Unreachable(f"cannot reach Redis at {url}: {_shorter(_why(exc))}") from None
+        raise _Unreachable(f"cannot reach Redis at {url}: {_shorter(why(exc))}") from None
     except redis.RedisError as exc:
-        raise CatalogError(f"Redis at {url} refused the call: {_why(exc)}") from None
+        raise CatalogError(f"Redis at {url} refused the call: {why(exc)}") from None
 
 
 def _cause(exc: BaseException, kind: type[E]) -> E | None:
@@ -383,34 +385,29 @@ def _cause(exc: BaseException, kind: type[E]) -> E | None:
 
 def _login_refused(url: str, exc: Exception) -> _Unreachable:
     """A wrong or missing password (redis-py words a missing one as HELLO's complaint)."""
-    why = _why(exc)
-    if why.startswith("HELLO must be called"):
-        why = "it needs a password ([spool] url: redis://:PASSWORD@host:port/db)"
-    return _Unreachable(f"Redis at {url} refused the login: {why}")
+    reason = why(exc)
+    if reason.startswith("HELLO must be called"):
+        reason = "it needs a password ([spool] url: redis://:PASSWORD@host:port/db)"
+    return _Unreachable(f"Redis at {url} refused the login: {reason}")
 
 
-def _why(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__).rstrip(".")
-
-
-def _shorter(why: str) -> str:
+def _shorter(said: str) -> str:
     """redis-py's "Error 111 connecting to host:6379. Connection refused" as its reason."""
-    head, sep, reason = why.rpartition(". ")
+    head, sep, reason = said.rpartition(". ")
     if sep and head.startswith("Error ") and " connecting to " in head:
         return reason.rstrip(".")
-    return why.rstrip(".")
+    return said.rstrip(".")
 
 
 def _decoded(job_id: str, state: str, path: Path, mtime: float, data: bytes) -> StoredJob:
-    text = data.decode("utf-8", errors="replace")
+    body = data.decode("utf-8", errors="replace")
     try:
         document = json.loads(data)
     except (ValueError, RecursionError):
-        return StoredJob(job_id, state, path, mtime, None, text, problem="not valid JSON")
+        return StoredJob(job_id, state, path, mtime, None, body, problem="not valid JSON")
     if not isinstance(document, dict):
-        return StoredJob(job_id, state, path, mtime, None, text, problem="not a JSON object")
-    return StoredJob(job_id, state, path, mtime, document, text)
+        return StoredJob(job_id, state, path, mtime, None, body, problem="not a JSON object")
+    return StoredJob(job_id, state, path, mtime, document, body)
 
 
 def _seconds(milliseconds: bytes | None) -> float:
@@ -418,10 +415,6 @@ def _seconds(milliseconds: bytes | None) -> float:
         return int(milliseconds or 0) / 1000
     except ValueError:
         return 0.0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["RedisCatalog", "redis_errors"]

@@ -89,11 +89,17 @@ def call(method: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return method(*args, **kwargs)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(errno.ECONNREFUSED, f"cannot reach Redis: {_why(exc)}") from None
+        raise RedisUnavailable(errno.ECONNREFUSED, f"cannot reach Redis: {why(exc)}") from None
     except redis.exceptions.OutOfMemoryError as exc:  # maxmemory with noeviction: a full disk
-        raise RedisUnavailable(errno.ENOSPC, f"Redis is out of memory: {_why(exc)}") from None
+        raise RedisUnavailable(errno.ENOSPC, f"Redis is out of memory: {why(exc)}") from None
 
 
-def _why(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.rstrip(".")
+def why(exc: Exception) -> str:
+    """What Redis or redis-py said, on one line."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__).rstrip(".")
+
+
+def text(value: Any) -> str:
+    """A reply's bytes (or number) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

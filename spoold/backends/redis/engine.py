@@ -45,6 +45,7 @@ from spoold.backends.redis.connection import (
     load_library,
     prefix,
     safe_url,
+    text,
 )
 from spoold.backoff import Backoff
 from spoold.core.backend import (
@@ -147,7 +148,7 @@ class RedisEngine:
         self.unsure = False
         for job_id in released:
             logger.warning("job {}: its claim's answer was lost; it waits again, no attempt "
-                           "counted", _text(job_id))  # fmt: skip
+                           "counted", text(job_id))  # fmt: skip
         if released:
             self.ready_hint = True
 
@@ -287,7 +288,7 @@ class RedisEngine:
         assert isinstance(arrival.verdict, Accepted)
         payload = encode(arrival.verdict.job.submitted)
         job_id = arrival.verdict.job.id
-        while _text(self._fcall("spoold_submit", job_id, payload)) == "taken":
+        while text(self._fcall("spoold_submit", job_id, payload)) == "taken":
             job_id = new_job_id()
         crash_point("after_redis_submit")
         self._remove(arrival.ref)
@@ -301,7 +302,7 @@ class RedisEngine:
             job_id, payload = verdict.job.id, encode(verdict.job.submitted)
         while True:
             answer = self._fcall("spoold_adopt", job_id, payload, self.owner, self.lease_ms)
-            if not isinstance(answer, bytes | str) or _text(answer) != "taken":
+            if not isinstance(answer, bytes | str) or text(answer) != "taken":
                 break
             job_id = new_job_id()
         crash_point("after_redis_adopt")
@@ -333,7 +334,7 @@ class RedisEngine:
             self.ready_hint = False
             return None
         job_id, epoch, document, trusted, claimed_ms, server_ms = answer[:6]
-        job_id = _text(job_id)
+        job_id = text(job_id)
         self._seen(server_ms)
         self.again.discard(job_id)
         claimed = claimed_ms / 1000
@@ -394,7 +395,7 @@ class RedisEngine:
         beat = self._heartbeat([claim.job_id for claim in claims])
         answer = self._fcall("spoold_renew", self.owner, self.lease_ms, beat, *pairs)
         self._seen(answer[0])
-        lost = {_text(pair) for pair in answer[1:]}
+        lost = {text(pair) for pair in answer[1:]}
         return [claim for claim in claims if f"{claim.job_id} {claim.token}" in lost]
 
     def expired(self, now: float) -> list[Recovered]:
@@ -403,7 +404,7 @@ class RedisEngine:
 
     def _recovered(self, answer: list[Any]) -> Recovered:
         job_id, epoch, document, trusted, claimed_ms, server_ms = answer[:6]
-        job_id = _text(job_id)
+        job_id = text(job_id)
         now = self._seen(server_ms)
         claim = self._hold(job_id, int(epoch), now + self.lease)
         verdict = self._judge_stored(job_id, document, bool(trusted), claimed_ms / 1000)
@@ -433,15 +434,11 @@ class RedisEngine:
 
 
 def _refuse_if_fenced(answer: Any, claim: Claim) -> None:
-    if _text(answer) == "fenced":
+    if text(answer) == "fenced":
         raise StaleClaim(
             f"job {claim.job_id}: claim {claim.token} no longer holds it "
             "(it was claimed again since, or filed)"
         )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _with_id(job: Job, job_id: str) -> Job:
