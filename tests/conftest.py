@@ -159,7 +159,7 @@ def log_lines() -> Iterator[list[str]]:
     logger.remove(sink)
 
 
-from redis_server import RedisServer  # noqa: E402  (light: no redis-py import)
+from redis_server import RedisServer, RedisSpool  # noqa: E402  (light: no redis-py import)
 from redis_server import require as require_redis  # noqa: E402
 
 
@@ -173,3 +173,11 @@ def redis_server(tmp_path: Path, leak_check: str) -> Iterator[RedisServer]:
     require_redis()
     with RedisServer(tmp_path / "redis", token=leak_check) as server:
         yield server
+
+
+@pytest.fixture
+def redis_spool(redis_server: RedisServer) -> Iterator[RedisSpool]:
+    """What the test's daemons left in its Redis (``RedisSpool``); its client closed at the end."""
+    spool = RedisSpool(redis_server.url)
+    yield spool
+    spool.client.close()

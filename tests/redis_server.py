@@ -1,56 +1,55 @@
 """A real ``redis-server`` for the tests of the Redis backend: started, killed, restarted.
 
-Nothing is mocked: ``RedisServer`` runs Debian's ``redis-server`` as a child
-process on a free port of 127.0.0.1, with its own data folder, so that a test
-can SIGKILL it and start it again on the same port and folder, where it reloads
-what it had from its append-only file. The defaults are the durable ones the
-backend asks for: ``appendonly yes``, ``appendfsync always``, no RDB snapshots
-(``save ''``) and ``maxmemory-policy noeviction``.
+The server itself is ``bench/redisserver.py``'s (the bench runs the same one):
+a child process on a free port of 127.0.0.1 with its own data folder, so that
+a test can SIGKILL it and start it again on the same port and folder, where
+it reloads what it had from its append-only file, with the durable settings
+the backend asks for (``appendonly yes``, ``appendfsync always``, no RDB
+snapshots, ``maxmemory-policy noeviction``). ``start()`` polls until it
+answers PING as the process we started, within a deadline; a server that dies
+or does not answer raises ``RuntimeError`` with the tail of its log.
 
-``start()`` polls until the server answers PING over a raw socket (and says,
-by INFO, that it is the process we started), within a deadline; a server
-that dies or does not answer raises ``RuntimeError`` with the tail of its log.
-
+What the tests add here: the leak check's token and pytest's skip or fail.
 The ``redis_server`` fixture (tests/conftest.py) gives each test its own server
 and stops it at teardown; it passes the leak check's token, which goes into the
 server's environment so that a server left running fails the test (the server
 runs with ``set-proc-title no``: its own title would overwrite that environment). ``.ci/run``
 installs redis-server; elsewhere the tests that need it skip with one clear line,
 and in CI (``CI=true``) they fail (``require()``).
+
+``RedisSpool`` and the ``redis_spool`` fixture (tests/conftest.py) read what a
+daemon left in the server, for the tests of the daemon on Redis.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
+import json
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+from typing import Any
 
 import pytest
+from harness import wait_for
 
-EXECUTABLE = "redis-server"
-HOST = "127.0.0.1"
-POLL = 0.01  # seconds between two readiness probes
-FSYNC_POLICIES = ("always", "everysec", "no")
-LOG_NAME = "redis.log"
-AOF_FOLDER = "appendonlydir"  # redis 7's appenddirname, inside ``dir``
-PORT_ATTEMPTS = 3  # a first start may lose its free port to another process; pick again
+from bench import redisserver
+from bench.redisserver import free_port, request
+
+__all__ = ["KEY", "NAME", "RedisServer", "RedisSpool", "free_port", "request", "require"]
+
+NAME = "test"  # the spool's name in the daemon tests' configs
+KEY = f"spoold:{{{NAME}}}:"  # its keys' prefix
 
 
 def unavailable() -> str | None:
     """Why the Redis backend's tests cannot run here (a skip reason), or None."""
-    if shutil.which(EXECUTABLE) is None:
+    lacking = redisserver.missing()
+    if lacking == redisserver.EXECUTABLE:
         return (
             "redis-server is not installed (apt-get install redis-server)"
             " — the Redis backend's tests need it"
         )
-    if importlib.util.find_spec("redis") is None:
+    if lacking == redisserver.PACKAGE:
         return (
             "the Python package redis is not installed (pip install 'spoold[redis]')"
             " — the Redis backend's tests need it"
@@ -64,7 +63,7 @@ def require() -> None:
     if reason is None:
         return
     if os.environ.get("CI") == "true":
-        if shutil.which(EXECUTABLE) is None:
+        if redisserver.missing() == redisserver.EXECUTABLE:
             pytest.fail("redis-server is missing; .ci/run installs it", pytrace=False)
         pytest.fail(
             "the Python package redis is missing; `pip install -e '.[dev]'` installs it",
@@ -73,47 +72,10 @@ def require() -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+class RedisServer(redisserver.RedisServer):
+    """The bench's server, with the leak check's token in its environment.
 
-
-def request(port: int, *args: str, timeout: float = 1.0) -> bytes:
-    """Send one command over a raw socket; return the reply.
-
-    A status, error or integer reply comes back as its line (``b"+PONG"``,
-    ``b"-LOADING ..."``), a bulk string reply as its body. Raises OSError when
-    nothing answers.
-    """
-    parts = [f"*{len(args)}\r\n".encode()]
-    for arg in args:
-        data = arg.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    with (
-        socket.create_connection((HOST, port), timeout=timeout) as sock,
-        sock.makefile("rb") as reply,
-    ):
-        sock.sendall(b"".join(parts))
-        line = reply.readline()
-        if not line.endswith(b"\r\n"):
-            raise ConnectionResetError(f"incomplete reply: {line!r}")
-        if line.startswith(b"$"):
-            size = int(line[1:])
-            return reply.read(size) if size >= 0 else b""
-        return line[:-2]
-
-
-class RedisServer:
-    """One ``redis-server`` child process with its own port, data folder and log.
-
-    ``RedisServer(folder, token=leak_check)`` picks a free port; ``start()``
-    waits until it serves; ``kill()`` is a crash (SIGKILL), ``stop()`` a clean
-    shutdown (SIGTERM); ``restart()`` starts it again on the same port and
-    folder, where it reloads its append-only file. As a context manager it
-    starts on entry (if not started) and stops on exit.
+    ``RedisServer(folder, token=leak_check)``; the rest is ``bench/redisserver.py``'s.
     """
 
     def __init__(
@@ -126,210 +88,40 @@ class RedisServer:
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
     ) -> None:
-        """``directory``: its data folder (made if missing), which holds its log too.
-
-        ``appendfsync``: ``always``, ``everysec`` or ``no``. ``extra``: more
-        ``--name value`` arguments, after the defaults (so they win). ``token``:
-        the leak check's, put in the server's environment as SPOOLD_TEST_TOKEN.
-        """
-        if appendfsync not in FSYNC_POLICIES:
-            raise ValueError(f"appendfsync must be one of {FSYNC_POLICIES}, not {appendfsync!r}")
-        self.directory = directory.resolve()
-        self.appendfsync = appendfsync
-        self.extra = list(extra)
-        self.token = token
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._has_served = False  # once it has, its port is its own: restarts keep it
-
-    def __repr__(self) -> str:
-        state = f"pid {self.proc.pid}" if self.proc and self.proc.poll() is None else "stopped"
-        return f"<RedisServer {self.url} in {self.directory} ({state})>"
-
-    # -- where it is --
-
-    @property
-    def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``, for ``redis.Redis.from_url``."""
-        return f"redis://{HOST}:{self.port}/0"
-
-    @property
-    def pid(self) -> int:
-        """The running server's pid."""
-        if self.proc is None:
-            raise RuntimeError("redis-server was not started")
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / LOG_NAME
-
-    @property
-    def aof_folder(self) -> Path:
-        """Where redis 7 keeps its append-only files (the base, the increments, the manifest)."""
-        return self.directory / AOF_FOLDER
-
-    def command(self) -> list[str]:
-        """The ``redis-server`` command line (no config file: every setting an argument)."""
-        return [
-            EXECUTABLE,
-            "--port", str(self.port),
-            "--bind", HOST,
-            "--protected-mode", "no",
-            "--daemonize", "no",
-            "--dir", str(self.directory),
-            "--logfile", str(self.log_path),
-            "--appendonly", "yes",
-            "--appendfsync", self.appendfsync,
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            # Its own process title would overwrite its environment, token included.
-            "--set-proc-title", "no",
-            *self.extra,
-        ]  # fmt: skip
-
-    # -- its life --
-
-    def start(self) -> RedisServer:
-        """Start the server; return once it answers PING, or raise RuntimeError with its log.
-
-        Before it has ever served, a start that loses its free port to another
-        process (it logs "Address already in use") tries again on a new one.
-        """
-        if self.running:
-            raise RuntimeError(f"redis-server already runs as pid {self.pid}")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            offset = self._log_size()
-            self._spawn()
-            try:
-                self._wait_serving()
-            except RuntimeError:
-                lost_port = "Address already in use" in self._log_since(offset)
-                if self._has_served or not lost_port or attempt == PORT_ATTEMPTS:
-                    raise
-                self.port = free_port()
-            else:
-                self._has_served = True
-                return self
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def restart(self) -> RedisServer:
-        """Start again on the same port and folder (stopping it first if it runs).
-
-        It reloads its data from the append-only file in its folder.
-        """
-        self.stop()
-        return self.start()
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would, and reap it."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> int | None:
-        """SIGTERM (a clean shutdown), wait, SIGKILL if it hangs; always reaps.
-
-        Returns its exit status (None if it was never started).
-        """
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def __enter__(self) -> RedisServer:
-        return self if self.running else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # -- its log --
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    # -- inside --
-
-    def _spawn(self) -> None:
+        """``token``: the leak check's, put in the server's environment as SPOOLD_TEST_TOKEN
+        (the check finds a server left running by it); the rest as ``bench``'s."""
         env = dict(os.environ)
-        if self.token is not None:
-            env["SPOOLD_TEST_TOKEN"] = self.token  # the leak check finds it by this
-        # Its own log gets what it prints before it opens --logfile (a bad argument).
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
-                env=env,
-            )
+        if token is not None:
+            env["SPOOLD_TEST_TOKEN"] = token
+        super().__init__(
+            directory,
+            env,
+            appendfsync=appendfsync,
+            extra=extra,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+        )
+        self.token = token
 
-    def _wait_serving(self) -> None:
-        """Poll until it answers PING as the process we started; raise if it dies or is slow."""
-        assert self.proc is not None
-        deadline = time.monotonic() + self.start_timeout
-        while not self._serves():
-            status = self.proc.poll()
-            if status is not None:
-                raise RuntimeError(
-                    f"redis-server exited with {status} before it answered PING"
-                    f" on port {self.port}; the end of {self.log_path}:\n{self.log_tail()}"
-                )
-            if time.monotonic() >= deadline:
-                self.kill()
-                raise RuntimeError(
-                    f"redis-server did not answer PING on port {self.port} within"
-                    f" {self.start_timeout}s; the end of {self.log_path}:\n{self.log_tail()}"
-                )
-            time.sleep(POLL)
 
-    def _serves(self) -> bool:
-        """True once PING gets PONG (not LOADING) and INFO names our pid: not someone else's."""
-        assert self.proc is not None
-        try:
-            if request(self.port, "PING") != b"+PONG":
-                return False  # e.g. -LOADING while it reads its append-only file
-            info = request(self.port, "INFO", "server").decode(errors="replace")
-        except OSError:
-            return False
-        return f"process_id:{self.proc.pid}\r\n" in info
+class RedisSpool:
+    """What a test reads of a spool in Redis (the spool named ``NAME``)."""
 
-    def _log_size(self) -> int:
-        with contextlib.suppress(FileNotFoundError):
-            return self.log_path.stat().st_size
-        return 0
+    def __init__(self, url: str) -> None:
+        import redis
 
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(offset)
-                return log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        self.client = redis.Redis.from_url(url)
+
+    def record(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.client.hget(f"{KEY}job:{job_id}", "record")
+        return json.loads(raw) if raw else None
+
+    def state(self, job_id: str) -> str | None:
+        raw = self.client.hget(f"{KEY}job:{job_id}", "state")
+        return raw.decode() if raw else None
+
+    def ids(self, index: str) -> list[str]:
+        return [member.decode() for member in self.client.zrange(KEY + index, 0, -1)]
+
+    def wait_record(self, job_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        return wait_for(lambda: self.record(job_id), timeout, f"no record for {job_id}")

@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 from harness import Daemon, wait_for
-from test_redis_daemon import KEY, RedisSpool, redis_config, redis_spool
+from redis_server import KEY, RedisServer, RedisSpool
+from test_redis_daemon import redis_config
 
 from spoold.client import job_payload, run_background_job
 from spoold.ids import new_job_id
 
-__all__ = ["redis_config", "redis_spool"]  # fixtures, imported to be used here
+__all__ = ["redis_config"]  # a fixture, imported to be used here
 
 # A daemon's log line: "2024-05-01 12:00:00.000 ERROR    message" (harness: no log file,
 # stderr without a terminal). Anything else in the log is a continuation: a traceback.
@@ -48,6 +49,27 @@ def assert_one_line_each(daemon: Daemon) -> None:
     assert strays == [], "lines that are not log lines:\n" + "\n".join(strays[:20])
 
 
+@pytest.fixture
+def start_redis_daemon(
+    redis_server: RedisServer,
+    start_daemon: Callable[..., Daemon],
+    redis_config: Callable[..., Path],
+) -> Callable[..., Daemon]:
+    """``start_redis_daemon(**overrides)``: a daemon on the test's Redis, with the config
+    ``redis_config(**overrides)`` writes.
+
+    It asks for ``redis_server`` before ``start_daemon``: pytest sets the server up first,
+    so at teardown it stops after the daemons, wherever a test that kills or restarts the
+    server names ``redis_server`` (a test naming ``start_daemon`` ahead of this fixture
+    would undo that: it is not named in this file's tests).
+    """
+
+    def start(**overrides: dict[str, Any]) -> Daemon:
+        return start_daemon(config=redis_config(**overrides))
+
+    return start
+
+
 def library_names(redis_spool: RedisSpool) -> list[str]:
     """The functions libraries loaded in the server (FUNCTION LIST: flat name/value pairs)."""
     libraries = redis_spool.client.function_list()
@@ -63,10 +85,7 @@ def pending(redis_spool: RedisSpool) -> dict[str, int]:
 
 @pytest.mark.chaos
 def test_redis_killed_under_load_loses_no_acknowledged_job(
-    redis_server: Any,  # first: stopped after the daemon, at teardown
-    start_daemon: Callable[..., Daemon],
-    redis_config: Callable[..., Path],
-    redis_spool: RedisSpool,
+    redis_server: Any, start_redis_daemon: Callable[..., Daemon], redis_spool: RedisSpool
 ) -> None:
     """300 acknowledged jobs, with a SIGKILL of redis-server after the first 100.
 
@@ -74,8 +93,7 @@ def test_redis_killed_under_load_loses_no_acknowledged_job(
     acknowledged; once the server is back (from its AOF), the submits go on to 300.
     """
     total, kill_after, timeout = 300, 100, 1.0
-    config = redis_config(worker={"concurrency": 2}, spool={"redis_timeout": timeout})
-    daemon = start_daemon(config=config)
+    daemon = start_redis_daemon(worker={"concurrency": 2}, spool={"redis_timeout": timeout})
     acknowledged: list[str] = []
     refused: list[str] = []  # what the client raised while the server was down
 
@@ -140,16 +158,14 @@ def test_redis_killed_under_load_loses_no_acknowledged_job(
 @pytest.mark.parametrize("how", ["kill", "stop"])
 def test_an_outage_shorter_than_the_lease_loses_and_reruns_nothing(
     how: str,
-    redis_server: Any,  # first: stopped after the daemon, at teardown
-    start_daemon: Callable[..., Daemon],
-    redis_config: Callable[..., Path],
+    redis_server: Any,
+    start_redis_daemon: Callable[..., Daemon],
     redis_spool: RedisSpool,
     tmp_path: Path,
 ) -> None:
     """The attempt ends while Redis is down: its outcome is held, and filed once it is back."""
     lease = 6.0
-    config = redis_config(spool={"lease": lease, "redis_timeout": 1.0})
-    daemon = start_daemon(config=config)
+    daemon = start_redis_daemon(spool={"lease": lease, "redis_timeout": 1.0})
     started = tmp_path / "started"
     job_id = run_background_job("testjobs.Sleeper", "run", [2.0, str(started)])
     wait_for(started.exists, 10.0, "the job never started")
@@ -178,16 +194,15 @@ def test_an_outage_shorter_than_the_lease_loses_and_reruns_nothing(
 
 
 def test_a_redis_restart_without_its_data_does_not_wedge_the_daemon(
-    redis_server: Any,  # first: stopped after the daemon, at teardown
-    start_daemon: Callable[..., Daemon],
-    redis_config: Callable[..., Path],
+    redis_server: Any,
+    start_redis_daemon: Callable[..., Daemon],
     redis_spool: RedisSpool,
     tmp_path: Path,
 ) -> None:
     """The server comes back empty while a job runs: the daemon loads the functions
     library again, says in one line that the vanished job's outcome cannot be filed,
     and runs what is submitted next."""
-    daemon = start_daemon(config=redis_config(spool={"redis_timeout": 1.0}))
+    daemon = start_redis_daemon(spool={"redis_timeout": 1.0})
     started = tmp_path / "started"
     vanished = run_background_job("testjobs.Sleeper", "run", [1.0, str(started)])
     wait_for(started.exists, 10.0, "the job never started")
@@ -241,10 +256,7 @@ return n
 
 @pytest.mark.chaos
 def test_a_claim_whose_answer_is_lost_neither_waits_for_the_lease_nor_counts_an_attempt(
-    redis_server: Any,  # first: stopped after the daemon, at teardown
-    start_daemon: Callable[..., Daemon],
-    redis_config: Callable[..., Path],
-    redis_spool: RedisSpool,
+    start_redis_daemon: Callable[..., Daemon], redis_spool: RedisSpool
 ) -> None:
     """A stalled server runs the daemon's claim after the daemon gave up on its answer.
 
@@ -255,8 +267,7 @@ def test_a_claim_whose_answer_is_lost_neither_waits_for_the_lease_nor_counts_an_
     server is free. The job never ran, so it must run once, soon, with one attempt.
     """
     lease, timeout, stall = 6.0, 0.3, 2.0
-    config = redis_config(spool={"lease": lease, "redis_timeout": timeout})
-    daemon = start_daemon(config=config)
+    daemon = start_redis_daemon(spool={"lease": lease, "redis_timeout": timeout})
     now = time.time()  # the client's submit, on the test's own connection:
     job_id, payload = new_job_id(now), job_payload("testjobs.Noop", "run", None, now=now)
     pipe = redis_spool.client.pipeline(transaction=False)

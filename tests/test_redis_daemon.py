@@ -13,47 +13,15 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import Daemon, Spool, wait_for
+from redis_server import KEY, NAME, RedisSpool
 
 from spoold.client import run_background_job
-
-NAME = "test"
-KEY = f"spoold:{{{NAME}}}:"
-
-
-class RedisSpool:
-    """What a test reads of a spool in Redis."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-
-    def record(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.client.hget(f"{KEY}job:{job_id}", "record")
-        return json.loads(raw) if raw else None
-
-    def state(self, job_id: str) -> str | None:
-        raw = self.client.hget(f"{KEY}job:{job_id}", "state")
-        return raw.decode() if raw else None
-
-    def ids(self, index: str) -> list[str]:
-        return [member.decode() for member in self.client.zrange(KEY + index, 0, -1)]
-
-    def wait_record(self, job_id: str, timeout: float = 15.0) -> dict[str, Any]:
-        return wait_for(lambda: self.record(job_id), timeout, f"no record for {job_id}")
-
-
-@pytest.fixture
-def redis_spool(redis_server: Any) -> Iterator[RedisSpool]:
-    spool = RedisSpool(redis_server.url)
-    yield spool
-    spool.client.close()
 
 
 @pytest.fixture
