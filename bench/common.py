@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spoold.client import Submitter, job_payload, run_background_job, submitter_for
+from spoold.client import job_payload, run_background_job, submitter_for
 from spoold.config import load_config
+from spoold.core.backend import Submitter
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

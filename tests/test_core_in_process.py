@@ -436,20 +436,31 @@ def test_a_daemon_that_cannot_renew_for_most_of_a_lease_kills_its_attempts_itsel
 
 
 @pytest.mark.parametrize("make_core", ["memory"], indirect=True)
-def test_an_outage_shorter_than_the_lease_kills_nothing(make_core: Any) -> None:
-    """The renewals fail for 20 s of a 30 s lease, then work again: the attempt lives on."""
+def test_an_outage_shorter_than_the_lease_kills_nothing(
+    make_core: Any, log_lines: list[str]
+) -> None:
+    """The renewals fail for 20 s of a 30 s lease, then work again: the attempt lives on.
+    The log says the outage once when it begins, with the time the attempt has left, and
+    once when it ends, not at each of the tries a second in between (those are DEBUG)."""
     core = make_core(lease=30.0)
     job_id = core.launched()
     core.started(job_id)
     assert core.memory is not None
     core.memory.down = True
-    for after in (10.0, 15.0, 20.0):
-        core.tick(after=after)
+    for after in range(10, 21):  # a try a second
+        core.tick(after=float(after))
     core.memory.down = False
     core.tick(after=21.0)
     for after in (40.0, 60.0):
         core.tick(after=after)
     assert core.launcher.kills == []
+    said = [line for line in log_lines if "cannot renew" in line and "| DEBUG " not in line]
+    assert len(said) == 1, said
+    assert "their attempts are stopped if this lasts 15s more" in said[0], said[0]
+    tries = [line for line in log_lines if "cannot renew" in line]
+    assert len(tries) == 11, tries
+    ended = [line for line in log_lines if "leases again" in line]
+    assert len(ended) == 1 and "after 11s without" in ended[0], ended
     core.run_once(job_id)
     assert core.record(job_id, "done") is not None
 

@@ -155,3 +155,20 @@ def test_clearing_a_backoff_starts_it_over() -> None:
     backoff.clear()
     assert not backoff.waiting(1.5)
     assert backoff.hit(2.0) == 1.0
+
+
+def test_a_trouble_is_said_when_it_begins_once_a_minute_and_when_it_ends() -> None:
+    """An outage retried every second is one loud line, a reminder a minute, and its end
+    with when it began; the tries in between go to DEBUG."""
+    backoff = Backoff(first=1.0, longest=1.0)
+    levels = []
+    for now in range(100, 231):  # a failure a second for 130 s
+        backoff.hit(float(now))
+        levels.append(backoff.loud(float(now), "ERROR"))
+    loud = [100 + i for i, level in enumerate(levels) if level != "DEBUG"]
+    assert loud == [100, 160, 220]
+    assert {levels[i] for i in (0, 60, 120)} == {"ERROR"}
+    assert backoff.clear() == 100.0  # when the trouble began
+    assert backoff.clear() is None  # no trouble: nothing ended
+    backoff.hit(300.0)
+    assert backoff.loud(300.0) == "WARNING"  # a new trouble is said again at once

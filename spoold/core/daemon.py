@@ -123,6 +123,7 @@ class Daemon:
         self.next_renewal = 0.0  # when the running attempts' leases are renewed next
         self.monotonic = monotonic  # this host's own clock, for self-fencing (a test's own)
         self.renewed_at = monotonic()  # when the leases were last renewed
+        self.renew_trouble = Backoff()  # when renewing began to fail, for the log
         self.next_retention = 0.0  # when records past their time are removed next
         self.watched: set[int] = set()  # the backend's descriptors in the selector
         self.selector = selectors.DefaultSelector()
@@ -256,11 +257,16 @@ class Daemon:
             self.engine.end_turn()
         except Unavailable as exc:  # the backend's server is down or cut off
             delay = self.trouble.hit(now, longest=Unavailable.RETRY_LONGEST)
-            logger.error("{}; trying again in {}", exc, seconds(delay))
+            level = self.trouble.loud(now, "ERROR")
+            logger.log(level, "{}; trying again in {}{}", exc, seconds(delay),
+                       _so_far(self.trouble, now))  # fmt: skip
         except OSError as exc:  # out of descriptors, disk, memory: wait, then carry on
             delay = self.trouble.hit(now)
-            logger.opt(exception=exc).error("{}; trying again in {}", exc, seconds(delay))
-        else:
+            level = self.trouble.loud(now, "ERROR")
+            logger.opt(exception=exc if level != "DEBUG" else None).log(
+                level, "{}; trying again in {}{}", exc, seconds(delay), _so_far(self.trouble, now)
+            )
+        else:  # (the end of an outage is said by what needed the server: renewals, filings)
             self.trouble.clear()
 
     # -- the decisions on what the backend hands over --
@@ -324,14 +330,28 @@ class Daemon:
             return
         try:
             # Held outcomes too: their jobs are still this daemon's until they are filed.
-            lost = self.engine.renew([*self.dispatcher.claims(), *self.held.claims()], now)
+            claims = [*self.dispatcher.claims(), *self.held.claims()]
+            lost = self.engine.renew(claims, now)
             expired = self.engine.expired(now)
         except OSError as exc:  # soon again: every second of an outage brings the lease closer
             self.next_renewal = now + min(1.0, self.engine.lease / 3)
-            logger.warning("cannot renew the running jobs' leases ({}); trying again in {}",
-                           exc, seconds(self.next_renewal - now))  # fmt: skip
             self._fence_self()
+            if not claims:  # nothing at stake here: the turn's own line says the outage
+                logger.debug("cannot renew this daemon's heartbeat ({})", exc)
+                return
+            self.renew_trouble.hit(now)
+            fence_in = self._fence_in()
+            stakes = (f"their attempts are stopped if this lasts {seconds(round(fence_in, 1))} more"
+                      if fence_in > 0 else "their attempts are stopped (lease lost)")  # fmt: skip
+            logger.log(self.renew_trouble.loud(now),
+                       "cannot renew the running jobs' leases ({}); trying again every {}; {}{}",
+                       exc, seconds(self.next_renewal - now), stakes,
+                       _so_far(self.renew_trouble, now))  # fmt: skip
             return
+        began = self.renew_trouble.clear()
+        if began is not None:
+            logger.info("renewed the running jobs' leases again, after {} without",
+                        seconds(round(now - began, 1)))  # fmt: skip
         self.renewed_at = self.monotonic()
         self.next_renewal = now + self.engine.lease / 3
         for claim in lost:
@@ -346,12 +366,17 @@ class Daemon:
         Their outcomes, if they can still be filed, are refused as stale once the jobs
         were claimed again elsewhere; else they are filed (a killed attempt) as usual.
         """
-        lease = self.engine.lease
-        unrenewed = self.monotonic() - self.renewed_at
-        if unrenewed < lease - min(lease / 6, FENCE_MARGIN):
+        if self._fence_in() > 0:
             return
+        unrenewed = self.monotonic() - self.renewed_at
         for claim in self.dispatcher.claims():
             self.dispatcher.lose(claim, f"not renewed for {seconds(unrenewed)}")
+
+    def _fence_in(self) -> float:
+        """How long before this daemon stops its attempts for want of a renewal (≤ 0: now)."""
+        lease = self.engine.lease
+        unrenewed = self.monotonic() - self.renewed_at
+        return lease - min(lease / 6, FENCE_MARGIN) - unrenewed
 
     def _retain(self, now: float) -> None:
         """Remove the records older than ``[retention]`` says, a batch at a time."""
@@ -508,3 +533,10 @@ def _drain_pipe(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def _so_far(trouble: Backoff, now: float) -> str:
+    """ ", for 1m 5s so far" on the lines that say a trouble still lasts."""
+    if trouble.since is None or now <= trouble.since:
+        return ""
+    return f", for {seconds(round(now - trouble.since, 1))} so far"

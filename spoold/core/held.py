@@ -78,12 +78,14 @@ class HeldFilings:
                 error = failure
         filed = len(waiting) - len(self.waiting)
         if error is None:
-            self.trouble.clear()
-            logger.info("filing works again: {} held-back filing(s) done", filed)
+            began = self.trouble.clear()
+            took = f" after {seconds(round(now - began, 1))}" if began is not None else ""
+            logger.info("filing works again{}: {} held-back filing(s) done", took, filed)
             return
         delay = self.trouble.hit(now, longest=_longest(error))  # once a round, however many
-        logger.error("{} held-back filing(s) done, {} still cannot be ({}); trying again in {}",
-                     filed, len(self.waiting), error, seconds(delay))  # fmt: skip
+        logger.log(self.trouble.loud(now, "ERROR"),
+                   "{} held-back filing(s) done, {} still cannot be ({}); trying again in {}",
+                   filed, len(self.waiting), error, seconds(delay))  # fmt: skip
 
     def claims(self) -> list[Claim]:
         """The claims of the held filings: their jobs stay this daemon's until filed."""
@@ -102,9 +104,11 @@ def _file(held: Held, now: float) -> OSError | None:
     """Do one filing; the OSError that stopped it, if any (the job stays claimed)."""
     try:
         held.filing(now)
-    except StaleClaim as exc:  # a bug if it happens: say so, and never file it twice
+    except StaleClaim as exc:  # its lease lapsed and the job was claimed again: never file twice
         job_id = held.claim.job_id
-        job_logger(job_id).error("job {}: its {} was not filed: {}", job_id, held.what, exc)
+        reason = str(exc).removeprefix(f"job {job_id}: ")
+        job_logger(job_id).warning("job {}: its {} was not filed: {}; a job never gets two "
+                                   "records", job_id, held.what, reason)  # fmt: skip
     except OSError as exc:
         return exc
     return None

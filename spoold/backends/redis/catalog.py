@@ -46,6 +46,7 @@ from spoold.backends.redis.connection import (
     fcall,
     prefix,
     safe_url,
+    shorter,
     text,
     why,
 )
@@ -159,25 +160,37 @@ class RedisCatalog:
         )
 
     def _live_daemons(self) -> tuple[LiveDaemon, ...]:
-        """The daemons heard of within their lease (a heartbeat comes every third of it)."""
+        """The daemons heard of within their lease (a heartbeat comes every third of it),
+        each with the jobs it holds now: read from the active jobs' owners, not from its
+        last heartbeat, which may be a third of a lease old."""
 
-        def read(client: redis.Redis) -> tuple[Any, Any]:
-            return client.hgetall(self.key + "daemons"), client.time()
+        def read(client: redis.Redis) -> tuple[Any, Any, list[Any], list[Any]]:
+            beats = client.hgetall(self.key + "daemons")
+            server_time = client.time()
+            active = client.zrange(self.key + "active", 0, -1)
+            pipe = client.pipeline(transaction=False)
+            for job_id in active:
+                pipe.hget(f"{self.key}job:{text(job_id)}", "owner")
+            return beats, server_time, active, pipe.execute()
 
-        beats, (server_s, server_us) = self._talk(read)
+        beats, (server_s, server_us), active, owners = self._talk(read)
+        held: dict[str, list[str]] = {}
+        for job_id, owner in zip(active, owners, strict=True):
+            if owner is not None:
+                held.setdefault(text(owner), []).append(text(job_id))
         server_ms = server_s * 1000 + server_us / 1000
         live = []
-        for raw in beats.values():
+        for owner, raw in beats.items():
             try:
                 beat = json.loads(raw)
                 heard_ago = max(0.0, (server_ms - float(beat["seen"])) / 1000)
                 if heard_ago > float(beat.get("lease", 30.0)):
                     continue
-                running = tuple(str(job_id) for job_id in beat.get("running", []))
+                running = tuple(sorted(held.get(text(owner), ())))
                 live.append(LiveDaemon(str(beat["host"]), int(beat["pid"]), len(running),
                                        int(beat["max"]), heard_ago, running))  # fmt: skip
             except (ValueError, KeyError, TypeError):
-                continue  # a heartbeat not yet renewed once (no "seen"), or a stranger's
+                continue  # a stranger's entry
         return tuple(sorted(live, key=lambda daemon: (daemon.host, daemon.pid)))
 
     def running(self, now: float) -> list[RunningJob]:
@@ -366,11 +379,11 @@ def redis_errors(settings: SpoolSettings) -> Iterator[None]:
         reason = reason.removesuffix(f" ({url})")
         if exc.errno == errno.ENOSPC:
             raise _Unreachable(f"Redis at {url}: {reason}") from None
-        raise _Unreachable(f"cannot reach Redis at {url}: {_shorter(reason)}") from None
+        raise _Unreachable(f"cannot reach Redis at {url}: {shorter(reason)}") from None
     except redis.AuthenticationError as exc:
         raise _login_refused(url, exc) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise _Unreachable(f"cannot reach Redis at {url}: {_shorter(why(exc))}") from None
+        raise _Unreachable(f"cannot reach Redis at {url}: {shorter(why(exc))}") from None
     except redis.RedisError as exc:
         raise CatalogError(f"Redis at {url} refused the call: {why(exc)}") from None
 
@@ -389,14 +402,6 @@ def _login_refused(url: str, exc: Exception) -> _Unreachable:
     if reason.startswith("HELLO must be called"):
         reason = "it needs a password ([spool] url: redis://:PASSWORD@host:port/db)"
     return _Unreachable(f"Redis at {url} refused the login: {reason}")
-
-
-def _shorter(said: str) -> str:
-    """redis-py's "Error 111 connecting to host:6379. Connection refused" as its reason."""
-    head, sep, reason = said.rpartition(". ")
-    if sep and head.startswith("Error ") and " connecting to " in head:
-        return reason.rstrip(".")
-    return said.rstrip(".")
 
 
 def _decoded(job_id: str, state: str, path: Path, mtime: float, data: bytes) -> StoredJob:

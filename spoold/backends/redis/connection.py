@@ -89,7 +89,8 @@ def call(method: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return method(*args, **kwargs)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(errno.ECONNREFUSED, f"cannot reach Redis: {why(exc)}") from None
+        reason = shorter(why(exc))
+        raise RedisUnavailable(errno.ECONNREFUSED, f"cannot reach Redis: {reason}") from None
     except redis.exceptions.OutOfMemoryError as exc:  # maxmemory with noeviction: a full disk
         raise RedisUnavailable(errno.ENOSPC, f"Redis is out of memory: {why(exc)}") from None
 
@@ -98,6 +99,15 @@ def why(exc: Exception) -> str:
     """What Redis or redis-py said, on one line."""
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__).rstrip(".")
+
+
+def shorter(said: str) -> str:
+    """redis-py's "Error 111 connecting to host:6379. Connection refused" as its reason (the
+    address is said by the caller, as the URL the config named)."""
+    head, sep, reason = said.rpartition(". ")
+    if sep and head.startswith("Error ") and " connecting to " in head:
+        return reason.rstrip(".")
+    return said.rstrip(".")
 
 
 def text(value: Any) -> str:

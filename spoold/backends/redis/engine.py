@@ -178,14 +178,15 @@ class RedisEngine:
         return found
 
     def _register(self) -> None:
-        call(self.client.hset, self.key + "daemons", self.owner, self._heartbeat([]))
+        """Say this daemon is alive at once (``spoold status`` lists it from now on)."""
+        self._seen(self._fcall("spoold_renew", self.owner, self.lease_ms, self._heartbeat())[0])
 
-    def _heartbeat(self, running: list[str]) -> bytes:
-        """What this daemon says of itself: host, pid, since when, busy of how many, and the
-        jobs it runs (Redis adds when it last heard of it)."""
+    def _heartbeat(self) -> bytes:
+        """What this daemon says of itself: host, pid, since when, how many slots (Redis adds
+        when it last heard of it; the jobs it holds are the active ones it owns)."""
         return encode({
             "host": self.live.config.spool.host_id, "hostname": socket.gethostname(),
-            "pid": os.getpid(), "started": self.started, "running": running,
+            "pid": os.getpid(), "started": self.started,
             "max": self.live.config.worker.concurrency, "lease": self.lease,
         })  # fmt: skip
 
@@ -224,11 +225,16 @@ class RedisEngine:
         except OSError as exc:
             pubsub.close()
             delay = self.bell_trouble.hit(now)
-            logger.warning("cannot listen for new jobs ({}); polling every {} meanwhile, "
-                           "trying again in {}", exc, seconds(SWEEP_EVERY),
-                           seconds(delay))  # fmt: skip
+            logger.log(self.bell_trouble.loud(now),
+                       "cannot listen for new jobs ({}); looking every {} meanwhile, "
+                       "listening again in {}", exc, seconds(SWEEP_EVERY),
+                       seconds(delay))  # fmt: skip
             return
-        self.bell_trouble.clear()
+        began = self.bell_trouble.clear()
+        if began is not None:
+            logger.info(
+                "listening for new jobs again, after {} without", seconds(round(now - began, 1))
+            )
         self.bell = pubsub
         self.ready_hint = True  # what was submitted while nobody listened
 
@@ -253,9 +259,9 @@ class RedisEngine:
                 if said["type"] == "message":
                     self.ready_hint = True
         except OSError as exc:
-            logger.warning("lost the subscription to new jobs ({}); listening again", exc)
+            logger.debug("lost the subscription to new jobs ({}); listening again", exc)
             self._drop_bell()
-            self._subscribe(now)
+            self._subscribe(now)  # says so if it cannot
 
     def _drop_bell(self) -> None:
         if self.bell is not None:
@@ -392,8 +398,7 @@ class RedisEngine:
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
         """Renew the claims, and say this daemon is alive (``spoold status`` lists it)."""
         pairs = [part for claim in claims for part in (claim.job_id, claim.token)]
-        beat = self._heartbeat([claim.job_id for claim in claims])
-        answer = self._fcall("spoold_renew", self.owner, self.lease_ms, beat, *pairs)
+        answer = self._fcall("spoold_renew", self.owner, self.lease_ms, self._heartbeat(), *pairs)
         self._seen(answer[0])
         lost = {text(pair) for pair in answer[1:]}
         return [claim for claim in claims if f"{claim.job_id} {claim.token}" in lost]
