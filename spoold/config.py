@@ -58,6 +58,21 @@ class RetentionSettings:
         return self.done, self.failed
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    """What the daemon publishes for watchers, and where ``spoold metrics`` serves it."""
+
+    interval: float  # seconds between stats snapshots
+    long_wait: float  # a WARNING while the oldest due job has waited longer than this
+    listen: str  # host:port, or unix:/path, for `spoold metrics`
+    token_file: Path | None  # the bearer token a scraper must send (required off loopback)
+    textfile: Path | None  # node_exporter textfile the daemon writes, or None
+
+    @property
+    def unix_socket(self) -> Path | None:
+        return Path(self.listen[len("unix:") :]) if self.listen.startswith("unix:") else None
+
+
 # Records live in Redis memory (about 1.7 kB each): 7 days of done, 30 of failed.
 REDIS_RETENTION = (7 * 86400.0, 30 * 86400.0)
 
@@ -96,6 +111,7 @@ class Config:
     log: LogSettings
     allow: Mapping[str, frozenset[str]]
     retention: RetentionSettings = RetentionSettings(None, None)
+    metrics: MetricsSettings = MetricsSettings(5.0, 60.0, "127.0.0.1:9464", None, None)
 
     def is_allowed(self, class_path: str, method: str) -> bool:
         return method in self.allow.get(class_path, frozenset()) and not is_private(method)
@@ -201,6 +217,16 @@ def _spool_name(value: Any) -> str:
     return value
 
 
+def _listen_address(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("unix:/"):
+        return value
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return value
+    raise ValueError('expected "host:port" (such as "127.0.0.1:9464") or "unix:/path"')
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -224,6 +250,13 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable[[Any], Any]]]] = {
     "retention": {
         "done": ("", _age_or_default),
         "failed": ("", _age_or_default),
+    },
+    "metrics": {
+        "interval": (5.0, _positive_number),
+        "long_wait": (60.0, _positive_number),
+        "listen": ("127.0.0.1:9464", _listen_address),
+        "token_file": ("", _string),
+        "textfile": ("", _string),
     },
     "worker": {
         "concurrency": (4, _integer(1)),
@@ -296,7 +329,14 @@ def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None =
         log=LogSettings(**{**log, "file": _resolve(base, log["file"]) if log["file"] else None}),
         allow=_allowlist(data.get("allow", {})),
         retention=RetentionSettings(**_section(data, "retention")),
+        metrics=_metrics(_section(data, "metrics"), base),
     )
+
+
+def _metrics(metrics: dict[str, Any], base: Path) -> MetricsSettings:
+    optional = {key: _resolve(base, metrics[key]) if metrics[key] else None
+                for key in ("token_file", "textfile")}  # fmt: skip
+    return MetricsSettings(**{**metrics, **optional})
 
 
 def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -51,12 +51,34 @@ _OPTIONAL_FIELDS = (
 )
 
 
+# Why a submission was refused, in a fixed set of words: what metrics count rejections by
+# (never by the class a rejected file claims, which anyone who may submit could make up).
+REJECTION_KINDS = (
+    "bad_json",  # not a whole JSON object
+    "bad_field",  # a field missing or of the wrong type or value
+    "too_large",  # over max_job_bytes
+    "not_allowed",  # class or method not on the allowlist
+    "not_owner",  # written by a user allowed_uids / allowed_gids leave out
+    "unsafe_file",  # a link, a device, a file with two names
+    "unreadable",  # could not be read (its permissions)
+    "damaged",  # the daemon's own file, damaged
+    "incomplete",  # cut short: a daemon or a client died while writing it
+)
+
+
 class Rejected(Exception):
     """A job file that can never run; the message is the record's ``reason``."""
+
+    def __init__(self, reason: str, kind: str = "bad_field") -> None:
+        super().__init__(reason)
+        self.kind = kind  # one of REJECTION_KINDS
 
 
 class Incomplete(Rejected):
     """Bytes that are not (yet) a whole JSON document: maybe still being written."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "bad_json")
 
 
 @dataclass(frozen=True)
@@ -131,16 +153,16 @@ def _decode(raw: bytes) -> dict[str, Any]:
         if exc.pos >= len(raw.rstrip()) or exc.msg.startswith("Unterminated string"):
             raise Incomplete(f"not valid JSON: the document ends too soon ({exc.msg})") from None
         raise Rejected(
-            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", "bad_json"
         ) from None
     except UnicodeDecodeError:
-        raise Rejected("not valid JSON: the bytes are not UTF-8 text") from None
+        raise Rejected("not valid JSON: the bytes are not UTF-8 text", "bad_json") from None
     except RecursionError:
-        raise Rejected("not valid JSON: nested too deeply") from None
+        raise Rejected("not valid JSON: nested too deeply", "bad_json") from None
     except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
-        raise Rejected(f"not valid JSON: {exc}") from None
+        raise Rejected(f"not valid JSON: {exc}", "bad_json") from None
     if not isinstance(document, dict):
-        raise Rejected(f"the job must be a JSON object, not {_json_type(document)}")
+        raise Rejected(f"the job must be a JSON object, not {_json_type(document)}", "bad_json")
     return document
 
 
@@ -266,10 +288,10 @@ _FIELD_CHECKS: dict[str, Any] = {
 def _bookkeeping(doc: Mapping[str, Any]) -> tuple[tuple[Attempt, ...], float | None]:
     history = doc.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise Rejected('the daemon\'s "history" field is damaged')
+        raise Rejected('the daemon\'s "history" field is damaged', "damaged")
     due_at = doc.get("due_at")
     if due_at is not None and (isinstance(due_at, bool) or not isinstance(due_at, int | float)):
-        raise Rejected('the daemon\'s "due_at" field is damaged')
+        raise Rejected('the daemon\'s "due_at" field is damaged', "damaged")
     return tuple(cast("list[Attempt]", history)), due_at  # the daemon's own entries
 
 
@@ -290,9 +312,15 @@ def _json_type(value: Any) -> str:
 def check_allowed(job: Job, config: Config) -> None:
     """Raise Rejected unless the job's class and method are on the allowlist."""
     if job.class_path not in config.allow:
-        raise Rejected(f'class "{job.class_path}" is not on the allowlist')
+        raise Rejected(
+            f'class "{job.class_path}" is not on the allowlist',
+            "not_allowed",
+        )
     if not config.is_allowed(job.class_path, job.method):
-        raise Rejected(f'method "{job.method}" of class "{job.class_path}" is not on the allowlist')
+        raise Rejected(
+            f'method "{job.method}" of class "{job.class_path}" is not on the allowlist',
+            "not_allowed",
+        )
 
 
 def rejection_record(

@@ -159,7 +159,7 @@ def log_lines() -> Iterator[list[str]]:
     logger.remove(sink)
 
 
-from redis_server import RedisServer, RedisSpool  # noqa: E402  (light: no redis-py import)
+from redis_server import NAME, RedisServer, RedisSpool  # noqa: E402  (light: no redis-py import)
 from redis_server import require as require_redis  # noqa: E402
 
 
@@ -181,3 +181,20 @@ def redis_spool(redis_server: RedisServer) -> Iterator[RedisSpool]:
     spool = RedisSpool(redis_server.url)
     yield spool
     spool.client.close()
+
+
+@pytest.fixture
+def redis_config(
+    redis_server: Any, daemon_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
+    """A config for the test's Redis (``SPOOLD_CONFIG`` set to it, for the client):
+    ``redis_config(**overrides)``, config sections merged into the harness defaults."""
+
+    def make(**overrides: dict[str, Any]) -> Path:
+        spool = {"backend": "redis", "url": redis_server.url, "name": NAME, "redis_timeout": 2.0}
+        path = daemon_config(**{**overrides, "spool": {**spool, **overrides.get("spool", {})}})
+        monkeypatch.setenv("SPOOLD_CONFIG", str(path))
+        monkeypatch.delenv("SPOOLD_SPOOL_DIR", raising=False)
+        return path
+
+    return make

@@ -110,6 +110,7 @@ class MemoryEngine:
         self._waiting: dict[str, _Waiting] = {}
         self._waiting_heap: list[tuple[float, int, str]] = []
         self._claimed: dict[str, _Held] = {}
+        self.published: list[tuple[bytes, float]] = []  # each stats snapshot, with its keep_for
 
     # -- the test's side --
 
@@ -291,6 +292,14 @@ class MemoryEngine:
         lapsed = [held for held in self._claimed.values() if now >= held.expires_at]
         return [self._reclaim(held, now) for held in lapsed]
 
+    def oldest_ready(self, now: float) -> float | None:
+        self._reachable()
+        return min((_ready_since(job) for job, _source in self._ready.values()), default=None)
+
+    def publish_stats(self, snapshot: bytes, keep_for: float) -> None:
+        self._reachable()
+        self.published.append((snapshot, keep_for))
+
     def counts(self) -> Counts:
         again = sum(waiting.again for waiting in self._waiting.values())
         return Counts(len(self._ready), len(self._waiting), again, bool(self._unread))
@@ -339,3 +348,8 @@ class MemoryEngine:
 def as_engine(engine: MemoryEngine) -> Engine:
     """``engine`` as the core sees it (mypy checks here that every member of Engine is there)."""
     return engine
+
+
+def _ready_since(job: Job) -> float:
+    """When a ready job became due: submitted, its run_at, or its retry's time."""
+    return max(job.enqueued_at, job.run_at or 0.0, job.due_at or 0.0)

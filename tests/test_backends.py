@@ -542,6 +542,40 @@ def test_take_ready_hands_out_the_highest_priority_first_then_the_oldest(
     assert take_order(backend) == [urgent, oldest, first, second, lowly]
 
 
+def test_oldest_ready_is_when_the_longest_waiting_job_became_due(backend: Backend) -> None:
+    """Not the first in line: an urgent job goes first, yet the oldest waits on; a job
+    whose due time passed counts from its due time (on Redis, before any claim released
+    it). Nothing ready: None. What the stats snapshot's oldest wait is made of."""
+    engine = backend.engine
+    assert engine.oldest_ready(backend.now) is None
+    sent = time.time()
+    old = {"class": "testjobs.Noop", "method": "run", "params": [],
+           "enqueued_at": sent - 100}  # fmt: skip
+    oldest = backend.submit_raw(json.dumps(old).encode())
+    urgent = backend.submit(priority=5)
+    assert sorted(accept_all(backend)) == sorted([oldest, urgent])
+    since = engine.oldest_ready(backend.current())
+    assert since is not None and abs(since - (sent - 100)) <= 1.0 + backend.tolerance, since
+    assert take(backend).job.id == urgent
+    assert engine.oldest_ready(backend.current()) == since
+    assert take(backend).job.id == oldest
+    assert engine.oldest_ready(backend.current()) is None
+
+    later = backend.submit(delay=backend.delay)
+    arrival = arrive(backend)[later]
+    assert isinstance(arrival.verdict, Accepted)
+    job = arrival.verdict.job
+    assert job.run_at is not None
+    claimed = engine.claim_arrival(arrival, backend.now)
+    assert isinstance(claimed, Taken)
+    engine.schedule(claimed.claim, replace(job, due_at=job.run_at), again=False)
+    assert engine.oldest_ready(backend.before(job.run_at)) is None
+    at = backend.at(job.run_at)
+    engine.receive(at)
+    since = engine.oldest_ready(at)
+    assert since is not None and close_to(backend, since, job.run_at), (since, job.run_at)
+
+
 def test_an_empty_backend_has_nothing_to_hand_out(backend: Backend) -> None:
     """No arrivals, nothing ready, nothing lapsed, every count zero."""
     engine = backend.engine

@@ -32,6 +32,7 @@ from spoold.exec.launcher import KILL_GRACE
 from spoold.exec.protocol import Outcome
 from spoold.identity import JobIdentity
 from spoold.live import Live
+from spoold.snapshot import Snapshot
 
 BACKENDS = ("files", "memory")
 
@@ -481,3 +482,88 @@ def test_a_held_outcome_keeps_its_lease_until_it_is_filed(make_core: Any) -> Non
     core.tick(after=71.0)
     record = core.record(job_id, "done")
     assert record is not None and [e["outcome"] for e in record["history"]] == ["ok"]
+
+
+# -- the stats the daemon publishes for watchers --
+
+
+def published(core: Core) -> Snapshot:
+    """The latest stats snapshot the daemon handed its backend."""
+    if core.memory is not None:
+        assert core.memory.published, "nothing was published"
+        return Snapshot.from_json(core.memory.published[-1][0])
+    return Snapshot.from_json((core.spool.root / "stats.json").read_bytes())
+
+
+def test_the_stats_count_what_the_loop_saw_and_name_no_rejected_class(make_core: Any) -> None:
+    """A success, a job failed for good, a rejected ``evil.Class``: each counted by class
+    and outcome, the rejection by its kind only; published every [metrics] interval
+    (5 s). Real daemon: tests/test_stats.py."""
+    core = make_core(max_retries=0)
+    done = core.launched()
+    core.run_once(done, result=1)
+    failed = core.launched()
+    core.run_once(failed, Outcome.ERROR, error="ValueError: no")
+    if core.memory is None:
+        run_background_job("evil.Class", "run", spool=core.spool.root, durable=False)
+    else:
+        core.memory.submit(_encode(_job_document("evil.Class", "run", None, now=time.time())))
+    core.tick(after=1.0)
+    first = published(core)
+    core.tick(after=6.0)
+    snapshot = published(core)
+    assert snapshot.taken_at == core.now + 6.0 and snapshot.taken_at > first.taken_at
+    noop = "testjobs.Noop"
+    assert snapshot.received == {noop: 2}
+    assert snapshot.rejected == {"not_allowed": 1}
+    assert snapshot.attempts_started == {noop: 2}
+    assert snapshot.attempts_finished == {noop: {"ok": 1, "error": 1}}
+    assert snapshot.jobs_finished == {noop: {"done": 1, "failed": 1}}
+    assert set(snapshot.last_success) == {noop}
+    assert snapshot.duration[noop].count == 2 and snapshot.pickup.count == 2
+    ring = snapshot.minutes
+    assert (sum(m.started for m in ring), sum(m.done for m in ring),
+            sum(m.failed for m in ring), sum(m.rejected for m in ring)) == (2, 1, 1, 1)  # fmt: skip
+    assert (snapshot.busy, snapshot.slots, snapshot.running) == (0, 2, [])  # the harness: 2
+    assert "evil" not in snapshot.to_json().decode()
+
+
+def test_a_running_attempt_is_in_the_snapshot_with_its_timeout(make_core: Any) -> None:
+    core = make_core(timeout=42.0)
+    job_id = core.launched()
+    core.started(job_id)
+    core.tick(after=5.0)
+    running = published(core).running
+    assert [(r.job_id, r.target, r.attempt, r.timeout) for r in running] == [
+        (job_id, "testjobs.Noop.run", 1, 42.0)
+    ]
+    assert published(core).busy == 1
+
+
+def test_a_long_wait_is_warned_of_once_and_its_end_said(
+    make_core: Any, log_lines: list[str]
+) -> None:
+    """Every slot busy and a job due for longer than [metrics] long_wait (60 s): one
+    WARNING, then one INFO when it is taken; the snapshot and the status line carry the
+    oldest wait. Real daemon: tests/test_stats.py."""
+    core = make_core(concurrency=1)
+    busy = core.launched()
+    core.started(busy)
+    waiting = core.submit()
+    for after in (10.0, 30.0, 50.0):
+        core.tick(after=after)
+    assert not [line for line in log_lines if "long_wait" in line]
+    for after in (70.0, 80.0, 90.0):
+        core.tick(after=after)
+    warnings = [line for line in log_lines if "longer than [metrics] long_wait" in line]
+    assert len(warnings) == 1 and "| WARNING " in warnings[0], warnings
+    oldest = published(core).oldest_wait
+    assert oldest is not None and 89.0 <= oldest <= 91.0 + (time.time() - core.now), oldest
+    assert "oldest waited" in core.daemon._status()
+    core.launcher.finished(busy, Outcome.OK)
+    core.report(after=91.0)
+    core.tick(after=91.0)  # the waiting job starts
+    assert core.launcher.keys == [busy, waiting]
+    core.tick(after=96.0)
+    ended = [line for line in log_lines if "no job waits longer than" in line]
+    assert len(ended) == 1 and "| INFO " in ended[0], ended

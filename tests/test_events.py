@@ -49,11 +49,11 @@ def a_job() -> Job:
 def tell_everything(events: Events) -> None:
     job = a_job()
     events.received(job)
-    events.rejected("j2", "not on the allowlist")
+    events.rejected("j2", "not on the allowlist", "not_allowed")
     events.started(job, 123)
     events.finished(job, {"attempt": 1, "started_at": 1.0, "finished_at": 2.0, "outcome": "ok"})
     events.retry_scheduled(job, 5.0)
-    events.filed("j1", "done")
+    events.filed("j1", "done", "testjobs.Noop")
 
 
 def test_every_hook_reaches_every_listener_past_one_that_raises(
@@ -74,11 +74,11 @@ def test_a_listener_that_keeps_failing_is_named_again_only_now_and_then(
 ) -> None:
     quiet = Events(Broken())
     for _ in range(5):
-        quiet.filed("j1", "done")
+        quiet.filed("j1", "done", "testjobs.Noop")
     assert len(critical_lines) == 1  # the first time, with its traceback
     again = Events(Broken(), repeat_every=0.0)
     for _ in range(3):
-        again.filed("j1", "done")
+        again.filed("j1", "done", "testjobs.Noop")
     assert critical_lines[2:] == [
         "event listener Broken.filed still fails: 2 time(s) so far (a broken listener, on "
         "purpose (SPOOLD_FAULT=broken_listener))\n\n",
@@ -92,7 +92,7 @@ def test_the_tally_counts_records_by_status() -> None:
     events = Events(Broken(), tally)
     assert not tally.anything_failed
     for status in ("done", "done", "rejected"):
-        events.filed("j", status)
+        events.filed("j", status, "testjobs.Noop")
     assert tally.filed_by_status == {"done": 2, "rejected": 1}
     assert tally.anything_failed
 

@@ -61,7 +61,7 @@ def test_the_notify_sequence_of_a_service_life(
     listener.wait_line("READY=1")
     wait_for(lambda: listener.lines().count("WATCHDOG=1") >= 3, 5, lambda: str(listener.lines()))
     spool.drop_job("slow", job("Sleeper", params=[1.5]))
-    listener.wait_line("STATUS=1 running, 0 ready, 0 scheduled")
+    listener.wait_line("STATUS=1/2 busy, 0 ready, 0 scheduled, 0 failed in the last hour")
     daemon.send(signal.SIGHUP)
     listener.wait_line("RELOADING=1")
     spool.wait_record("slow")
@@ -119,7 +119,7 @@ def test_sigusr1_lists_the_running_jobs_in_the_log(spool: Spool, start_daemon: S
     daemon.send(signal.SIGUSR1)
     line = daemon.wait_log("running: job napping")
     assert "testjobs.Sleeper.run attempt 1 (pid " in line
-    assert "status: 1 running" in daemon.log_text()
+    assert "status: 1/2 busy" in daemon.log_text()
 
 
 def test_a_notify_socket_nobody_reads_does_not_stall_the_daemon(

@@ -12,10 +12,10 @@ def drain(queue: ReadyQueue) -> list[str]:
 def test_higher_priority_runs_first() -> None:
     """Priority beats age: a newer high-priority job comes before older low ones."""
     queue = ReadyQueue()
-    queue.push("incoming", "low.json", priority=0, enqueued_at=1.0, job=None)
-    queue.push("incoming", "high.json", priority=10, enqueued_at=3.0, job=None)
-    queue.push("incoming", "negative.json", priority=-1, enqueued_at=0.5, job=None)
-    queue.push("incoming", "mid.json", priority=5, enqueued_at=2.0, job=None)
+    queue.push("incoming", "low.json", priority=0, enqueued_at=1.0, job=None, ready_since=0.0)
+    queue.push("incoming", "high.json", priority=10, enqueued_at=3.0, job=None, ready_since=0.0)
+    queue.push("incoming", "negative.json", priority=-1, enqueued_at=0.5, job=None, ready_since=0.0)
+    queue.push("incoming", "mid.json", priority=5, enqueued_at=2.0, job=None, ready_since=0.0)
     assert drain(queue) == ["high.json", "mid.json", "low.json", "negative.json"]
 
 
@@ -23,7 +23,14 @@ def test_equal_priority_runs_oldest_first() -> None:
     """Within a priority, the smallest enqueued_at comes first."""
     queue = ReadyQueue()
     for name, enqueued_at in [("c", 3.0), ("a", 1.0), ("b", 2.0)]:
-        queue.push("incoming", f"{name}.json", priority=0, enqueued_at=enqueued_at, job=None)
+        queue.push(
+            "incoming",
+            f"{name}.json",
+            priority=0,
+            enqueued_at=enqueued_at,
+            job=None,
+            ready_since=0.0,
+        )
     assert drain(queue) == ["a.json", "b.json", "c.json"]
 
 
@@ -31,22 +38,24 @@ def test_equal_priority_and_age_keep_push_order() -> None:
     """A full tie is broken by insertion order, not by name."""
     queue = ReadyQueue()
     for name in ["z", "a", "m"]:
-        queue.push("incoming", f"{name}.json", priority=1, enqueued_at=1.0, job=None)
+        queue.push(
+            "incoming", f"{name}.json", priority=1, enqueued_at=1.0, job=None, ready_since=0.0
+        )
     assert drain(queue) == ["z.json", "a.json", "m.json"]
 
 
 def test_a_location_is_queued_once() -> None:
     """Pushing the same (state, name) twice keeps one entry; after pop it can be pushed again."""
     queue = ReadyQueue()
-    queue.push("incoming", "a.json", priority=0, enqueued_at=1.0, job=None)
-    queue.push("incoming", "a.json", priority=9, enqueued_at=0.0, job=None)
-    queue.push("scheduled", "a.json", priority=0, enqueued_at=1.0, job=None)
+    queue.push("incoming", "a.json", priority=0, enqueued_at=1.0, job=None, ready_since=0.0)
+    queue.push("incoming", "a.json", priority=9, enqueued_at=0.0, job=None, ready_since=0.0)
+    queue.push("scheduled", "a.json", priority=0, enqueued_at=1.0, job=None, ready_since=0.0)
     assert len(queue) == 2
     assert ("incoming", "a.json") in queue
     entry = queue.pop()
     assert (entry.state, entry.name) == ("incoming", "a.json")
     assert ("incoming", "a.json") not in queue
-    queue.push("incoming", "a.json", priority=0, enqueued_at=1.0, job=None)
+    queue.push("incoming", "a.json", priority=0, enqueued_at=1.0, job=None, ready_since=0.0)
     assert len(queue) == 2
 
 
@@ -84,7 +93,7 @@ def test_due_queue_holds_a_name_once() -> None:
 def test_a_ready_entry_tells_its_priority_and_age() -> None:
     """What a job that must wait again keeps: its place in the order."""
     queue = ReadyQueue()
-    queue.push("scheduled", "a.json", 7, 123.5, None)
+    queue.push("scheduled", "a.json", 7, 123.5, None, 123.5)
     entry = queue.pop()
     assert (entry.priority, entry.enqueued_at) == (7, 123.5)
 
@@ -99,3 +108,19 @@ def test_due_queue_counts_the_entries_burst_mode_waits_for() -> None:
     assert [e.name for e in due.pop_due(15.0)] == ["retry.json"]
     assert due.again == 0
     assert len(due) == 1
+
+
+def test_the_ready_queue_knows_when_its_longest_waiting_job_became_due() -> None:
+    """Not the first in line (a high priority goes first) nor the first submitted (a retry
+    keeps its place by age but became due only when its delay ran out)."""
+    queue = ReadyQueue()
+    assert queue.oldest_ready_since() is None
+    queue.push("incoming", "urgent.json", priority=9, enqueued_at=30.0, job=None, ready_since=30.0)
+    queue.push("scheduled", "retry.json", priority=0, enqueued_at=1.0, job=None, ready_since=25.0)
+    queue.push("incoming", "plain.json", priority=0, enqueued_at=20.0, job=None, ready_since=20.0)
+    assert queue.oldest_ready_since() == 20.0
+    queue.pop()  # urgent
+    queue.pop()  # retry (older by age)
+    assert queue.oldest_ready_since() == 20.0
+    queue.pop()
+    assert queue.oldest_ready_since() is None

@@ -24,12 +24,9 @@ from typing import Any
 import pytest
 from harness import Daemon, wait_for
 from redis_server import KEY, RedisServer, RedisSpool
-from test_redis_daemon import redis_config
 
 from spoold.client import job_payload, run_background_job
 from spoold.ids import new_job_id
-
-__all__ = ["redis_config"]  # a fixture, imported to be used here
 
 # A daemon's log line: "2024-05-01 12:00:00.000 ERROR    message" (harness: no log file,
 # stderr without a terminal). Anything else in the log is a continuation: a traceback.

@@ -19,25 +19,9 @@ from typing import Any
 
 import pytest
 from harness import Daemon, Spool, wait_for
-from redis_server import KEY, NAME, RedisSpool
+from redis_server import KEY, RedisSpool
 
 from spoold.client import run_background_job
-
-
-@pytest.fixture
-def redis_config(
-    redis_server: Any, daemon_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Path]:
-    """A config for the test's Redis (``SPOOLD_CONFIG`` set to it, for the client)."""
-
-    def make(**overrides: dict[str, Any]) -> Path:
-        spool = {"backend": "redis", "url": redis_server.url, "name": NAME, "redis_timeout": 2.0}
-        path = daemon_config(**{**overrides, "spool": {**spool, **overrides.get("spool", {})}})
-        monkeypatch.setenv("SPOOLD_CONFIG", str(path))
-        monkeypatch.delenv("SPOOLD_SPOOL_DIR", raising=False)
-        return path
-
-    return make
 
 
 def submit(class_name: str, *params: Any, **options: Any) -> str:

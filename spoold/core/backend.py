@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from spoold.job import Job
+from spoold.snapshot import Snapshot
 
 # -- what the core judges a submission to be --
 
@@ -52,6 +53,7 @@ class Refused:
     reason: str  # the record's ``reason``
     raw: bytes  # the submitted bytes, kept in the rejection record
     incomplete: bool = False  # not (yet) a whole document: its writer may still be at it
+    kind: str = "bad_field"  # why, in a fixed word (spoold.job.REJECTION_KINDS), for metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +237,17 @@ class Engine(Protocol):
 
     def counts(self) -> Counts: ...
 
+    def oldest_ready(self, now: float) -> float | None:
+        """When the job that has waited longest for a slot became due (submitted, its
+        ``run_at``, its retry's time), on the backend's clock; None if none is due."""
+        ...
+
+    def publish_stats(self, snapshot: bytes, keep_for: float) -> None:
+        """Put this daemon's stats snapshot (``spoold.snapshot``) where watchers read it,
+        replacing its last one; a backend that can expire it does so after ``keep_for``
+        seconds, so that a dead daemon's figures age out."""
+        ...
+
 
 # -- the CLI's and a dashboard's side --
 
@@ -339,6 +352,11 @@ class Catalog(Protocol):
 
     def where(self, state: str) -> str:
         """How the backend names where the jobs of ``state`` are (a folder)."""
+        ...
+
+    def stats(self) -> list[Snapshot]:
+        """The daemons' latest stats snapshots, one per daemon (a stale one too: the reader
+        tells by ``Snapshot.stale``); one that cannot be read is left out."""
         ...
 
 

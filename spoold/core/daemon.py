@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from spoold import faults
+from spoold import __version__, faults
 from spoold.backoff import Backoff
 from spoold.config import Config, ConfigError, load_config
 from spoold.core.backend import Arrival, Engine, Recovered, Refusal, Refused, Taken, Unavailable
@@ -35,6 +35,8 @@ from spoold.core.held import HeldFilings, wait_for_run_at
 from spoold.core.judge import Judge
 from spoold.core.outcomes import Filer
 from spoold.core.policy import DAEMON_DIED
+from spoold.core.publisher import Publisher
+from spoold.core.stats import Gauges, Identity, Stats
 from spoold.durations import age, seconds
 from spoold.exec.launcher import KILL_GRACE
 from spoold.exec.launcher_client import LauncherClient
@@ -118,7 +120,11 @@ class Daemon:
         self.judge = Judge(live)
         self.held = HeldFilings(engine.places)  # what a resource shortage kept claimed
         self.tally = Tally()  # what this run filed: burst mode's exit status
-        self.events = Events(*([Broken()] if faults.broken_listener() else []), self.tally)
+        self.stats = Stats(_identity(live.config, engine.clock()), live, engine.clock)
+        self.events = Events(
+            *([Broken()] if faults.broken_listener() else []), self.tally, self.stats
+        )
+        self.publisher = Publisher(self.stats, engine, live, self._gauges)
         self.filer = Filer(engine, self.events)
         self.next_renewal = 0.0  # when the running attempts' leases are renewed next
         self.monotonic = monotonic  # this host's own clock, for self-fencing (a test's own)
@@ -213,17 +219,31 @@ class Daemon:
                            "next start", len(self.held), self.engine.places.claimed)  # fmt: skip
         if hasattr(self, "dispatcher"):
             self.dispatcher.close()
+            self.publisher.publish(self.engine.clock())  # the run's last figures
         self.engine.close()
         signal.set_wakeup_fd(-1)
         logger.info("stopped")
 
     def _status(self) -> str:
+        """The status line (systemd's STATUS=, the ready line, SIGUSR1): busy of how many,
+        what waits, and, from the latest stats snapshot, the oldest wait and the failures
+        of the last hour."""
         counts = self.engine.counts()
-        status = f"{len(self.dispatcher.running)} running, {counts.ready} ready, "
-        status += f"{counts.waiting} scheduled"
+        busy, slots = len(self.dispatcher.running), self.config.worker.concurrency
+        status = f"{busy}/{slots} busy, {counts.ready} ready, {counts.waiting} scheduled"
+        status += self.publisher.summary()
         if self.held:  # outcomes the daemon's own trouble keeps: no attempt starts meanwhile
             status += f", {len(self.held)} held back"
         return status
+
+    def _gauges(self, now: float) -> Gauges:
+        """What the stats snapshot reads of the daemon and its backend at ``now``."""
+        counts = self.engine.counts()
+        return Gauges(
+            busy=len(self.dispatcher.running), slots=self.config.worker.concurrency,
+            held=len(self.held), ready=counts.ready, scheduled=counts.waiting,
+            oldest_ready=self.engine.oldest_ready(now),
+        )  # fmt: skip
 
     # -- the loop --
 
@@ -244,6 +264,7 @@ class Daemon:
         """
         self._handle_flags(now)
         self.notifier.tick(now, self._status())
+        self.publisher.tick(now)  # the watchers' figures: never a job's business
         self._keep_claims(now)  # even while waiting out trouble: a lapsed lease reruns a job
         if self.trouble.waiting(now):
             return
@@ -409,7 +430,7 @@ class Daemon:
             try:
                 check_allowed(taken.job, self.config)  # the allowlist may have been reloaded
             except Rejected as exc:
-                refused = Refused(taken.job.id, str(exc), b"")
+                refused = Refused(taken.job.id, str(exc), b"", kind=exc.kind)
                 self._reject(Refusal(taken.claim, refused, taken.source, now), now)
                 continue
             if taken.job.id in self.dispatcher.running:
@@ -443,6 +464,7 @@ class Daemon:
             self.dispatcher.next_wakeup(),
             self.held.next_wakeup(),
             self.notifier.next_wakeup(),
+            self.publisher.next_wakeup(),
         )
         for moment in wakeups:
             if moment is not None:
@@ -540,3 +562,10 @@ def _so_far(trouble: Backoff, now: float) -> str:
     if trouble.since is None or now <= trouble.since:
         return ""
     return f", for {seconds(round(now - trouble.since, 1))} so far"
+
+
+def _identity(config: Config, now: float) -> Identity:
+    """Who this run's stats are from (one daemon of a host: its pid tells its runs apart)."""
+    host = config.spool.host_id
+    return Identity(f"{host}:{os.getpid()}", host, os.getpid(), config.spool.backend,
+                    __version__, now)  # fmt: skip

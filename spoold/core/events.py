@@ -34,8 +34,9 @@ class Listener:
     def received(self, job: Job) -> None:
         """A submitted job passed intake: it is ready, or waits for its ``run_at``."""
 
-    def rejected(self, job_id: str, reason: str) -> None:
-        """A submitted file was refused; its rejection record is filed (``filed`` follows)."""
+    def rejected(self, job_id: str, reason: str, kind: str) -> None:
+        """A submitted file was refused (``kind``: one of ``job.REJECTION_KINDS``); its
+        rejection record is filed (``filed`` follows)."""
 
     def started(self, job: Job, pid: int) -> None:
         """An attempt of ``job`` runs in process ``pid`` (``job.attempts`` ran before it)."""
@@ -47,8 +48,9 @@ class Listener:
         """``job`` waits to run again at ``due_at``: a retry after a failed
         attempt, or a rerun after an interrupted one (``job.history[-1]`` says which)."""
 
-    def filed(self, job_id: str, status: str) -> None:
-        """A record was filed under ``job_id``: ``done``, ``failed`` or ``rejected``."""
+    def filed(self, job_id: str, status: str, class_path: str) -> None:
+        """A record was filed under ``job_id``: ``done``, ``failed`` or ``rejected`` (whose
+        ``class_path`` is "": a rejected file's class is nobody's word)."""
 
 
 class Tally(Listener):
@@ -57,7 +59,7 @@ class Tally(Listener):
     def __init__(self) -> None:
         self.filed_by_status: Counter[str] = Counter()
 
-    def filed(self, job_id: str, status: str) -> None:
+    def filed(self, job_id: str, status: str, class_path: str) -> None:
         self.filed_by_status[status] += 1
 
     @property
@@ -76,8 +78,8 @@ class Events:
     def received(self, job: Job) -> None:
         self._emit("received", job)
 
-    def rejected(self, job_id: str, reason: str) -> None:
-        self._emit("rejected", job_id, reason)
+    def rejected(self, job_id: str, reason: str, kind: str) -> None:
+        self._emit("rejected", job_id, reason, kind)
 
     def started(self, job: Job, pid: int) -> None:
         self._emit("started", job, pid)
@@ -88,8 +90,8 @@ class Events:
     def retry_scheduled(self, job: Job, due_at: float) -> None:
         self._emit("retry_scheduled", job, due_at)
 
-    def filed(self, job_id: str, status: str) -> None:
-        self._emit("filed", job_id, status)
+    def filed(self, job_id: str, status: str, class_path: str) -> None:
+        self._emit("filed", job_id, status, class_path)
 
     def _emit(self, hook: str, *args: object) -> None:
         for listener in self.listeners:
@@ -130,7 +132,7 @@ class Broken(Listener):
     def received(self, job: Job) -> None:
         _fail()
 
-    def rejected(self, job_id: str, reason: str) -> None:
+    def rejected(self, job_id: str, reason: str, kind: str) -> None:
         _fail()
 
     def started(self, job: Job, pid: int) -> None:
@@ -142,7 +144,7 @@ class Broken(Listener):
     def retry_scheduled(self, job: Job, due_at: float) -> None:
         _fail()
 
-    def filed(self, job_id: str, status: str) -> None:
+    def filed(self, job_id: str, status: str, class_path: str) -> None:
         _fail()
 
 

@@ -33,9 +33,9 @@ def judge(raw: bytes, origin: Origin, config: Config) -> Verdict:
                         trusted=origin.trusted)  # fmt: skip
         check_allowed(job, config)
     except Incomplete as exc:
-        return Refused(origin.job_id, str(exc), raw, incomplete=True)
+        return Refused(origin.job_id, str(exc), raw, incomplete=True, kind=exc.kind)
     except Rejected as exc:
-        return Refused(origin.job_id, str(exc), raw)
+        return Refused(origin.job_id, str(exc), raw, kind=exc.kind)
     return Accepted(job)
 
 
@@ -44,5 +44,6 @@ def _check_owner(origin: Origin, config: Config) -> None:
     if (uids or gids) and origin.uid not in uids and origin.gid not in gids:
         raise Rejected(
             f"the file is owned by uid {origin.uid} gid {origin.gid}, who may not submit jobs "
-            "([spool] allowed_uids / allowed_gids)"
+            "([spool] allowed_uids / allowed_gids)",
+            "not_owner",
         )

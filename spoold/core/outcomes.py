@@ -40,8 +40,8 @@ class Filer:
         )
         filed_as = self.engine.finish(claim, "failed", record)
         job_logger(filed_as).warning("job {} rejected: {}", filed_as, refused.reason)
-        self.events.rejected(filed_as, refused.reason)
-        self.events.filed(filed_as, "rejected")
+        self.events.rejected(filed_as, refused.reason, refused.kind)
+        self.events.filed(filed_as, "rejected", "")
 
     def succeeded(self, claim: Claim, job: Job, entry: Attempt) -> None:
         attempt = {key: value for key, value in entry.items() if key != "result"}
@@ -50,7 +50,7 @@ class Filer:
         filed_as = self.engine.finish(claim, "done", record)
         took = entry["finished_at"] - entry["started_at"]
         job_logger(filed_as).success("job {} succeeded in {}", filed_as, seconds(took))
-        self.events.filed(filed_as, "done")
+        self.events.filed(filed_as, "done", job.class_path)
 
     def failed(
         self, claim: Claim, job: Job, reason: str, now: float, traceback: str | None = None
@@ -61,7 +61,7 @@ class Filer:
         log.error("job {} failed for good after {} attempt(s): {}", filed_as, job.attempts, reason)
         if traceback:
             log.debug("job {} traceback of the last attempt:\n{}", filed_as, traceback)
-        self.events.filed(filed_as, "failed")
+        self.events.filed(filed_as, "failed", job.class_path)
 
     def schedule(self, claim: Claim, job: Job, due_at: float, *, again: bool) -> None:
         """Wait until ``due_at``; ``again``: a retry or a rerun."""

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spoold.backends.files import admin, maintenance
+from spoold.backends.files.admin import AdminError
 from spoold.backends.files.spool import Spool
 from spoold.config import Config
 from spoold.core.backend import JobSummary, RetryOutcome, RunningJob, SpoolStatus, StoredJob
+from spoold.snapshot import Snapshot
 
 
 class FileCatalog:
@@ -44,6 +46,20 @@ class FileCatalog:
 
     def purge(self, state: str, older_than: float, now: float) -> list[str]:
         return maintenance.purge(self.spool, state, older_than, now=now, durable=self.durable)
+
+    def stats(self) -> list[Snapshot]:
+        """The one daemon's snapshot (``stats.json``), if it ever wrote one."""
+        path = self.spool.stats_path
+        try:
+            return [Snapshot.from_json(path.read_bytes())]
+        except FileNotFoundError:
+            return []
+        except ValueError:
+            return []  # cut short or from another version: the next one comes in seconds
+        except OSError as exc:
+            raise AdminError(f"cannot read {path}: {exc.strerror} (the daemon's "
+                             "stats are for the watching group: spoold init --view-group)"
+                             ) from None  # fmt: skip
 
     def where(self, state: str) -> str:
         """Where the jobs of ``state`` are, for a message: the folder's path."""

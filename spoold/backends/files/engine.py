@@ -22,7 +22,7 @@ from loguru import logger
 
 from spoold.backends.files import recovery
 from spoold.backends.files.claims import Claims, Holds
-from spoold.backends.files.fsio import fsync_dir
+from spoold.backends.files.fsio import fsync_dir, replace_readable
 from spoold.backends.files.queue import DueQueue, ReadyQueue
 from spoold.backends.files.receiver import Receiver
 from spoold.backends.files.spool import Spool, SpoolLock
@@ -87,7 +87,9 @@ class FileEngine:
             self.spool, self.store, self.claims, judge, self.max_bytes, now
         )
         for name in recovery.load_scheduled(self.spool, judge, self.max_bytes, self.due, now):
-            refusal = self.claims.reject("scheduled", name, Refused(name[:-5], DAMAGED, b""), now)
+            refusal = self.claims.reject(
+                "scheduled", name, Refused(name[:-5], DAMAGED, b"", kind="damaged"), now
+            )
             if refusal is not None:
                 found.append(Recovered(refusal.claim, refusal.refused, now, source=name))
         return found
@@ -127,14 +129,17 @@ class FileEngine:
     def receive(self, now: float) -> list[Arrival]:
         arrivals = self._receiver.turn(now)
         for entry in self.due.pop_due(now):
-            self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None)
+            self.ready.push(
+                "scheduled", entry.name, entry.priority, entry.enqueued_at, None, entry.due_at
+            )
         return arrivals
 
     def accept(self, arrival: Arrival) -> None:
         assert isinstance(arrival.verdict, Accepted)
         job = arrival.verdict.job
         cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
-        self.ready.push("incoming", arrival.ref, job.priority, job.enqueued_at, cached)
+        since = max(job.enqueued_at, job.run_at or 0.0)
+        self.ready.push("incoming", arrival.ref, job.priority, job.enqueued_at, cached, since)
 
     def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
         verdict = arrival.verdict
@@ -199,6 +204,15 @@ class FileEngine:
         if removed and self.store.durable:
             fsync_dir(self.spool.folder(status))
         return removed
+
+    def oldest_ready(self, now: float) -> float | None:
+        return self.ready.oldest_ready_since()
+
+    def publish_stats(self, snapshot: bytes, keep_for: float) -> None:
+        """``stats.json`` in the spool's root, with the group of done/ (the watching group,
+        ``spoold init --view-group``): a file has no expiry, its reader looks at its age."""
+        gid = os.stat(self.spool.folder("done")).st_gid
+        replace_readable(self.spool.stats_path, snapshot, gid)
 
     def counts(self) -> Counts:
         busy = self.receiver is not None and self.receiver.busy

@@ -13,6 +13,7 @@ name and inode (intake.py, store.py).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -95,6 +96,28 @@ def write_whole(path: str, data: bytes, *, durable: bool, mode: int = 0o640) -> 
         raise
 
 
+def replace_readable(path: Path, data: bytes, gid: int) -> None:
+    """Replace ``path`` with ``data`` at once (a reader sees the old file or the new, never
+    half of one), readable by group ``gid``; not fsynced: for figures, not jobs."""
+    temporary = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # left by a daemon that died while writing it
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            write_all(fd, data)
+            if os.fstat(fd).st_gid != gid:
+                os.fchown(fd, -1, gid)
+            os.fchmod(fd, 0o640)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def fsync_dir(folder: Path | str) -> None:
     """Make the folder's entries (creations, renames, unlinks) durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -151,6 +174,14 @@ def is_resource_error(exc: BaseException) -> bool:
 
 class UnsafeFile(Exception):
     """A file in the spool that spoold refuses to read (a link, a FIFO, too big...)."""
+
+    kind = "unsafe_file"  # its rejection kind (spoold.job.REJECTION_KINDS)
+
+
+class TooLarge(UnsafeFile):
+    """A file over ``max_job_bytes``."""
+
+    kind = "too_large"
 
 
 class LinkedFile(UnsafeFile):
@@ -230,7 +261,7 @@ def _check_plain(info: os.stat_result, max_bytes: int, path: Path | str, fd: int
         if links != 1:
             raise LinkedFile(info, links)
     if info.st_size > max_bytes:
-        raise UnsafeFile(f"is {info.st_size} bytes, more than max_job_bytes ({max_bytes})")
+        raise TooLarge(f"is {info.st_size} bytes, more than max_job_bytes ({max_bytes})")
 
 
 def _read_capped(fd: int, max_bytes: int, expected: int) -> bytes:
@@ -246,6 +277,6 @@ def _read_capped(fd: int, max_bytes: int, expected: int) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
         if total > max_bytes:  # the file grew after fstat
-            raise UnsafeFile(f"grew past max_job_bytes ({max_bytes}) while being read")
+            raise TooLarge(f"grew past max_job_bytes ({max_bytes}) while being read")
         if len(chunk) < asked:  # a short read of a plain file is its end
             return b"".join(chunks)

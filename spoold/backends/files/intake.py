@@ -61,7 +61,7 @@ def examine(
     except LinkedFile as exc:
         return _linked(spool, state, name, job_id, exc, now)
     except UnsafeFile as exc:
-        return Refused(job_id, f"the file {exc}", b"")
+        return Refused(job_id, f"the file {exc}", b"", kind=exc.kind)
     origin = Origin(job_id, content.mtime, content.uid, content.gid, trusted=state != "incoming")
     verdict = judge(content.data, origin)
     # Not yet whole: its writer may still be at it, unless it closed the file or is late.
@@ -72,7 +72,7 @@ def examine(
 
 
 def _unreadable(job_id: str, exc: OSError) -> Refused:
-    return Refused(job_id, f"the file cannot be read: {exc.strerror}", b"")
+    return Refused(job_id, f"the file cannot be read: {exc.strerror}", b"", kind="unreadable")
 
 
 def _linked(
@@ -83,7 +83,7 @@ def _linked(
         return _wait_for_unlink(job_id, linked, now)
     if state == "incoming" and _single_now(spool.file(state, name)):
         return NotYet(now)  # the client's unlink came between the count and the twin's look
-    return Refused(job_id, f"the file {linked}", b"")
+    return Refused(job_id, f"the file {linked}", b"", kind="unsafe_file")
 
 
 def _twin_in_tmp(spool: Spool, name: str, info: os.stat_result, links: int) -> bool:
@@ -116,6 +116,7 @@ def _wait_for_unlink(job_id: str, linked: LinkedFile, now: float) -> NotYet | Re
         f"the file {linked}: tmp/ still holds the other one {TWIN_GRACE:g}s after the link "
         "(a client that died half-way through its move into incoming/)",
         b"",
+        kind="unsafe_file",
     )
 
 

@@ -20,6 +20,7 @@ class ReadyEntry:
     state: str = field(compare=False)  # the folder the file is in: incoming or scheduled
     name: str = field(compare=False)
     job: Job | None = field(compare=False, default=None)  # parsed copy, when kept in memory
+    ready_since: float = field(compare=False, default=0.0)  # when it became due
 
     @property
     def priority(self) -> int:
@@ -48,14 +49,25 @@ class ReadyQueue:
         return name in self._names.get(state, ())
 
     def push(
-        self, state: str, name: str, priority: int, enqueued_at: float, job: Job | None
+        self,
+        state: str,
+        name: str,
+        priority: int,
+        enqueued_at: float,
+        job: Job | None,
+        ready_since: float,
     ) -> None:
         names = self._names.setdefault(state, set())
         if name in names:
             return
         key = (-priority, enqueued_at, next(self._order))
-        heapq.heappush(self._heap, ReadyEntry(key, state, name, job))
+        heapq.heappush(self._heap, ReadyEntry(key, state, name, job, ready_since))
         names.add(name)
+
+    def oldest_ready_since(self) -> float | None:
+        """When the job waiting longest for a slot became due (a scan: for the stats
+        snapshot every few seconds, not for every turn)."""
+        return min((entry.ready_since for entry in self._heap), default=None)
 
     def pop(self) -> ReadyEntry:
         entry = heapq.heappop(self._heap)

@@ -63,7 +63,7 @@ def _recover_one(
     if verdict is None:
         return None
     if isinstance(verdict, NotYet):
-        verdict = Refused(name[:-5], "incomplete", b"")
+        verdict = Refused(name[:-5], "incomplete", b"", kind="incomplete")
     job_id = verdict.job.id if isinstance(verdict, Accepted) else verdict.job_id
     # The claim's rename set the file's ctime: when the lost attempt's claim was made.
     claimed_at = os.stat(spool.path("active", name), follow_symlinks=False).st_ctime

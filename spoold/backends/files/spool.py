@@ -22,6 +22,7 @@ from spoold.backends.files.fsio import TEMP_PREFIX
 STATES = ("tmp", "incoming", "scheduled", "active", "done", "failed")
 RECORD_STATES = ("done", "failed")
 LOCK_NAME = ".spoold.lock"
+STATS_NAME = "stats.json"  # the daemon's stats snapshot, in the root (spoold/snapshot.py)
 
 # Folder modes. The folders' group is the submit group (``spoold init
 # --group``; else the group of whoever made them). Anyone may pass through the
@@ -64,6 +65,10 @@ class Spool:
     @functools.cached_property
     def _root_text(self) -> str:
         return os.fspath(self.root)
+
+    @property
+    def stats_path(self) -> Path:
+        return self.root / STATS_NAME
 
     def create(self) -> list[Path]:
         """Create the root and any missing state folder; return what was made."""

@@ -30,6 +30,7 @@ inside this backend, and only when a call is made.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,8 @@ from spoold.backends.files import admin
 from spoold.backends.files.admin import checked_id, summarize
 from spoold.backends.files.spool import Spool, running_daemon_pid
 from spoold.backends.redis.connection import (
+    READY_AGE_DIGITS,
+    READY_SEQ_DIGITS,
     RedisUnavailable,
     connect,
     fcall,
@@ -60,6 +63,7 @@ from spoold.core.backend import (
     SpoolStatus,
     StoredJob,
 )
+from spoold.snapshot import Snapshot
 
 if TYPE_CHECKING:
     import redis
@@ -88,8 +92,6 @@ FIELDS = ("state", "spec", "doc", "record", "enq", "claimed", "finished")
 READ_BATCH = 1000  # job hashes read per pipeline round trip
 PURGE_BATCH = 1000  # records deleted per spoold_purge call
 # A ready member is "<enqueued_at in ms, 16 digits><seq, 20 digits>:<id>" (library.lua).
-READY_AGE_DIGITS = 16
-READY_SEQ_DIGITS = 20
 
 
 class RedisCatalog:
@@ -243,6 +245,21 @@ class RedisCatalog:
     def where(self, state: str) -> str:
         """The server and the key of the set holding ``state``'s jobs, for a message."""
         return f"{self.url} {self.key}{STATE_SET.get(state, state)}"
+
+    def stats(self) -> list[Snapshot]:
+        """The snapshot of each daemon that published one lately (they expire)."""
+
+        def read(client: redis.Redis) -> list[Any]:
+            owners = [text(owner) for owner in client.hkeys(self.key + "daemons")]
+            return client.mget([f"{self.key}stats:{owner}" for owner in owners]) if owners else []
+
+        found = []
+        for raw in self._talk(read):
+            if raw is None:
+                continue  # expired, or not yet published
+            with contextlib.suppress(ValueError):
+                found.append(Snapshot.from_json(raw))
+        return sorted(found, key=lambda snapshot: (snapshot.host, snapshot.pid))
 
     # -- reading and retrying one job --
 

@@ -95,6 +95,11 @@ def call(method: Any, *args: Any, **kwargs: Any) -> Any:
         raise RedisUnavailable(errno.ENOSPC, f"Redis is out of memory: {why(exc)}") from None
 
 
+# A ready member is "<age, 16 digits><seq, 20 digits>:<id>" (library.lua's ready_member).
+READY_AGE_DIGITS = 16
+READY_SEQ_DIGITS = 20
+
+
 def why(exc: Exception) -> str:
     """What Redis or redis-py said, on one line."""
     lines = str(exc).strip().splitlines()

@@ -38,6 +38,8 @@ from spoold.backends.files.spool import Spool, SpoolLock
 from spoold.backends.files.watcher import Watcher
 from spoold.backends.redis import durability
 from spoold.backends.redis.connection import (
+    READY_AGE_DIGITS,
+    READY_SEQ_DIGITS,
     RedisUnavailable,
     call,
     connect,
@@ -320,7 +322,7 @@ class RedisEngine:
         claimed = self._seen(server_ms)
         claim = self._hold(job_id, int(epoch), claimed + self.lease)
         if isinstance(verdict, Refused):
-            return Refusal(claim, Refused(job_id, verdict.reason, verdict.raw), arrival.ref, now)
+            return Refusal(claim, replace(verdict, job_id=job_id), arrival.ref, now)
         return Taken(claim, _with_id(verdict.job, job_id), source=arrival.ref)
 
     def _remove(self, name: str) -> None:
@@ -422,6 +424,38 @@ class RedisEngine:
         before_ms = round(finished_before * 1000)
         removed = self._fcall("spoold_purge", status, before_ms, limit)
         return len(removed)
+
+    def oldest_ready(self, now: float) -> float | None:
+        """The earliest of: a due time passed but not yet released (every daemon busy), and
+        each priority's first in line, ready since its age or its due time, whichever is
+        later. A round trip per priority in use: for the stats snapshot, not every turn."""
+        key = self.key
+        since: list[float] = []
+        overdue = call(self.client.zrange, key + "due", 0, 0, withscores=True)
+        if overdue and overdue[0][1] <= now * 1000:
+            since.append(overdue[0][1])
+        heads, floor = [], "-inf"
+        while head := call(self.client.zrangebyscore, key + "ready", floor, "+inf",
+                           start=0, num=1, withscores=True):  # fmt: skip
+            member, score = text(head[0][0]), head[0][1]
+            heads.append(
+                (int(member[:READY_AGE_DIGITS]), member[READY_AGE_DIGITS + READY_SEQ_DIGITS + 1 :])
+            )
+            floor = f"({score}"
+        if heads:
+            pipe = self.client.pipeline(transaction=False)
+            for _age, job_id in heads:
+                pipe.hget(f"{key}job:{job_id}", "due")
+            dues = call(pipe.execute)
+            since += [
+                max(age, float(due or 0)) for (age, _id), due in zip(heads, dues, strict=True)
+            ]
+        return min(since) / 1000 if since else None
+
+    def publish_stats(self, snapshot: bytes, keep_for: float) -> None:
+        """``stats:<owner>``, expiring after ``keep_for``: a dead daemon's figures age out."""
+        call(self.client.set, f"{self.key}stats:{self.owner}", snapshot,
+             px=max(1, round(keep_for * 1000)))  # fmt: skip
 
     def counts(self) -> Counts:
         """Ready and due jobs as of at most a second ago (the status line asks every turn)."""
