@@ -242,7 +242,7 @@ class Daemon:
         return Gauges(
             busy=len(self.dispatcher.running), slots=self.config.worker.concurrency,
             held=len(self.held), ready=counts.ready, scheduled=counts.waiting,
-            oldest_ready=self.engine.oldest_ready(now),
+            oldest_ready=self.engine.oldest_ready(now), running=self.dispatcher.attempts(),
         )  # fmt: skip
 
     # -- the loop --

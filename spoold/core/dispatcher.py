@@ -35,6 +35,7 @@ from spoold.faults import crash_point
 from spoold.job import Job
 from spoold.live import Live
 from spoold.logs import job_logger
+from spoold.snapshot import RunningAttempt
 
 if TYPE_CHECKING:
     from spoold.exec.messages import (
@@ -163,6 +164,10 @@ class Dispatcher:
                                        claim.job_id, why, running.pid or "?")  # fmt: skip
         self.launcher.kill(claim.job_id, 0.0)
 
+    def attempts(self) -> list[RunningAttempt]:
+        """The attempts handed to the launcher, with their limits as at launch (for watchers)."""
+        return [_attempt(running) for running in self.running.values()]
+
     def claims(self) -> list[Claim]:
         return [running.claim for running in self.running.values()]
 
@@ -257,3 +262,9 @@ def _history_entry(number: int, message: FinishedMessage) -> Attempt:
     """The attempt's number, then what the launcher saw, in the order it sent it."""
     seen = {key: value for key, value in message.items() if key not in ("op", "key")}
     return cast("Attempt", {"attempt": number, **seen})
+
+
+def _attempt(running: Running) -> RunningAttempt:
+    job = running.job
+    target = f"{job.class_path}.{job.method}"
+    return RunningAttempt(job.id, target, job.attempts + 1, running.sent_at, running.limits.timeout)

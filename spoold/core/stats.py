@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from spoold.core.events import Listener
-from spoold.core.policy import limits_for
 from spoold.live import Live
 from spoold.snapshot import (
     DURATION_BUCKETS,
@@ -61,6 +60,7 @@ class Gauges:
     ready: int
     scheduled: int
     oldest_ready: float | None  # when the longest-waiting due job became due
+    running: list[RunningAttempt]  # the attempts handed to the launcher, as the dispatcher has them
 
 
 class Stats(Listener):
@@ -68,7 +68,7 @@ class Stats(Listener):
 
     def __init__(self, identity: Identity, live: Live, clock: Callable[[], float]) -> None:
         self.identity = identity
-        self.live = live  # for each attempt's timeout, as the config in force sets it
+        self.live = live  # for the interval in force
         self.clock = clock  # the backend's
         self.accepted: Counter[str] = Counter()  # by class
         self.refused: Counter[str] = Counter()  # by rejection kind
@@ -80,7 +80,6 @@ class Stats(Listener):
         self.duration: dict[str, Histogram] = {}
         self.pickup = Histogram(PICKUP_BUCKETS)
         self.minutes: dict[int, Minute] = {}  # by the minute's start; insertion order is time
-        self.running: dict[str, RunningAttempt] = {}
 
     # -- the events --
 
@@ -96,12 +95,8 @@ class Stats(Listener):
         self.attempts_started[job.class_path] += 1
         self.pickup.observe(now - _became_due(job))
         self._minute(now).started += 1
-        timeout = limits_for(job, self.live.config.worker).timeout
-        target = f"{job.class_path}.{job.method}"
-        self.running[job.id] = RunningAttempt(job.id, target, job.attempts + 1, now, timeout)
 
     def finished(self, job: Job, attempt: Attempt) -> None:
-        self.running.pop(job.id, None)
         took = max(0.0, attempt["finished_at"] - attempt["started_at"])
         self.attempts_finished[job.class_path][attempt["outcome"]] += 1
         histogram = self.duration.get(job.class_path)
@@ -159,7 +154,7 @@ class Stats(Listener):
             duration={name: _copy(histogram) for name, histogram in self.duration.items()},
             pickup=_copy(self.pickup),
             minutes=[_copy_minute(minute) for minute in self.minutes.values()],
-            running=list(self.running.values()),
+            running=gauges.running,
         )  # fmt: skip
 
 
