@@ -141,3 +141,36 @@ def test_retention_on_the_file_spool_removes_old_records_when_asked_and_only_the
     assert spool.record("old", "done") is None
     assert spool.record("new", "done") is not None
     assert spool.record("broken", "failed") is not None
+
+
+def test_the_daemon_writes_a_node_exporter_textfile_when_asked(
+    spool: Spool,
+    start_daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """``[metrics] textfile``: the daemon renders its own snapshot into the Prometheus text
+    format node_exporter's textfile collector reads (renamed into place whole, world
+    readable, no leftovers); the counts it cannot know without listing its records (done,
+    failed) are left out rather than shown as 0."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    textfile = tmp_path / "textfiles" / "spoold.prom"
+    textfile.parent.mkdir()
+    config = daemon_config(metrics={"interval": 0.2, "textfile": str(textfile)})
+    start_daemon(config=config)
+    spool.drop_job("fine", job("Noop"))
+    spool.wait_record("fine", "done")
+
+    def samples() -> list[tuple[str, dict[str, str], float]]:
+        text = textfile.read_text() if textfile.exists() else ""
+        return [(sample.name, sample.labels, sample.value)
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples]  # fmt: skip
+
+    done = ("spoold_jobs_finished_total", {"class": "testjobs.Noop", "status": "done"}, 1.0)
+    wait_for(lambda: done in samples(), 10.0, lambda: str(samples()))
+    states = {labels["state"] for name, labels, _ in samples() if name == "spoold_jobs"}
+    assert states == {"incoming", "scheduled", "active"}
+    assert stat.S_IMODE(textfile.stat().st_mode) == 0o644
+    assert [p.name for p in textfile.parent.iterdir()] == ["spoold.prom"]
