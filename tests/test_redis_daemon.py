@@ -202,3 +202,24 @@ def test_retention_removes_old_records_from_redis_at_start_and_keeps_the_rest(
     assert redis_spool.record(old) is None and redis_spool.state(old) is None
     assert redis_spool.ids("idx:done") == [new]
     assert redis_spool.record(new) is not None
+
+
+def test_a_starting_daemon_forgets_daemons_not_heard_of_for_an_hour(
+    start_daemon: Callable[..., Daemon], redis_config: Callable[..., Path], redis_spool: RedisSpool
+) -> None:
+    """A killed daemon never says goodbye: its heartbeat would stay in ``daemons`` for good
+    (and be asked for stats at every scrape). The next daemon to start removes those two
+    hours old, and leaves a recent one and an entry it cannot read."""
+    seconds, micros = redis_spool.client.time()
+    server_ms = seconds * 1000 + micros // 1000
+    beat = {"host": "gone", "pid": 1, "max": 1, "lease": 30.0}
+    redis_spool.client.hset(KEY + "daemons", mapping={
+        "gone:1:old": json.dumps({**beat, "seen": server_ms - 7_200_000}),
+        "recent:2:new": json.dumps({**beat, "host": "recent", "seen": server_ms - 60_000}),
+        "stranger": "not JSON",
+    })  # fmt: skip
+    daemon = start_daemon(config=redis_config())
+    owners = {owner.decode() for owner in redis_spool.client.hkeys(KEY + "daemons")}
+    assert "gone:1:old" not in owners
+    assert {"recent:2:new", "stranger"} <= owners and len(owners) == 3, owners
+    assert daemon.returncode() is None

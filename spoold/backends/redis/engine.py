@@ -21,6 +21,7 @@ this host's clock plus the last offset seen.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
 
 # Calls that may have claimed a job for this daemon when their answer is lost.
 UNSURE_IF_LOST = frozenset({"spoold_claim", "spoold_adopt"})
+HOUR_MS = 3_600_000  # a daemon not heard of for this long is gone
 SWEEP_EVERY = 1.0  # seconds between claims asked for without a bell (a missed one)
 COUNTS_EVERY = 1.0  # seconds the counts for the status line may be old
 PROMOTE_BATCH = 100  # due jobs released per claim call
@@ -180,8 +182,14 @@ class RedisEngine:
         return found
 
     def _register(self) -> None:
-        """Say this daemon is alive at once (``spoold status`` lists it from now on)."""
-        self._seen(self._fcall("spoold_renew", self.owner, self.lease_ms, self._heartbeat())[0])
+        """Say this daemon is alive at once (``spoold status`` lists it from now on), and
+        forget the daemons not heard of for an hour: killed ones never said goodbye."""
+        now_ms = self._fcall("spoold_renew", self.owner, self.lease_ms, self._heartbeat())[0]
+        self._seen(now_ms)
+        beats = call(self.client.hgetall, self.key + "daemons")
+        gone = [owner for owner, beat in beats.items() if _heard_before(beat, now_ms - HOUR_MS)]
+        if gone:
+            call(self.client.hdel, self.key + "daemons", *gone)
 
     def _heartbeat(self) -> bytes:
         """What this daemon says of itself: host, pid, since when, how many slots (Redis adds
@@ -478,6 +486,14 @@ def _refuse_if_fenced(answer: Any, claim: Claim) -> None:
             f"job {claim.job_id}: claim {claim.token} no longer holds it "
             "(it was claimed again since, or filed)"
         )
+
+
+def _heard_before(beat: bytes, moment_ms: float) -> bool:
+    """A heartbeat (JSON with the server's "seen", in ms) older than ``moment_ms``."""
+    try:
+        return float(json.loads(beat)["seen"]) < moment_ms
+    except (ValueError, KeyError, TypeError):
+        return False  # not ours to judge: left alone
 
 
 def _with_id(job: Job, job_id: str) -> Job:
