@@ -174,3 +174,31 @@ def test_the_daemon_writes_a_node_exporter_textfile_when_asked(
     assert states == {"incoming", "scheduled", "active"}
     assert stat.S_IMODE(textfile.stat().st_mode) == 0o644
     assert [p.name for p in textfile.parent.iterdir()] == ["spoold.prom"]
+
+
+def test_a_job_retried_while_the_daemon_runs_keeps_its_id(
+    spool: Spool,
+    start_daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """``spoold retry`` puts the job into incoming/ before it removes the failed record (so a
+    crash between the two loses neither); a running daemon that sees the job first waits
+    for the record to go rather than give the job a fresh id. Five times over, since it is
+    a race the daemon used to win (found by ``spoold top``'s retry key)."""
+    import subprocess
+    import sys
+
+    config = daemon_config(worker={"max_retries": 0})
+    daemon = start_daemon(config=config)
+    for round_ in range(5):
+        counter = tmp_path / f"counter-{round_}"
+        name = f"flaky-{round_}"
+        spool.drop_job(name, job("Flaky", params=[str(counter), 1]))
+        spool.wait_record(name, "failed")
+        command = [sys.executable, "-m", "spoold", "retry", name, "--config", str(config)]
+        retried = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert retried.returncode == 0, retried.stderr
+        record = spool.wait_record(name, "done")
+        assert record["attempts"] == 1 and record["result"] == 2
+    assert "renamed to" not in daemon.log_text()

@@ -44,6 +44,8 @@ from spoold.job import Job
 from spoold.live import Live
 
 PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
+RETRY_GRACE = 2.0  # seconds a job put back by `spoold retry` waits for its record to go
+RETRY_LOOK_AGAIN = 0.01
 DAMAGED = "the job file is damaged"  # the reason for a file in scheduled/ that is not a job
 
 
@@ -143,6 +145,8 @@ class FileEngine:
 
     def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
         verdict = arrival.verdict
+        if self._retry_under_way(arrival.ref, now):
+            return None
         try:
             if isinstance(verdict, Refused):
                 return self.claims.reject("incoming", arrival.ref, verdict, now)
@@ -153,10 +157,29 @@ class FileEngine:
 
     def take_ready(self, now: float) -> Taken | Refusal | None:
         while self.ready:
-            taken = self.claims.claim_ready(self.ready.pop(), self._judge, self.max_bytes, now)
+            entry = self.ready.pop()
+            if entry.state == "incoming" and self._retry_under_way(entry.name, now):
+                continue
+            taken = self.claims.claim_ready(entry, self._judge, self.max_bytes, now)
             if taken is not None:
                 return taken
         return None
+
+    def _retry_under_way(self, name: str, now: float) -> bool:
+        """``incoming/<id>.json`` while ``failed/<id>.json`` is still there: ``spoold retry``
+        puts a job back before it removes its record (a crash between the two loses
+        neither). Just put back, the job waits a moment for the record to go, rather than
+        take a fresh id; once older than RETRY_GRACE (a retry that died half-way) it does."""
+        if not os.path.lexists(self.spool.file("failed", name)):
+            return False
+        try:
+            moved_in = os.lstat(self.spool.file("incoming", name)).st_ctime
+        except FileNotFoundError:
+            return False
+        if time.time() - moved_in >= RETRY_GRACE:
+            return False
+        self._receiver.incomplete[name] = now + RETRY_LOOK_AGAIN  # looked at again, judged anew
+        return True
 
     @property
     def _judge(self) -> Judge:
