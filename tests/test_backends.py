@@ -519,6 +519,7 @@ def test_an_accepted_arrival_is_taken_with_a_claim_on_it(backend: Backend) -> No
     taken = take(backend)
     assert taken.job == arrival.verdict.job
     assert taken.source == backend.source(arrival)
+    assert not taken.fresh, "received at intake already: not to be said twice"
     claim = taken.claim
     assert (claim.job_id, claim.owner) == (job_id, backend.owner)
     assert isinstance(claim.token, int) and claim.token > 0
@@ -906,7 +907,7 @@ def test_redis_a_job_submitted_straight_to_redis_is_taken_without_an_arrival(
         job_id, "testjobs.Noop", "run", [1, "two"],
     )  # fmt: skip
     assert (job.priority, job.enqueued_at, job.submitted) == (3, sent, json.loads(payload))
-    assert taken.source == job_id
+    assert taken.source == job_id and taken.fresh, "judged here first: the core says received"
     assert (taken.claim.job_id, taken.claim.owner) == (job_id, backend.owner)
     assert close_to(backend, taken.claim.expires_at, backend.current() + engine.lease)
     assert engine.take_ready(backend.current()) is None, "one submitted job was taken twice"

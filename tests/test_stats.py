@@ -89,6 +89,8 @@ def test_on_redis_each_daemon_publishes_and_a_dead_ones_stats_expire(
     assert pids
     finished = sum(sum(by.values()) for s in snapshots(config) for by in s.jobs_finished.values())
     assert finished == 1, job_id
+    received = sum(sum(s.received.values()) for s in snapshots(config))
+    assert received == 1, "a job the client handed Redis straight was not counted received"
     first.send(signal.SIGKILL)
     first.wait_exit()
     wait_for(lambda: [s.pid for s in snapshots(config)] == [second.pid], 10.0,

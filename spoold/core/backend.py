@@ -110,6 +110,9 @@ class Taken:
     claim: Claim
     job: Job
     source: str = ""  # how the backend names where it waited (a refusal record's ``file``)
+    # Submitted straight to the backend (a client talking to Redis), not through intake:
+    # judged at this claim for the first time, so the core says it was received.
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -298,14 +298,17 @@ class Daemon:
             self._file_claimed(self.engine.claim_arrival(arrival, now), now)
             return
         job = arrival.verdict.job
-        job_logger(job.id).info(
-            "job {} received: {}.{} (priority {})", job.id, job.class_path, job.method, job.priority
-        )
-        self.events.received(job)
+        self._received(job)
         if job.run_at is not None and job.run_at > now:
             self._file_claimed(self.engine.claim_arrival(arrival, now), now)
         else:
             self.engine.accept(arrival)
+
+    def _received(self, job: Job) -> None:
+        job_logger(job.id).info(
+            "job {} received: {}.{} (priority {})", job.id, job.class_path, job.method, job.priority
+        )
+        self.events.received(job)
 
     def _file_claimed(self, claimed: Taken | Refusal | None, now: float) -> None:
         """File a claimed arrival: a refusal as rejected, a job to wait for its ``run_at``."""
@@ -433,6 +436,8 @@ class Daemon:
                 refused = Refused(taken.job.id, str(exc), b"", kind=exc.kind)
                 self._reject(Refusal(taken.claim, refused, taken.source, now), now)
                 continue
+            if taken.fresh:  # submitted straight to the backend: judged just now
+                self._received(taken.job)
             if taken.job.id in self.dispatcher.running:
                 self._wait_for_lost_attempt(taken, now)
                 continue

@@ -131,16 +131,17 @@ class RedisCatalog:
             stored = self._stored_in(state)
             if state == "incoming":  # a file that is in Redis already is about to go
                 in_redis = {job.id for job in stored}
-                local = admin.stored_jobs(self.spool, "incoming")
+                local = self._local_files()
                 stored += [job for job in local if job.id not in in_redis]
             stored.sort(key=lambda job: job.id)
             found.extend(summarize(job, now) for job in stored)
         return found
 
     def status(self, now: float) -> SpoolStatus:
-        counts = dict.fromkeys(("tmp", "incoming", "scheduled", "active", "done", "failed"), 0)
-        counts["tmp"] = len(self.spool.job_names("tmp"))
-        counts["incoming"] = len(self.spool.job_names("incoming"))
+        counts = dict.fromkeys(("incoming", "scheduled", "active", "done", "failed"), 0)
+        for state in ("tmp", "incoming"):  # this host's files; a watcher may not list them
+            with contextlib.suppress(PermissionError):
+                counts[state] = counts.get(state, 0) + len(self.spool.job_names(state))
 
         def count(client: redis.Redis) -> list[int]:
             pipe = client.pipeline(transaction=False)
@@ -246,6 +247,13 @@ class RedisCatalog:
         """The server and the key of the set holding ``state``'s jobs, for a message."""
         return f"{self.url} {self.key}{STATE_SET.get(state, state)}"
 
+    def _local_files(self) -> list[StoredJob]:
+        """The job files in this host's incoming/ (none for a watcher, who may not list it)."""
+        try:
+            return admin.stored_jobs(self.spool, "incoming")
+        except PermissionError:
+            return []
+
     def stats(self) -> list[Snapshot]:
         """The snapshot of each daemon that published one lately (they expire)."""
 
@@ -320,7 +328,7 @@ class RedisCatalog:
 
     def _oldest_waiting(self, now: float) -> JobSummary | None:
         """The waiting job submitted longest ago: in Redis (lowest seq), or a job file here."""
-        candidates = [summarize(job, now) for job in admin.stored_jobs(self.spool, "incoming")]
+        candidates = [summarize(job, now) for job in self._local_files()]
         oldest_id = self._lowest_seq()
         if oldest_id is not None:
             stored = self._read([oldest_id])[0]

@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 
 # Calls that may have claimed a job for this daemon when their answer is lost.
 UNSURE_IF_LOST = frozenset({"spoold_claim", "spoold_adopt"})
+RECEIVED_KEPT = 10_000  # ids this daemon received at intake and has not claimed yet
 HOUR_MS = 3_600_000  # a daemon not heard of for this long is gone
 SWEEP_EVERY = 1.0  # seconds between claims asked for without a bell (a missed one)
 COUNTS_EVERY = 1.0  # seconds the counts for the status line may be old
@@ -107,6 +108,7 @@ class RedisEngine:
         self.next_sweep = 0.0
         self.next_due: float | None = None
         self.again: set[str] = set()  # put back to wait by this daemon, not taken since
+        self.received_here: dict[str, None] = {}  # submitted from incoming/ by this daemon
         # The claims this daemon holds, by job: a move by any other claim is stale here
         # already (the server fences other daemons' stale claims).
         self.holds: dict[str, int] = {}
@@ -309,6 +311,13 @@ class RedisEngine:
         crash_point("after_redis_submit")
         self._remove(arrival.ref)
         self.ready_hint = True
+        self._received_here(job_id)
+
+    def _received_here(self, job_id: str) -> None:
+        """Note a job this daemon received at intake: its claim is not a first judging."""
+        self.received_here[job_id] = None
+        if len(self.received_here) > RECEIVED_KEPT:  # taken by other daemons: forget the oldest
+            del self.received_here[next(iter(self.received_here))]
 
     def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
         verdict = arrival.verdict
@@ -358,7 +367,9 @@ class RedisEngine:
         verdict = self._judge_stored(job_id, document, bool(trusted), claimed)
         if isinstance(verdict, Refused):
             return Refusal(claim, verdict, job_id, now)
-        return Taken(claim, verdict.job, source=job_id)
+        at_intake = job_id in self.received_here
+        self.received_here.pop(job_id, None)
+        return Taken(claim, verdict.job, source=job_id, fresh=not trusted and not at_intake)
 
     def _judge_stored(self, job_id: str, document: bytes, trusted: bool, when: float) -> Any:
         assert self.judge is not None, "open() comes first"
