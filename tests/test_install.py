@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES
+from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES, VIEW_FOLDER_MODES
 
 pytestmark = pytest.mark.slow
 
@@ -268,6 +268,17 @@ def test_the_installed_spoold_inits_and_runs_an_example_job(
     installed.run("run", "--burst", "--config", str(config))
     assert names(spool, "done") == {job_id_text}
     assert record(spool, "done", job_id_text)["result"] == "executed"
+
+    # The installed copy's watching group: the four folders and the record get it.
+    gid = os.getgid()  # a group anyone may give their own files
+    shown = installed.run("init", "--view-group", str(gid), "--config", str(config)).stdout
+    assert f"1 existing file in scheduled, active, done, failed: group {gid} ({gid})" in shown
+    assert stat.S_IMODE(spool.stat().st_mode) == ROOT_MODE
+    for state in STATES:
+        info = (spool / state).stat()
+        assert stat.S_IMODE(info.st_mode) == {**FOLDER_MODES, **VIEW_FOLDER_MODES}[state]
+        assert state not in VIEW_FOLDER_MODES or info.st_gid == gid
+    assert (spool / "done" / f"{job_id_text}.json").stat().st_gid == gid
 
 
 def test_an_upgrade_keeps_waiting_and_interrupted_jobs(

@@ -1,6 +1,7 @@
 """The files in systemd/: the unit verifies and is hardened, the packaged config
 agrees with it, and the sysusers.d and tmpfiles.d files make the accounts and
-the spool that `spoold init --group spoold-submit` would make.
+the spool that `spoold init --group spoold-submit --view-group spoold-view`
+would make.
 
 The systemd tools run offline (no running systemd needed); a test that needs
 one is skipped where it is not installed (Debian: `apt-get install systemd`).
@@ -19,7 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES, Spool
+from spoold.backends.files.spool import (
+    FOLDER_MODES,
+    ROOT_MODE,
+    STATES,
+    VIEW_FOLDER_MODES,
+    VIEW_STATES,
+    Spool,
+)
 from spoold.exec.launcher import KILL_GRACE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +38,7 @@ SERVICE_CONFIG = UNITS / "spoold.toml"
 TMPFILES = UNITS / "spoold.tmpfiles"
 SYSUSERS = UNITS / "spoold.sysusers"
 SUBMIT_GROUP = "spoold-submit"
+VIEW_GROUP = "spoold-view"
 MAX_EXPOSURE = 2.5
 SHIPPED_EXECSTART = "/usr/local/bin/spoold run --config /etc/spoold/spoold.toml"
 
@@ -268,15 +277,23 @@ def test_service_config_is_valid_and_matches_the_unit() -> None:
 
 
 def test_tmpfiles_lines_match_the_spool_modes() -> None:
-    """Exactly the root and the six folders, as `spoold init --group` leaves them
-    when run as root: owner root, group spoold-submit, spool.py's modes, no age."""
+    """Exactly the root and the six folders, as `spoold init --group spoold-submit
+    --view-group spoold-view` leaves them when run as root: owner root; the root, tmp/
+    and incoming/ group spoold-submit with spool.py's FOLDER_MODES; scheduled/, active/,
+    done/ and failed/ group spoold-view with its VIEW_FOLDER_MODES (2750); no age."""
+    assert VIEW_STATES == ("scheduled", "active", "done", "failed")
+    assert set(VIEW_FOLDER_MODES.values()) == {0o2750}
     spool_dir = Path(service_config()["spool"]["dir"])  # type: ignore[arg-type]
-    expected = [(spool_dir, ROOT_MODE)] + [(spool_dir / s, FOLDER_MODES[s]) for s in STATES]
+    modes = {**FOLDER_MODES, **VIEW_FOLDER_MODES}
+    expected = [(spool_dir, ROOT_MODE, SUBMIT_GROUP)] + [
+        (spool_dir / s, modes[s], VIEW_GROUP if s in VIEW_STATES else SUBMIT_GROUP) for s in STATES
+    ]
     lines = tmpfiles_lines()
-    assert [(Path(fields[1]), int(fields[2], 8)) for fields in lines] == expected
+    assert [(Path(f[1]), int(f[2], 8), f[4]) for f in lines] == expected
     for fields in lines:
         assert fields[0] == "d", fields
-        assert fields[3:] == ["root", SUBMIT_GROUP, "-"], fields
+        assert fields[3] == "root" and fields[5:] == ["-"], fields
+        assert len(fields) == 6, fields
 
 
 def test_sysusers_makes_the_job_user_and_the_submit_group(tmp_path: Path) -> None:
@@ -294,18 +311,20 @@ def test_sysusers_makes_the_job_user_and_the_submit_group(tmp_path: Path) -> Non
     entry = passwd[job_user]  # type: ignore[index]
     assert 0 < int(entry[2]) < 1000, "a system user"
     assert entry[5] == "/" and entry[6].endswith("nologin")
-    assert groups == {job_user, SUBMIT_GROUP}
+    assert groups == {job_user, SUBMIT_GROUP, VIEW_GROUP}
 
 
 def test_tmpfiles_creates_the_tree_spoold_init_group_would(tmp_path: Path) -> None:
     tmpfiles = tool("systemd-tmpfiles")
     if os.geteuid() != 0:
         pytest.skip("systemd-tmpfiles must be root to give the spool to root")
-    gid = 4321
+    gid, view_gid = 4321, 4322
     image = tmp_path / "image"
     (image / "etc").mkdir(parents=True)
     (image / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (image / "etc/group").write_text(f"root:x:0:\n{SUBMIT_GROUP}:x:{gid}:\n")
+    (image / "etc/group").write_text(
+        f"root:x:0:\n{SUBMIT_GROUP}:x:{gid}:\n{VIEW_GROUP}:x:{view_gid}:\n"
+    )
 
     def create() -> None:
         result = subprocess.run(
@@ -318,15 +337,20 @@ def test_tmpfiles_creates_the_tree_spoold_init_group_would(tmp_path: Path) -> No
     create()
     spool_dir = str(service_config()["spool"]["dir"]).lstrip("/")
     made = Spool(image / spool_dir)
-    reference = Spool(tmp_path / "init")  # what `spoold init --group` does, as root
+    reference = Spool(tmp_path / "init")  # what `spoold init --group --view-group` does
     reference.create()
     reference.give_to_group(gid)
+    reference.give_to_view_group(view_gid)
     assert _tree(made) == _tree(reference)
     assert _tree(made)[0] == ("", 0, gid, ROOT_MODE)
+    assert {row for row in _tree(made) if row[0] in VIEW_STATES} == {
+        (state, 0, view_gid, 0o2750) for state in VIEW_STATES
+    }
 
     # Run again after damage (what ExecStartPre= does at each start): repaired.
     os.chmod(made.folder("done"), 0o755)
     os.chown(made.folder("incoming"), 0, 0)
+    os.chown(made.folder("scheduled"), 0, gid)  # as a `spoold init --group` alone leaves it
     made.folder("failed").rmdir()
     create()
     assert _tree(made) == _tree(reference)

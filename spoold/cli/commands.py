@@ -32,7 +32,7 @@ from typing import Any
 from spoold.backends import open_catalog
 from spoold.backends.files import admin
 from spoold.backends.files.admin import AdminError
-from spoold.backends.files.spool import Spool, SpoolLocked
+from spoold.backends.files.spool import VIEW_STATES, Spool, SpoolLocked
 from spoold.cli import detach
 from spoold.cli import output as cli_output
 from spoold.cli.checking import check_allowlist, check_redis
@@ -40,7 +40,7 @@ from spoold.cli.parser import build_parser
 from spoold.cli.pidfile import DetachError, pidfile_state
 from spoold.client import job_payload, submitter_for
 from spoold.config import Config, ConfigError, find_config_path, load_config
-from spoold.core.backend import CatalogError
+from spoold.core.backend import Catalog, CatalogError
 from spoold.errors import describe_os_error
 from spoold.identity import job_identity
 from spoold.job import Rejected, constant_refuser, parse_time
@@ -246,13 +246,51 @@ def parse_at(text: str) -> float:
 def cmd_status(args: argparse.Namespace) -> int:
     config = _config(args)
     catalog = open_catalog(config)
+    if args.watch is None:
+        _print_status(args, config, catalog)
+        return 0
+    if args.json:
+        raise UsageError("--watch prints text for people and logs; drop --json")
+    from spoold.cli import top
+
+    return top.watch_status(lambda: _print_status(args, config, catalog), catalog, args.watch)
+
+
+def _print_status(args: argparse.Namespace, config: Config, catalog: Catalog) -> None:
     pidfile = pidfile_state(Path(args.pidfile)) if args.pidfile else None
     running = catalog.running(time.time()) if args.verbose else None
     report = catalog.status(time.time())
     cli_output.status(
         report, as_json=args.json, pidfile=pidfile, running=running, redis=_redis_place(config)
     )
-    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise UsageError("top needs a terminal; for a log or a pipe use 'spoold status --watch N'")
+    from spoold.cli import top  # curses: only for the command that draws
+
+    if os.geteuid() == 0:
+        cli_output.warn(
+            "top runs as root; it is meant for a member of the watching group"
+            " (spoold init --view-group)"
+        )
+    try:
+        return top.run_top(config, args.interval)
+    except top.TerminalError as exc:
+        return _fail(str(exc), 1)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from spoold.cli import metrics  # http.server: only for the command that serves
+
+    try:
+        address = metrics.parse_address(args.listen or config.metrics.listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen {exc}" if args.listen else f"[metrics] listen {exc}") from None
+    return metrics.serve(config, address)
 
 
 def _redis_place(config: Config) -> str | None:
@@ -311,15 +349,31 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     _, spool = _spool(args)
     gid = group_id(args.group) if args.group is not None else None
+    view_gid = group_id(args.view_group) if args.view_group is not None else None
     made = spool.create()
     for path in made:
         print(f"created {path}")
     if gid is not None:
+        # The watching group's folders are said once, with the group they end with.
+        watched = {spool.folder(state) for state in VIEW_STATES} if view_gid is not None else set()
         for path, mode in spool.give_to_group(gid):
-            print(f"{path}: owner {os.getuid()}, group {args.group} ({gid}), mode {mode:04o}")
-    elif not made:
+            if path not in watched:
+                print(f"{path}: owner {os.getuid()}, group {args.group} ({gid}), mode {mode:04o}")
+    if view_gid is not None:
+        _init_view_group(spool, f"{args.view_group} ({view_gid})", view_gid)
+    elif gid is None and not made:
         print(f"{spool.root} already has every folder")
     return 0
+
+
+def _init_view_group(spool: Spool, group: str, gid: int) -> None:
+    grant = spool.give_to_view_group(gid)
+    for path, mode in grant.folders:
+        print(f"{path}: owner {os.getuid()}, group {group}, mode {mode:04o}")
+    noun = "file" if grant.files == 1 else "files"
+    print(f"{grant.files} existing {noun} in {', '.join(VIEW_STATES)}: group {group}")
+    if grant.stats:
+        print(f"{spool.stats_path}: group {group}")
 
 
 def group_id(name: str) -> int:
@@ -337,6 +391,8 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "stop": cmd_stop,
     "submit": cmd_submit,
     "status": cmd_status,
+    "top": cmd_top,
+    "metrics": cmd_metrics,
     "list": cmd_list,
     "show": cmd_show,
     "retry": cmd_retry,

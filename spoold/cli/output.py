@@ -74,7 +74,8 @@ def status(
     if pidfile is not None:
         print(f"pidfile    {pidfile.describe()}")
     for state in STATES:
-        print(f"{state:<10} {report.counts[state]}")
+        # A folder the caller may not list is left out of the counts: unknown, not 0.
+        print(f"{state:<10} {report.counts.get(state, '? (not readable by you)')}")
     if report.oldest_waiting_id:
         age = format_age(report.oldest_waiting_age or 0.0)
         print(f"oldest waiting job: {report.oldest_waiting_id}, submitted {age} ago")

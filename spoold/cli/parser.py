@@ -48,7 +48,8 @@ def build_parser() -> Parser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_run, _stop, _submit, _status, _list, _show, _retry, _purge, _check, _init):
+    for add in (_run, _stop, _submit, _status, _top, _metrics, _list, _show, _retry, _purge,
+                _check, _init):  # fmt: skip
         add(commands)
     return parser
 
@@ -232,6 +233,73 @@ def _status(commands: argparse._SubParsersAction[Parser]) -> None:
         action="store_true",
         help="also list the running jobs (in active/) and how long each has run",
     )
+    parser.add_argument(
+        "--watch",
+        type=_interval,
+        metavar="N",
+        help="print the status again every N seconds, each time under a timestamp line,"
+        " with a line of the daemons' figures (busy, jobs finished, failures), until"
+        " Ctrl-C; plain text for a log or a pipe (see also 'spoold top')",
+    )
+
+
+def _interval(text: str) -> float:
+    value = _seconds(text)
+    if value < 0.1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 0.1 seconds")
+    return value
+
+
+def _top(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "top",
+        HelpText(
+            "a live view of the daemons, running jobs and failures",
+            "A live view in the terminal, refreshed every --interval seconds: the daemons\n"
+            "(and whether their stats are fresh), workers busy of how many, jobs per state,\n"
+            "jobs finished per minute and the oldest wait; then the running jobs with their\n"
+            "elapsed time against their timeout, and the newest failures with their error.\n\n"
+            "keys: q quit; / filter by id or class.method (Enter applies, Esc cancels or\n"
+            "clears); up/down or j/k select; Enter shows the selected job (as 'spoold show');\n"
+            "R retries the selected failed job, after y/n (only if you may write the spool's\n"
+            "incoming/ and failed/). Meant for a member of the watching group (spoold init\n"
+            "--view-group), not root. Needs a terminal: for a log or a pipe use\n"
+            "'spoold status --watch N'.",
+            "spoold top --config /etc/spoold/spoold.toml --interval 5",
+        ),
+    )
+    parser.add_argument(
+        "--interval",
+        type=_interval,
+        default=2.0,
+        metavar="S",
+        help="seconds between refreshes (default 2)",
+    )
+
+
+def _metrics(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "metrics",
+        HelpText(
+            "serve Prometheus metrics over HTTP",
+            "Serve the daemons' figures in Prometheus's text format at /metrics, read at\n"
+            "each scrape: jobs per state from the spool, counters and histograms from the\n"
+            "stats snapshots the daemons take every [metrics] interval. Listens on\n"
+            "[metrics] listen (default 127.0.0.1:9464), or a unix socket (unix:/path, mode\n"
+            "0660). Off loopback it needs [metrics] token_file and answers only requests\n"
+            "with 'Authorization: Bearer <token>'. A separate process: run it as a member\n"
+            "of the group that may read the spool, not root. It serves until SIGTERM or\n"
+            "Ctrl-C (exit 0); a spool it cannot read at a scrape is a 503 with the reason.",
+            "spoold metrics --config /etc/spoold/spoold.toml --listen 127.0.0.1:9464",
+        ),
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="ADDRESS",
+        help="host:port or unix:/path to listen on (default: [metrics] listen)",
+    )
 
 
 def _list(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -339,18 +407,31 @@ def _init(commands: argparse._SubParsersAction[Parser]) -> None:
             "create the spool folders",
             "Create the spool root and its folders (tmp, incoming, scheduled, active, done,\n"
             "failed) with their modes, and print what was made. Existing folders are left\n"
-            "as they are, unless --group is given.\n\n"
-            "--group GROUP lets the members of GROUP submit jobs: the root and every folder\n"
-            "are given to you (run it as the user the daemon runs as) and GROUP, with\n"
-            "these modes: root 2711; tmp/ 3730 and incoming/ 3770 (members create files\n"
-            "there but cannot delete or rename anyone else's, nor list tmp/); scheduled/,\n"
-            "active/, done/ and failed/ 0700 (members cannot read other people's jobs or\n"
-            "records).",
-            "spoold init --group spoold-submit --config /etc/spoold/spoold.toml",
+            "as they are, unless --group or --view-group is given. Run it as the user the\n"
+            "daemon runs as: the folders it changes are given to you.\n\n"
+            "--group GROUP, the submit group, lets the members of GROUP submit jobs: the\n"
+            "root and every folder get GROUP, with these modes: root 2711; tmp/ 3730 and\n"
+            "incoming/ 3770 (members create files there but cannot delete or rename anyone\n"
+            "else's, nor list tmp/); scheduled/, active/, done/ and failed/ 0700 (nobody\n"
+            "but you reads other people's jobs or records).\n\n"
+            "--view-group GROUP, the watching group, lets the members of GROUP read and\n"
+            "change nothing: scheduled/, active/, done/ and failed/ get GROUP and mode 2750\n"
+            "(setgid: each job and record the daemon writes there, 0640, takes GROUP), and\n"
+            "so do the files already there and stats.json: what 'spoold status', 'list',\n"
+            "'show', 'metrics' and 'top' read. Members cannot submit unless they are in the\n"
+            "submit group too. Without --view-group those four folders stay 0700.",
+            "spoold init --group spoold-submit --view-group spoold-view "
+            "--config /etc/spoold/spoold.toml",
         ),
     )
     parser.add_argument(
         "--group",
         metavar="GROUP",
         help="the submit group: a group name or gid whose members may submit jobs",
+    )
+    parser.add_argument(
+        "--view-group",
+        metavar="GROUP",
+        help="the watching group: a group name or gid whose members may read jobs, records "
+        "and stats, and change nothing",
     )

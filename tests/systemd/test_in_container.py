@@ -22,7 +22,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES
+from spoold.backends.files.spool import (
+    FOLDER_MODES,
+    ROOT_MODE,
+    STATES,
+    VIEW_FOLDER_MODES,
+    VIEW_STATES,
+)
 from systemd.container import (
     ROOT,
     WHEELHOUSE_IN,
@@ -309,10 +315,21 @@ def test_sysusers_and_tmpfiles_made_the_accounts_and_the_spool(box: Container) -
     submit_group = box.run(["getent", "group", "spoold-submit"]).stdout.strip().split(":")
     assert submit_group[3].split(",") == [SUBMITTER]
     gid = int(submit_group[2])
-    expected = {"": ROOT_MODE} | {state: FOLDER_MODES[state] for state in STATES}
-    for name, mode in expected.items():
+    view_group = box.run(["getent", "group", "spoold-view"]).stdout.strip().split(":")
+    assert view_group[3] == "", view_group  # the install adds nobody to the watching group
+    view_gid = int(view_group[2])
+    assert view_gid != gid
+    # The README's `spoold init --group spoold-submit --view-group spoold-view` and the
+    # tmpfiles entries agree: the root, tmp/ and incoming/ the submit group's; scheduled/,
+    # active/, done/ and failed/ the watching group's, 2750.
+    expected = {"": (gid, ROOT_MODE)} | {
+        state: (view_gid, VIEW_FOLDER_MODES[state]) if state in VIEW_STATES
+        else (gid, FOLDER_MODES[state])
+        for state in STATES
+    }  # fmt: skip
+    for name, (group, mode) in expected.items():
         info = box.path(f"{SPOOL}/{name}").stat()
-        assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, gid, mode), name
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, group, mode), name
 
 
 # -- 2. Type=notify: start waits for READY=1; the status line; the exposure --

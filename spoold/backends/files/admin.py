@@ -36,7 +36,13 @@ class AdminError(CatalogError):
 
 
 def read_job(spool: Spool, state: str, name: str) -> StoredJob:
-    """Read ``state/name`` without following links; raise FileNotFoundError if it is gone."""
+    """Read ``state/name`` without following links; raise FileNotFoundError if it is gone,
+    PermissionError if the folder itself refuses the caller (it cannot tell either way).
+
+    A file the caller may not read in a folder it may read is reported, not
+    raised: a watcher (``spoold init --view-group``) reads what the daemon wrote,
+    but a job claimed by a rename is still the submitter's (0640, the submit group).
+    """
     path = spool.path(state, name)
     job_id = name.removesuffix(".json")
     try:
@@ -44,6 +50,10 @@ def read_job(spool: Spool, state: str, name: str) -> StoredJob:
     except UnsafeFile as exc:
         mtime = os.lstat(path).st_mtime
         return StoredJob(job_id, state, path, mtime, None, "", problem=f"unreadable: {exc}")
+    except PermissionError:
+        mtime = os.lstat(path).st_mtime  # PermissionError again if the folder refuses us
+        problem = "unreadable: permission denied (not in its group)"
+        return StoredJob(job_id, state, path, mtime, None, "", problem=problem)
     return _decoded(job_id, state, path, content)
 
 
@@ -69,12 +79,19 @@ def checked_id(job_id: str) -> str:
 def find_job(spool: Spool, job_id: str) -> StoredJob:
     """The job ``job_id`` in whichever folder holds it; AdminError if none does."""
     job_id = checked_id(job_id)
+    refused: list[str] = []  # folders the caller may not search (a watcher: tmp/, incoming/)
     for _ in range(2):  # a second pass catches a job that moved backwards (a retry)
         for state in SEARCH_ORDER:
             try:
                 return read_job(spool, state, f"{job_id}.json")
             except FileNotFoundError:
                 continue
+            except PermissionError:
+                if state not in refused:
+                    refused.append(state)
+    if refused:
+        closed = ", ".join(f"{state}/" for state in refused)
+        raise AdminError(f"no job {job_id} in {spool.root} ({closed}: permission denied)")
     raise AdminError(f"no job {job_id} in {spool.root}")
 
 
@@ -136,14 +153,40 @@ def last_error(doc: dict[str, Any]) -> str | None:
 
 
 def list_jobs(spool: Spool, states: tuple[str, ...], now: float | None = None) -> list[JobSummary]:
+    """The jobs in ``states``. Of several, a folder the caller may not list is left out (a
+    watcher is not in the submit group that owns incoming/); PermissionError if all are."""
     moment = time.time() if now is None else now
-    return [summarize(stored, moment) for state in states for stored in stored_jobs(spool, state)]
+    found: list[JobSummary] = []
+    listed = 0
+    refused: PermissionError | None = None
+    for state in states:
+        try:
+            stored = stored_jobs(spool, state)
+        except PermissionError as exc:
+            refused = refused or exc
+            continue
+        listed += 1
+        found.extend(summarize(job, moment) for job in stored)
+    if refused is not None and listed == 0:
+        raise refused
+    return found
 
 
 def spool_status(spool: Spool, now: float | None = None) -> SpoolStatus:
+    """The counts per state; a folder the caller may not list is left out of them (unknown
+    is not 0): a watcher sees scheduled/ to failed/, not tmp/ or incoming/. PermissionError
+    if the caller may list none."""
     moment = time.time() if now is None else now
-    counts = {state: len(spool.job_names(state)) for state in STATES}
-    waiting = list_jobs(spool, ("incoming", "scheduled"), moment)
+    counts: dict[str, int] = {}
+    refused: PermissionError | None = None
+    for state in STATES:
+        try:
+            counts[state] = len(spool.job_names(state))
+        except PermissionError as exc:
+            refused = refused or exc
+    if refused is not None and not counts:
+        raise refused
+    waiting = list_jobs(spool, tuple(s for s in ("incoming", "scheduled") if s in counts), moment)
     oldest = max(waiting, key=lambda job: job.age, default=None)
     return SpoolStatus(
         root=spool.root,

@@ -45,6 +45,17 @@ FOLDER_MODES = {
     "failed": 0o0700,
 }
 
+# With a watching group (``spoold init --view-group``) the four folders above
+# that hold other people's jobs and records get that group instead, with r-x:
+# its members list and read them (``spoold status/list/show``, metrics, top)
+# but can create, delete or rename nothing there. Setgid makes every file the
+# daemon writes in them take the folder's group, and the daemon writes them
+# 0640 (fsio, UMask=0027), so the group reads each one. Others still get no
+# bit. tmp/, incoming/ and the root keep the submit group's modes above.
+VIEW_STATES = ("scheduled", "active", "done", "failed")
+VIEW_FOLDER_MODE = 0o2750
+VIEW_FOLDER_MODES = {state: VIEW_FOLDER_MODE for state in VIEW_STATES}
+
 
 @dataclass(frozen=True)
 class Spool:
@@ -97,15 +108,29 @@ class Spool:
         links, so a symlink planted in place of a folder is refused, never
         followed to chown what it points at.
         """
-        uid = os.getuid()
-        for path, mode in self.modes():
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fchown(fd, uid, gid)
-                os.fchmod(fd, mode)  # after chown, which may clear the setgid bit
-            finally:
-                os.close(fd)
-        return self.modes()
+        modes = self.modes()
+        for path, mode in modes:
+            with _owned_folder(path, gid, mode):
+                pass
+        return modes
+
+    def give_to_view_group(self, gid: int) -> ViewGrant:
+        """Give scheduled/, active/, done/ and failed/ to the watching group ``gid``
+        (owner this process's uid, ``VIEW_FOLDER_MODES``), and the files already in
+        them and ``stats.json`` too; return what was changed.
+
+        The folders are changed as ``give_to_group`` changes them (a symlink in
+        place of one is refused), and each file in them through that folder's
+        descriptor, never following a link: only its group changes, its owner and
+        mode stay.
+        """
+        folders = [(self.folder(state), VIEW_FOLDER_MODES[state]) for state in VIEW_STATES]
+        files = 0
+        for path, mode in folders:
+            with _owned_folder(path, gid, mode) as fd:
+                files += _give_entries(fd, gid)
+        stats = _give_file(self.stats_path, gid)
+        return ViewGrant(folders=folders, files=files, stats=stats)
 
     def job_names(self, state: str) -> list[str]:
         """Names of job files in a state folder, oldest id first."""
@@ -143,6 +168,52 @@ class Spool:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         return removed
+
+
+@dataclass(frozen=True)
+class ViewGrant:
+    """What ``Spool.give_to_view_group`` changed: each folder with its mode, how many
+    files in them now have the group, and whether ``stats.json`` was there."""
+
+    folders: list[tuple[Path, int]]
+    files: int
+    stats: bool
+
+
+@contextlib.contextmanager
+def _owned_folder(path: Path, gid: int, mode: int) -> Iterator[int]:
+    """Give the folder ``path`` this process's uid, group ``gid`` and ``mode`` through a
+    descriptor opened without following links (a link in its place: ELOOP or
+    ENOTDIR, nothing changed), and yield that descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, os.getuid(), gid)
+        os.fchmod(fd, mode)  # after chown, which may clear the setgid bit
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _give_entries(folder_fd: int, gid: int) -> int:
+    """Give every entry of the open folder group ``gid`` (a link itself, never its
+    target); return how many were changed."""
+    changed = 0
+    for entry in os.scandir(folder_fd):
+        try:
+            os.chown(entry.name, -1, gid, dir_fd=folder_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # moved on by a running daemon meanwhile; the setgid folder covers it
+        changed += 1
+    return changed
+
+
+def _give_file(path: Path, gid: int) -> bool:
+    """``lchown`` ``path`` to group ``gid``, its owner kept; False if it is not there."""
+    try:
+        os.lchown(path, -1, gid)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def is_job_name(name: str) -> bool:
