@@ -15,20 +15,17 @@ import pytest
 from harness import Spool, write_config
 
 from spoold.backends import open_catalog
-from spoold.cli.top import (
+from spoold.cli.render import render, visible_rows
+from spoold.cli.top import details_lines, retry_job, retry_refusal
+from spoold.cli.view import (
     FailureRow,
     RunningRow,
     TopView,
-    details_lines,
     finished_rate,
     gather,
     rate_text,
-    render,
-    retry_job,
-    retry_refusal,
     short_duration,
     stats_summary,
-    visible_rows,
 )
 from spoold.config import load_config
 from spoold.core.backend import LiveDaemon, SpoolStatus
@@ -417,11 +414,11 @@ def test_gather_falls_back_to_the_jobs_in_active(spool: Spool, file_catalog: Any
 def test_gather_reads_only_the_newest_ids_of_a_large_failed_folder(
     spool: Spool, file_catalog: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spoold.cli import top
+    from spoold.cli import view
 
     _, catalog = file_catalog
-    monkeypatch.setattr(top, "FAILED_READ_ALL", 3)  # what 1,000 records would do, with 5
-    monkeypatch.setattr(top, "FAILED_NEWEST_IDS", 2)
+    monkeypatch.setattr(view, "FAILED_READ_ALL", 3)  # what 1,000 records would do, with 5
+    monkeypatch.setattr(view, "FAILED_NEWEST_IDS", 2)
     ids = [f"20270115T07000{n}.000Z-000000000{n}" for n in range(5)]
     for n, job_id in enumerate(ids):
         (spool.folder("failed") / f"{job_id}.json").write_bytes(failed_record(job_id, f"e{n}", NOW))

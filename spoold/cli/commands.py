@@ -251,9 +251,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if args.json:
         raise UsageError("--watch prints text for people and logs; drop --json")
-    from spoold.cli import top
+    from spoold.cli.watch import watch_status
 
-    return top.watch_status(lambda: _print_status(args, config, catalog), catalog, args.watch)
+    return watch_status(lambda: _print_status(args, config, catalog), catalog, args.watch)
 
 
 def _print_status(args: argparse.Namespace, config: Config, catalog: Catalog) -> None:
