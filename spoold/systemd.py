@@ -26,7 +26,11 @@ def notify(*lines: str, wait: float = 1.0) -> bool:
         address = "\0" + address[1:]  # the abstract namespace
     elif not address.startswith("/"):
         return False  # vsock and other transports: not supported
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    except OSError:  # out of descriptors: a status must never stop the daemon
+        return False
+    with sock:
         sock.settimeout(wait)
         try:
             sock.connect(address)
