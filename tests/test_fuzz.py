@@ -12,11 +12,14 @@ an intake that imported what a job names would be caught.
 from __future__ import annotations
 
 import codecs
+import importlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -130,9 +133,21 @@ def judge(raw: bytes) -> Job | None:
     return job
 
 
-def test_the_named_modules_are_not_imported_to_begin_with() -> None:
-    """The import check below means something only if these modules are not loaded yet."""
-    assert [name for name in UNIMPORTED if name in sys.modules] == []
+@pytest.fixture(autouse=True)
+def _named_modules_forgotten() -> Iterator[None]:
+    """The import check means something only if the named modules are not loaded yet; other
+    tests in this process may have loaded them (prometheus_client loads http.server and
+    wsgiref.simple_server), so they are forgotten here and put back afterwards."""
+    loaded = {name: sys.modules.pop(name) for name in UNIMPORTED if name in sys.modules}
+    yield
+    sys.modules.update(loaded)
+
+
+def test_the_import_check_catches_an_import_of_a_named_module() -> None:
+    """What every test below relies on: a named module imported while judging is caught."""
+    before = set(sys.modules)
+    importlib.import_module("wsgiref.simple_server")
+    assert "wsgiref.simple_server" in set(sys.modules) - before
 
 
 @settings(max_examples=200, deadline=None)

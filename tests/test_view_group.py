@@ -12,6 +12,8 @@ nor submit; a user outside the group reads nothing.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import grp
 import json
 import os
@@ -94,11 +96,26 @@ def as_nobody(
 ) -> subprocess.CompletedProcess[str]:
     """``command`` as user nobody with primary group ``gid`` and exactly ``groups`` besides."""
     extra = ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/", "LANG": "C.UTF-8"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/", "LANG": "C.UTF-8",
+           "PYTHONPATH": str(readable_package())}  # fmt: skip
     return subprocess.run(
         ["setpriv", "--reuid", NOBODY, "--regid", str(gid), *extra, *command],
         capture_output=True, text=True, cwd="/", env=env, timeout=60,
     )  # fmt: skip
+
+
+@functools.cache
+def readable_package() -> Path:
+    """A copy of spoold that nobody may read: the checkout (an editable install points into
+    it) may sit in a folder only root may enter, as a fresh clone in a 0700 temp folder does."""
+    folder = Path(tempfile.mkdtemp(prefix="spoold-view-lib-"))
+    atexit.register(shutil.rmtree, folder, True)
+    shutil.copytree(
+        ROOT / "spoold", folder / "spoold", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for path in (folder, *folder.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
 
 
 def spoold_as(

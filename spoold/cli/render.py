@@ -23,7 +23,6 @@ from spoold.cli.view import (
 )
 from spoold.durations import seconds
 
-
 SHOWN_STATES = ("incoming", "scheduled", "active", "done", "failed")
 KEYS = "q quit  / filter  j/k move  Enter details  R retry"
 KEYS_SHORT = "q quit  / filter  j/k  Enter  R retry"  # a narrow screen's footer
