@@ -16,6 +16,7 @@ a rejected file claimed.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -46,12 +47,7 @@ class Histogram:
 
     def observe(self, value: float) -> None:
         value = max(0.0, value)
-        index = len(self.bounds)
-        for position, bound in enumerate(self.bounds):
-            if value <= bound:
-                index = position
-                break
-        self.counts[index] += 1
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # the first bound >= value
         self.total += value
 
     @property

@@ -43,6 +43,7 @@ class Publisher:
         self.gauges = gauges  # the daemon's reading of itself and its backend, at a time
         self.next_at = 0.0
         self.latest: Snapshot | None = None
+        self.said = ""  # the status line's part from the latest snapshot (made once per snapshot)
         self.trouble = Backoff()
         self.long_wait_since: float | None = None  # when the current long wait was first seen
 
@@ -68,19 +69,14 @@ class Publisher:
         if self.trouble.clear() is not None:
             logger.info("publishing the stats for watchers again")
         self.latest = snapshot
+        self.said = _summary(snapshot)
         self._watch_the_wait(snapshot)
         self._write_textfile(snapshot)
 
     def summary(self) -> str:
-        """For the status line: the oldest wait and the failures of the last hour, as of the
-        latest snapshot (``""`` before the first)."""
-        snapshot = self.latest
-        if snapshot is None:
-            return ""
-        failed = snapshot.failed_since(snapshot.taken_at - HOUR)
-        waited = snapshot.oldest_wait
-        wait = f", oldest waited {seconds(round(waited, 1))}" if waited is not None else ""
-        return f"{wait}, {failed} failed in the last hour"
+        """For the status line (asked every turn): the oldest wait and the failures of the
+        last hour, as of the latest snapshot (``""`` before the first)."""
+        return self.said
 
     def _watch_the_wait(self, snapshot: Snapshot) -> None:
         """A WARNING when the oldest due job has waited longer than ``long_wait``; an INFO
@@ -118,6 +114,13 @@ class Publisher:
             self.trouble.hit(snapshot.taken_at)
             logger.log(self.trouble.loud(snapshot.taken_at),
                        "cannot write [metrics] textfile {} ({})", path, exc)  # fmt: skip
+
+
+def _summary(snapshot: Snapshot) -> str:
+    failed = snapshot.failed_since(snapshot.taken_at - HOUR)
+    waited = snapshot.oldest_wait
+    wait = f", oldest waited {seconds(round(waited, 1))}" if waited is not None else ""
+    return f"{wait}, {failed} failed in the last hour"
 
 
 def _replace(path: Path, data: bytes) -> None:
