@@ -12,44 +12,20 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from snapshots import NOW, snapshot
 
 from spoold.job import REJECTION_KINDS
 from spoold.prometheus import CONTENT_TYPE, HELP, render, waiting_age
 from spoold.snapshot import DURATION_BUCKETS, PICKUP_BUCKETS, Histogram, Snapshot
 
-NOW = 1_800_000_000.0
 CLASSES = ("app.Mail", "app.Report")
 
 Key = tuple[str, frozenset[tuple[str, str]]]
-
-
-def snapshot(host: str = "web1", **fields: Any) -> Snapshot:
-    """A fresh snapshot (taken a second before NOW) of a daemon on ``host``."""
-    values: dict[str, Any] = {
-        "daemon": f"{host}:100",
-        "host": host,
-        "pid": 100,
-        "backend": "files",
-        "version": "0.1.0",
-        "python": "3.11.2",
-        "started_at": NOW - 3600.0,
-        "taken_at": NOW - 1.0,
-        "interval": 5.0,
-        "busy": 0,
-        "slots": 4,
-        "held": 0,
-        "ready": 0,
-        "scheduled": 0,
-        "oldest_wait": None,
-    }
-    values.update(fields)
-    return Snapshot(**values)
 
 
 def histogram(bounds: tuple[float, ...], *observations: float) -> Histogram:

@@ -6,17 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from snapshots import snapshot
 
 from spoold.snapshot import DURATION_BUCKETS, FORMAT, Histogram, Minute, Snapshot
-
-
-def snapshot(**fields: object) -> Snapshot:
-    base: dict[str, object] = {
-        "daemon": "h:1", "host": "h", "pid": 1, "backend": "files", "version": "0",
-        "python": "3.11", "started_at": 100.0, "taken_at": 200.0, "interval": 5.0,
-        "busy": 1, "slots": 2, "held": 0, "ready": 3, "scheduled": 4, "oldest_wait": 1.5,
-    }  # fmt: skip
-    return Snapshot(**{**base, **fields})  # type: ignore[arg-type]
 
 
 def test_an_observation_on_a_bound_is_counted_at_or_below_it() -> None:
@@ -49,7 +41,10 @@ def test_what_is_not_a_snapshot_is_a_value_error(data: bytes) -> None:
 
 
 def test_a_snapshot_is_stale_after_three_intervals_and_failures_count_by_minute() -> None:
-    taken = snapshot(minutes=[Minute(0, failed=5), Minute(3600, failed=2), Minute(3660, failed=1)])
+    taken = snapshot(
+        taken_at=200.0,
+        minutes=[Minute(0, failed=5), Minute(3600, failed=2), Minute(3660, failed=1)],
+    )
     assert not taken.stale(200.0 + 15.0) and taken.stale(200.0 + 16.5)
     assert taken.failed_since(3600.0) == 3 and taken.failed_since(3630.0) == 3
     assert taken.failed_since(3661.0) == 1

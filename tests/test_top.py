@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import snapshots
 from harness import Spool, write_config
+from snapshots import NOW
 
 from spoold.backends import open_catalog
 from spoold.cli.render import render, visible_rows
@@ -32,33 +34,15 @@ from spoold.core.backend import LiveDaemon, SpoolStatus
 from spoold.snapshot import Minute, RunningAttempt, Snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
-NOW = 1_800_000_000.0  # a minute's start: 30,000,000 minutes after the epoch
 MINUTE = int(NOW // 60 * 60)
 RUN_ID = "20270115T080000.000Z-1111111111"
 FAIL_ID = "20270115T075000.000Z-2222222222"
 OLD_ID = "20270115T070000.000Z-3333333333"
 
 
-def snapshot(**fields: Any) -> Snapshot:
-    """A fresh snapshot of a daemon up for an hour, idle, with ``fields`` changed."""
-    defaults: dict[str, Any] = {
-        "daemon": "web-1:100",
-        "host": "web-1",
-        "pid": 100,
-        "backend": "files",
-        "version": "0",
-        "python": "3.11",
-        "started_at": NOW - 3600,
-        "taken_at": NOW - 1,
-        "interval": 5.0,
-        "busy": 0,
-        "slots": 4,
-        "held": 0,
-        "ready": 0,
-        "scheduled": 0,
-        "oldest_wait": None,
-    }
-    return Snapshot(**{**defaults, **fields})
+def snapshot(host: str = "web-1", **fields: Any) -> Snapshot:
+    """A fresh snapshot of a daemon on ``host``, up for an hour, idle, with ``fields`` changed."""
+    return snapshots.snapshot(host, **fields)
 
 
 def status(daemon_pid: int | None = 100, **counts: int) -> SpoolStatus:
