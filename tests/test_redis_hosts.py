@@ -94,10 +94,10 @@ def test_a_dead_hosts_job_reruns_on_another_within_the_lease(
     tmp_path: Path,
 ) -> None:
     """SIGKILL the daemon running a job: another host reclaims it once its lease lapses,
-    counts an interrupted attempt, runs it; one record."""
+    counts an interrupted attempt, runs it; one record. (The first attempt sleeps a minute,
+    so that it is still running when its host dies, however slowly the other one starts.)"""
     doomed = start_daemon(config=host_config("doomed"))
-    began = tmp_path / "began"
-    job_id = run_background_job("testjobs.Sleeper", "run", [0.5, str(began)])
+    job_id = run_background_job("testjobs.SlowFirst", "run", [str(tmp_path / "ran.log"), 60.0])
     wait_for(lambda: started_by(doomed, job_id), message="the first host never started it")
     survivor = start_daemon(config=host_config("survivor"))
     kill_host(doomed)
@@ -174,10 +174,11 @@ def test_a_graceful_stop_hands_unfinished_work_to_another_host_uncounted(
     tmp_path: Path,
 ) -> None:
     """SIGTERM a host whose job outlasts shutdown_timeout: the job goes back to wait at once
-    (not after a lease), another host runs it, and the stop is not counted an interruption."""
+    (not after a lease), another host runs it, and the stop is not counted an interruption.
+    (The first attempt sleeps a minute: still running at the stop, however slow the start.)"""
     leaving = start_daemon(config=host_config("leaving", worker={"shutdown_timeout": 0.3}))
     log = tmp_path / "ran.log"
-    job_id = run_background_job("testjobs.Recorder", "run", [str(log), "x", 1.5])
+    job_id = run_background_job("testjobs.SlowFirst", "run", [str(log), 60.0])
     wait_for(lambda: started_by(leaving, job_id), message="the first host never started it")
     staying = start_daemon(config=host_config("staying"))
     assert leaving.stop() == 0
