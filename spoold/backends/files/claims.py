@@ -16,6 +16,8 @@ rather than a second record.
 from __future__ import annotations
 
 import itertools
+import os
+import time
 from dataclasses import dataclass, field, replace
 
 from loguru import logger
@@ -57,6 +59,13 @@ class Holds:
         return len(self.tokens)
 
 
+RETRY_GRACE = 2.0  # seconds a job put back by `spoold retry` waits for its record to go
+
+
+class RetryUnderWay(Exception):
+    """Not now: this job's failed record, which ``spoold retry`` removes next, is still there."""
+
+
 @dataclass
 class Claims:
     """Takes waiting files into active/: ready jobs to run, refused files to file as rejected."""
@@ -70,6 +79,8 @@ class Claims:
     def claim(self, state: str, name: str, job: Job) -> Taken | None:
         """Move ``state/name`` to active/; None if it vanished meanwhile."""
         if self.store.id_taken(job.id, source=(state, name)):
+            if state == "incoming" and self._retry_under_way(job.id, name):
+                raise RetryUnderWay(name)
             fresh = self.store.fresh_id()
             job_logger(job.id).warning(
                 "job {} renamed to {}: the id is already taken", job.id, fresh
@@ -81,6 +92,19 @@ class Claims:
         except FileNotFoundError:
             return None  # removed by hand meanwhile
         return Taken(self.holds.take(job.id), job, source=name)
+
+    def _retry_under_way(self, job_id: str, name: str) -> bool:
+        """The id is taken by its own failed record, and the job came into incoming/ just
+        now: ``spoold retry`` puts a job back before it removes the record (a crash between
+        the two loses neither), so the record is about to go. Past RETRY_GRACE it is a
+        retry that died half-way, and the job takes a fresh id."""
+        if not os.path.lexists(self.spool.file("failed", f"{job_id}.json")):
+            return False
+        try:
+            moved_in = os.lstat(self.spool.file("incoming", name)).st_ctime
+        except FileNotFoundError:
+            return False
+        return time.time() - moved_in < RETRY_GRACE
 
     def claim_ready(
         self, entry: ReadyEntry, judge: Judge, max_bytes: int, now: float

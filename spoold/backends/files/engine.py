@@ -21,7 +21,7 @@ from typing import Any
 from loguru import logger
 
 from spoold.backends.files import recovery
-from spoold.backends.files.claims import Claims, Holds
+from spoold.backends.files.claims import Claims, Holds, RetryUnderWay
 from spoold.backends.files.fsio import fsync_dir, replace_readable
 from spoold.backends.files.queue import DueQueue, ReadyQueue
 from spoold.backends.files.receiver import Receiver
@@ -44,8 +44,7 @@ from spoold.job import Job
 from spoold.live import Live
 
 PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
-RETRY_GRACE = 2.0  # seconds a job put back by `spoold retry` waits for its record to go
-RETRY_LOOK_AGAIN = 0.01
+RETRY_LOOK_AGAIN = 0.01  # seconds before a job put back by `spoold retry` is looked at again
 DAMAGED = "the job file is damaged"  # the reason for a file in scheduled/ that is not a job
 
 
@@ -145,12 +144,13 @@ class FileEngine:
 
     def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
         verdict = arrival.verdict
-        if self._retry_under_way(arrival.ref, now):
-            return None
         try:
             if isinstance(verdict, Refused):
                 return self.claims.reject("incoming", arrival.ref, verdict, now)
             return self.claims.claim("incoming", arrival.ref, verdict.job)
+        except RetryUnderWay:
+            self._look_again_soon(arrival.ref, now)
+            return None
         except OSError as exc:  # the claim failed (a claim that failed half-way is undone)
             self._receiver.not_now(arrival.ref, now, exc, "claim")
             return None
@@ -158,28 +158,18 @@ class FileEngine:
     def take_ready(self, now: float) -> Taken | Refusal | None:
         while self.ready:
             entry = self.ready.pop()
-            if entry.state == "incoming" and self._retry_under_way(entry.name, now):
+            try:
+                taken = self.claims.claim_ready(entry, self._judge, self.max_bytes, now)
+            except RetryUnderWay:
+                self._look_again_soon(entry.name, now)
                 continue
-            taken = self.claims.claim_ready(entry, self._judge, self.max_bytes, now)
             if taken is not None:
                 return taken
         return None
 
-    def _retry_under_way(self, name: str, now: float) -> bool:
-        """``incoming/<id>.json`` while ``failed/<id>.json`` is still there: ``spoold retry``
-        puts a job back before it removes its record (a crash between the two loses
-        neither). Just put back, the job waits a moment for the record to go, rather than
-        take a fresh id; once older than RETRY_GRACE (a retry that died half-way) it does."""
-        if not os.path.lexists(self.spool.file("failed", name)):
-            return False
-        try:
-            moved_in = os.lstat(self.spool.file("incoming", name)).st_ctime
-        except FileNotFoundError:
-            return False
-        if time.time() - moved_in >= RETRY_GRACE:
-            return False
-        self._receiver.incomplete[name] = now + RETRY_LOOK_AGAIN  # looked at again, judged anew
-        return True
+    def _look_again_soon(self, name: str, now: float) -> None:
+        """A job ``spoold retry`` put back whose record is still going: judged anew soon."""
+        self._receiver.incomplete[name] = now + RETRY_LOOK_AGAIN
 
     @property
     def _judge(self) -> Judge:
