@@ -23,7 +23,7 @@ import pytest
 from conftest import StartDaemon
 from harness import Spool, job, read_lines, wait_for
 
-from spoold.backends.files.fsio import TEMP_PREFIX
+from spoold.atomic import TEMP_PREFIX
 
 RECORD_FIELDS = ("id", "class", "method", "params", "status", "attempts", "history")
 

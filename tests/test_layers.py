@@ -33,7 +33,7 @@ THIRD_PARTY = "third-party packages"
 # The modules at the top of the package that are neither the client nor an entry point.
 LEAVES = (
     "config", "job", "ids", "identity", "logs", "systemd", "faults", "durations", "names",
-    "errors", "live", "backoff", "snapshot", "prometheus",
+    "errors", "live", "backoff", "snapshot", "prometheus", "atomic",
 )  # fmt: skip
 
 # Each room: the modules in it, as dotted names ("x.*" is everything under x).

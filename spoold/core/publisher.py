@@ -14,13 +14,11 @@ longer than ``[metrics] long_wait``) and the INFO when that ends, and, with
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from loguru import logger
 
+from spoold.atomic import replace_file
 from spoold.backoff import Backoff
 from spoold.core.backend import Engine
 from spoold.core.stats import Gauges, Stats
@@ -109,7 +107,7 @@ class Publisher:
         text = render([snapshot], counts, snapshot.oldest_wait, snapshot.taken_at,
                       classes=self.live.config.allow.keys())  # fmt: skip
         try:
-            _replace(path, text.encode())
+            replace_file(path, text.encode(), mode=0o644)  # node_exporter runs as its own user
         except OSError as exc:
             self.trouble.hit(snapshot.taken_at)
             logger.log(self.trouble.loud(snapshot.taken_at),
@@ -121,16 +119,3 @@ def _summary(snapshot: Snapshot) -> str:
     waited = snapshot.oldest_wait
     wait = f", oldest waited {seconds(round(waited, 1))}" if waited is not None else ""
     return f"{wait}, {failed} failed in the last hour"
-
-
-def _replace(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        with open(temporary, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, 0o644)  # node_exporter runs as its own user
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise

@@ -20,9 +20,10 @@ from typing import Any
 
 from loguru import logger
 
+from spoold.atomic import replace_file
 from spoold.backends.files import recovery
 from spoold.backends.files.claims import Claims, Holds, RetryUnderWay
-from spoold.backends.files.fsio import fsync_dir, replace_readable
+from spoold.backends.files.fsio import fsync_dir
 from spoold.backends.files.queue import DueQueue, ReadyQueue
 from spoold.backends.files.receiver import Receiver
 from spoold.backends.files.spool import Spool, SpoolLock
@@ -225,7 +226,7 @@ class FileEngine:
         """``stats.json`` in the spool's root, with the group of done/ (the watching group,
         ``spoold init --view-group``): a file has no expiry, its reader looks at its age."""
         gid = os.stat(self.spool.folder("done")).st_gid
-        replace_readable(self.spool.stats_path, snapshot, gid)
+        replace_file(self.spool.stats_path, snapshot, mode=0o640, gid=gid)
 
     def counts(self) -> Counts:
         busy = self.receiver is not None and self.receiver.busy

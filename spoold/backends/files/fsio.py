@@ -13,7 +13,6 @@ name and inode (intake.py, store.py).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -21,6 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from spoold.atomic import TEMP_PREFIX
 from spoold.exec.protocol import write_all
 from spoold.faults import crash_point
 
@@ -48,10 +48,10 @@ if _statx is not None:
     _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
     _statx.restype = ctypes.c_int
 
-# Prefix of every temporary file the daemon and the CLI make beside a file they
-# write (the client writes tmp/<id>.json instead, see client.py). Readers skip
-# dotfiles, and the daemon removes its own leftovers (this prefix) at start.
-TEMP_PREFIX = ".spoold-"
+# TEMP_PREFIX (spoold/atomic.py): the prefix of every temporary file the daemon
+# and the CLI make beside a file they write (the client writes tmp/<id>.json
+# instead, see client.py). Readers skip dotfiles, and the daemon removes its own
+# leftovers (this prefix) at start.
 
 # Destination folders whose filesystem refused RENAME_NOREPLACE: moves into them go
 # straight to link + unlink instead of paying a refused call (a FUSE round trip) each.
@@ -93,28 +93,6 @@ def write_whole(path: str, data: bytes, *, durable: bool, mode: int = 0o640) -> 
             os.close(fd)
     except BaseException:
         os.unlink(path)
-        raise
-
-
-def replace_readable(path: Path, data: bytes, gid: int) -> None:
-    """Replace ``path`` with ``data`` at once (a reader sees the old file or the new, never
-    half of one), readable by group ``gid``; not fsynced: for figures, not jobs."""
-    temporary = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)  # left by a daemon that died while writing it
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            write_all(fd, data)
-            if os.fstat(fd).st_gid != gid:
-                os.fchown(fd, -1, gid)
-            os.fchmod(fd, 0o640)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
         raise
 
 

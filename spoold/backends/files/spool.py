@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from spoold.backends.files.fsio import TEMP_PREFIX
+from spoold.atomic import TEMP_PREFIX
 
 STATES = ("tmp", "incoming", "scheduled", "active", "done", "failed")
 RECORD_STATES = ("done", "failed")
