@@ -68,10 +68,6 @@ class MetricsSettings:
     token_file: Path | None  # the bearer token a scraper must send (required off loopback)
     textfile: Path | None  # node_exporter textfile the daemon writes, or None
 
-    @property
-    def unix_socket(self) -> Path | None:
-        return Path(self.listen[len("unix:") :]) if self.listen.startswith("unix:") else None
-
 
 # Records live in Redis memory (about 1.7 kB each): 7 days of done, 30 of failed.
 REDIS_RETENTION = (7 * 86400.0, 30 * 86400.0)
@@ -218,13 +214,37 @@ def _spool_name(value: Any) -> str:
 
 
 def _listen_address(value: Any) -> str:
-    if isinstance(value, str) and value.startswith("unix:/"):
-        return value
-    if isinstance(value, str):
-        host, sep, port = value.rpartition(":")
-        if sep and host and port.isdigit() and 0 < int(port) < 65536:
-            return value
-    raise ValueError('expected "host:port" (such as "127.0.0.1:9464") or "unix:/path"')
+    try:
+        parse_address(value)
+    except (ValueError, AttributeError):  # (AttributeError: not a string)
+        raise ValueError(
+            'expected "host:port" (such as "127.0.0.1:9464") or "unix:/path"'
+        ) from None
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where to listen: a TCP host and port, or a unix socket's path."""
+
+    text: str  # as written, for messages
+    host: str = ""
+    port: int = 0
+    path: Path | None = None
+
+
+def parse_address(text: str) -> Address:
+    """``host:port`` (``[::1]:9464`` for IPv6; port 0: any free one) or ``unix:/path``."""
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not path.startswith("/"):
+            raise ValueError(f"{text!r}: a unix socket's path must be absolute (unix:/path)")
+        return Address(text, path=Path(path))
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not (sep and host and port.isdigit() and int(port) < 65536):
+        raise ValueError(f"{text!r}: expected host:port (such as 127.0.0.1:9464) or unix:/path")
+    return Address(text, host=host, port=int(port))
 
 
 def _is_int(value: Any) -> bool:

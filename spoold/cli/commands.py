@@ -39,7 +39,7 @@ from spoold.cli.checking import check_allowlist, check_redis
 from spoold.cli.parser import build_parser
 from spoold.cli.pidfile import DetachError, pidfile_state
 from spoold.client import job_payload, submitter_for
-from spoold.config import Config, ConfigError, find_config_path, load_config
+from spoold.config import Config, ConfigError, find_config_path, load_config, parse_address
 from spoold.core.backend import Catalog, CatalogError
 from spoold.errors import describe_os_error
 from spoold.identity import job_identity
@@ -287,7 +287,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from spoold.cli import metrics  # http.server: only for the command that serves
 
     try:
-        address = metrics.parse_address(args.listen or config.metrics.listen)
+        address = parse_address(args.listen or config.metrics.listen)
     except ValueError as exc:
         raise UsageError(f"--listen {exc}" if args.listen else f"[metrics] listen {exc}") from None
     return metrics.serve(config, address)

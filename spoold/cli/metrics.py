@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 
 from spoold.backends import open_catalog
 from spoold.cli import output as cli_output
-from spoold.config import Config, ConfigError
+from spoold.config import Address, Config, ConfigError
 from spoold.core.backend import Catalog, CatalogError
 from spoold.errors import describe_os_error
 from spoold.prometheus import CONTENT_TYPE, render, waiting_age
@@ -66,30 +66,6 @@ LANDING = (
 
 
 # -- the address --
-
-
-@dataclass(frozen=True)
-class Address:
-    """Where to listen: a TCP host and port, or a unix socket's path."""
-
-    text: str  # as written, for messages
-    host: str = ""
-    port: int = 0
-    path: Path | None = None
-
-
-def parse_address(text: str) -> Address:
-    """``host:port`` (``[::1]:9464`` for IPv6; port 0: any free one) or ``unix:/path``."""
-    if text.startswith("unix:"):
-        path = text.removeprefix("unix:")
-        if not path.startswith("/"):
-            raise ValueError(f"{text!r}: a unix socket's path must be absolute (unix:/path)")
-        return Address(text, path=Path(path))
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not (sep and host and port.isdigit() and int(port) < 65536):
-        raise ValueError(f"{text!r}: expected host:port (such as 127.0.0.1:9464) or unix:/path")
-    return Address(text, host=host, port=int(port))
 
 
 def is_loopback(address: Address) -> bool:
