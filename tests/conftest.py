@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -198,3 +200,13 @@ def redis_config(
         return path
 
     return make
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A folder other users can walk into (pytest's tmp dirs are root-only, 0700): for the
+    tests that run commands as other users."""
+    folder = Path(tempfile.mkdtemp(prefix="spoold-users-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder)

@@ -20,8 +20,7 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,15 +60,6 @@ def members() -> tuple[str, str]:
                 check=True,
             )
     return ALICE, BOB
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    """A folder the test users can walk into (pytest's tmp dirs are root-only, 0700)."""
-    folder = Path(tempfile.mkdtemp(prefix="spoold-init-"))
-    folder.chmod(0o711)
-    yield folder
-    shutil.rmtree(folder)
 
 
 @pytest.fixture

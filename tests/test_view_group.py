@@ -69,15 +69,6 @@ def groups() -> Iterator[Groups]:
 
 
 @pytest.fixture
-def base() -> Iterator[Path]:
-    """A folder other users can walk into (pytest's tmp dirs are root-only, 0700)."""
-    folder = Path(tempfile.mkdtemp(prefix="spoold-view-"))
-    folder.chmod(0o711)
-    yield folder
-    shutil.rmtree(folder)
-
-
-@pytest.fixture
 def config(base: Path) -> Path:
     path = write_config(base / "spoold.toml", Spool(base / "spool"), {"metrics": {"interval": 0.2}})
     path.chmod(0o644)
