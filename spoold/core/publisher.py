@@ -30,7 +30,7 @@ HOUR = 3600.0
 
 
 class Publisher:
-    """Takes and publishes the snapshots; keeps the latest for the status line."""
+    """Takes and publishes the snapshots; keeps what the status line says of the latest."""
 
     def __init__(
         self, stats: Stats, engine: Engine, live: Live, gauges: Callable[[float], Gauges]
@@ -40,7 +40,6 @@ class Publisher:
         self.live = live
         self.gauges = gauges  # the daemon's reading of itself and its backend, at a time
         self.next_at = 0.0
-        self.latest: Snapshot | None = None
         self.said = ""  # the status line's part from the latest snapshot (made once per snapshot)
         self.trouble = Backoff()
         self.long_wait_since: float | None = None  # when the current long wait was first seen
@@ -66,7 +65,6 @@ class Publisher:
             return
         if self.trouble.clear() is not None:
             logger.info("publishing the stats for watchers again")
-        self.latest = snapshot
         self.said = _summary(snapshot)
         self._watch_the_wait(snapshot)
         self._write_textfile(snapshot)
