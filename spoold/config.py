@@ -69,6 +69,23 @@ class MetricsSettings:
     textfile: Path | None  # node_exporter textfile the daemon writes, or None
 
 
+@dataclass(frozen=True)
+class WebSettings:
+    """``spoold web``: where it listens, who may see job contents, how far it searches."""
+
+    listen: str  # host:port, or unix:/path
+    token_file: Path | None  # a bearer token (also taken once as ?token=, then a cookie)
+    basic_auth_file: Path | None  # "user:password" lines, for HTTP Basic
+    redact: tuple[str, ...]  # keys whose values are masked at any depth (case-insensitive)
+    scan_limit: int  # records a filtered list reads at most before it asks to go on
+    refresh: float  # seconds between live refreshes of a page
+
+
+DEFAULT_REDACT = ("password", "passwd", "secret", "token", "api_key", "apikey",
+                  "authorization", "cookie", "credential", "private_key")  # fmt: skip
+DEFAULT_WEB = WebSettings("127.0.0.1:9465", None, None, DEFAULT_REDACT, 10000, 3.0)
+
+
 # Records live in Redis memory (about 1.7 kB each): 7 days of done, 30 of failed.
 REDIS_RETENTION = (7 * 86400.0, 30 * 86400.0)
 
@@ -108,6 +125,7 @@ class Config:
     allow: Mapping[str, frozenset[str]]
     retention: RetentionSettings = RetentionSettings(None, None)
     metrics: MetricsSettings = MetricsSettings(5.0, 60.0, "127.0.0.1:9464", None, None)
+    web: WebSettings = DEFAULT_WEB
 
     def is_allowed(self, class_path: str, method: str) -> bool:
         return method in self.allow.get(class_path, frozenset()) and not is_private(method)
@@ -278,6 +296,14 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable[[Any], Any]]]] = {
         "token_file": ("", _string),
         "textfile": ("", _string),
     },
+    "web": {
+        "listen": ("127.0.0.1:9465", _listen_address),
+        "token_file": ("", _string),
+        "basic_auth_file": ("", _string),
+        "redact": (list(DEFAULT_REDACT), _string_list),
+        "scan_limit": (10000, _integer(100)),
+        "refresh": (3.0, _positive_number),
+    },
     "worker": {
         "concurrency": (4, _integer(1)),
         "max_retries": (3, _integer(0)),
@@ -350,6 +376,7 @@ def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None =
         allow=_allowlist(data.get("allow", {})),
         retention=RetentionSettings(**_section(data, "retention")),
         metrics=_metrics(_section(data, "metrics"), base),
+        web=_web(_section(data, "web"), base),
     )
 
 
@@ -357,6 +384,12 @@ def _metrics(metrics: dict[str, Any], base: Path) -> MetricsSettings:
     optional = {key: _resolve(base, metrics[key]) if metrics[key] else None
                 for key in ("token_file", "textfile")}  # fmt: skip
     return MetricsSettings(**{**metrics, **optional})
+
+
+def _web(web: dict[str, Any], base: Path) -> WebSettings:
+    files = {key: _resolve(base, web[key]) if web[key] else None
+             for key in ("token_file", "basic_auth_file")}  # fmt: skip
+    return WebSettings(**{**web, **files, "redact": tuple(key.lower() for key in web["redact"])})
 
 
 def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:

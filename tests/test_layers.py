@@ -33,7 +33,7 @@ THIRD_PARTY = "third-party packages"
 # The modules at the top of the package that are neither the client nor an entry point.
 LEAVES = (
     "config", "job", "ids", "identity", "logs", "systemd", "faults", "durations", "names",
-    "errors", "live", "backoff", "snapshot", "prometheus", "atomic",
+    "errors", "live", "backoff", "snapshot", "prometheus", "atomic", "httpd",
 )  # fmt: skip
 
 # Each room: the modules in it, as dotted names ("x.*" is everything under x).
@@ -48,6 +48,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "backends": ("spoold.backends", "spoold.backends.*"),
     "core": ("spoold.core", "spoold.core.*"),
     "cli": ("spoold.cli", "spoold.cli.*"),
+    "web": ("spoold.web", "spoold.web.*"),
 }
 
 # How each room is named in a message, as an importer and as a target.
@@ -60,6 +61,7 @@ WHO = {
     "backends": "backends/",
     "core": "core/",
     "cli": "cli/",
+    "web": "web/",
 }
 WHAT = {
     "package": "spoold itself",
@@ -70,6 +72,7 @@ WHAT = {
     "backends": "spoold.backends",
     "core": "spoold.core",
     "cli": "spoold.cli",
+    "web": "spoold.web",
 }
 
 
@@ -125,6 +128,22 @@ RULES: dict[str, Rule] = {
     "core": rule(*(r for r in EVERYTHING if r not in ("cli", "backends"))),
     # The command is the top: it may use anything.
     "cli": rule(*EVERYTHING),
+    # The dashboard reads and repairs jobs as the CLI does, through the seam's Catalog
+    # (opened by backends/), and shares what `spoold top` reads and `spoold metrics`
+    # scrapes; it never reaches a decision of the daemon's.
+    "web": rule(
+        STDLIB,
+        THIRD_PARTY,
+        "leaf",
+        "web",
+        also=(
+            "spoold.backends",
+            "spoold.backends.files.admin",
+            "spoold.core.backend",
+            "spoold.cli.view",
+            "spoold.cli.metrics",
+        ),
+    ),
 }
 
 # Modules whose whole import closure over spoold (every spoold module they
@@ -535,7 +554,7 @@ CAUGHT = {
     "a leaf importing core": (
         {"spoold/ids.py": "import os\nimport spoold.core.daemon\n"},
         "spoold/ids.py:2 imports spoold.core.daemon: a leaf module may not import spoold itself,"
-        " spoold.__main__, spoold.client, spoold.backends, spoold.core or spoold.cli",
+        " spoold.__main__, spoold.client, spoold.backends, spoold.core, spoold.cli or spoold.web",
     ),
     "a leaf importing cli as `from spoold import cli`": (
         {"spoold/durations.py": "from spoold import cli\n"},

@@ -293,6 +293,21 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return metrics.serve(config, address)
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        address = parse_address(args.listen or config.web.listen)
+    except ValueError as exc:
+        raise UsageError(f"--listen {exc}" if args.listen else f"[web] listen {exc}") from None
+    try:
+        from spoold.web import server  # Jinja2: the [web] extra, only for this command
+    except ImportError as exc:
+        raise UsageError(
+            f"spoold web needs the web extra: pip install 'spoold[web]' ({exc})"
+        ) from None
+    return server.serve(config, address, actions=args.allow_actions)
+
+
 def _redis_place(config: Config) -> str | None:
     """A Redis spool's server (no password) and key prefix; None for a file spool."""
     if config.spool.backend != "redis":
@@ -395,6 +410,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "metrics": cmd_metrics,
     "list": cmd_list,
     "show": cmd_show,
+    "web": cmd_web,
     "retry": cmd_retry,
     "purge": cmd_purge,
     "check": cmd_check,

@@ -48,7 +48,7 @@ def build_parser() -> Parser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_run, _stop, _submit, _status, _top, _metrics, _list, _show, _retry, _purge,
+    for add in (_run, _stop, _submit, _status, _top, _metrics, _web, _list, _show, _retry, _purge,
                 _check, _init):  # fmt: skip
         add(commands)
     return parser
@@ -299,6 +299,35 @@ def _metrics(commands: argparse._SubParsersAction[Parser]) -> None:
         "--listen",
         metavar="ADDRESS",
         help="host:port or unix:/path to listen on (default: [metrics] listen)",
+    )
+
+
+def _web(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "web",
+        HelpText(
+            "serve the web dashboard",
+            "Serve a dashboard of the spool: the daemons, jobs per state, throughput, the\n"
+            "jobs of each state with filters, each job's record and attempts; /metrics as\n"
+            "'spoold metrics' serves it. Needs 'pip install spoold[web]'. Listens on\n"
+            "[web] listen (default 127.0.0.1:9465) or a unix socket (unix:/path, mode 0660,\n"
+            "for a reverse proxy). Read-only unless --allow-actions. Job contents (params,\n"
+            "results, tracebacks) are shown only to viewers who signed in with [web]\n"
+            "token_file or basic_auth_file; off loopback one of them is required. Run it as\n"
+            "a member of the watching group (spoold init --view-group), not root.",
+            "spoold web --config /etc/spoold/spoold.toml --listen 127.0.0.1:9465",
+        ),
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="ADDRESS",
+        help="host:port or unix:/path to listen on (default: [web] listen)",
+    )
+    parser.add_argument(
+        "--allow-actions",
+        action="store_true",
+        help="let signed-in viewers retry failed jobs and purge records (default: read-only)",
     )
 
 

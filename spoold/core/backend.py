@@ -339,6 +339,20 @@ class Catalog(Protocol):
         """Every job in these states, oldest first."""
         ...
 
+    def ids(self, state: str) -> list[str]:
+        """The ids of the jobs in ``state``, oldest id first (ids sort by submission time):
+        names only, nothing read, so that a dashboard pages through 100,000 cheaply."""
+        ...
+
+    def read(self, state: str, job_ids: Sequence[str]) -> list[StoredJob]:
+        """These jobs as stored in ``state``, in the order given; one that moved on or
+        is gone meanwhile is left out."""
+        ...
+
+    def finished_since(self, state: str, since: float) -> int:
+        """How many records of ``state`` (done, failed) were filed at or after ``since``."""
+        ...
+
     def status(self, now: float) -> SpoolStatus: ...
 
     def running(self, now: float) -> list[RunningJob]: ...

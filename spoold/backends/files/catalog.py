@@ -9,6 +9,8 @@ folders, never through the daemon. Errors are ``AdminError``, a
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 
 from spoold.backends.files import admin, maintenance
@@ -25,12 +27,28 @@ class FileCatalog:
     def __init__(self, config: Config) -> None:
         self.spool = Spool(config.spool.dir)
         self.durable = config.spool.fsync
+        self._filed = FilingTimes(self.spool)
 
     def find(self, job_id: str) -> StoredJob:
         return admin.find_job(self.spool, job_id)
 
     def jobs(self, states: Sequence[str], now: float) -> list[JobSummary]:
         return admin.list_jobs(self.spool, tuple(states), now)
+
+    def ids(self, state: str) -> list[str]:
+        return [name.removesuffix(".json") for name in self.spool.job_names(state)]
+
+    def read(self, state: str, job_ids: Sequence[str]) -> list[StoredJob]:
+        found = []
+        for job_id in job_ids:
+            try:
+                found.append(admin.read_job(self.spool, state, f"{admin.checked_id(job_id)}.json"))
+            except FileNotFoundError:
+                continue
+        return found
+
+    def finished_since(self, state: str, since: float) -> int:
+        return self._filed.count(state, since)
 
     def status(self, now: float) -> SpoolStatus:
         return admin.spool_status(self.spool, now)
@@ -64,3 +82,35 @@ class FileCatalog:
     def where(self, state: str) -> str:
         """Where the jobs of ``state`` are, for a message: the folder's path."""
         return str(self.spool.folder(state))
+
+
+class FilingTimes:
+    """When each record of done/ and failed/ was filed (its mtime: a record is written
+    whole once and never changed), remembered by a long-lived reader such as the
+    dashboard, so that "failed in the last 7 days" stats only the records new since it
+    last asked: 100,000 stats cost about a second, a listing of names 50 ms."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.known: dict[str, dict[str, float]] = {}
+        self.lock = threading.Lock()
+
+    def count(self, state: str, since: float) -> int:
+        with self.lock:
+            times = self._refreshed(state)
+            return sum(1 for filed in times.values() if filed >= since)
+
+    def _refreshed(self, state: str) -> dict[str, float]:
+        before = self.known.get(state, {})
+        now: dict[str, float] = {}
+        folder = self.spool.folder(state)
+        for name in self.spool.job_names(state):
+            filed = before.get(name)
+            if filed is None:
+                try:
+                    filed = os.lstat(folder / name).st_mtime
+                except FileNotFoundError:
+                    continue  # purged or retried while we looked
+            now[name] = filed
+        self.known[state] = now
+        return now

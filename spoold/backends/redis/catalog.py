@@ -137,6 +137,38 @@ class RedisCatalog:
             found.extend(summarize(job, now) for job in stored)
         return found
 
+    def ids(self, state: str) -> list[str]:
+        """Per state by id, as the file spool lists (incoming: the local job files too)."""
+        found = set(self._ids(state))
+        if state == "incoming":
+            found.update(job_id.removesuffix(".json") for job_id in self._local_names())
+        return sorted(found)
+
+    def read(self, state: str, job_ids: Sequence[str]) -> list[StoredJob]:
+        stored = {job.id: job for job in self._read(job_ids) if job is not None}
+        found = []
+        for job_id in job_ids:
+            job = stored.get(job_id)
+            if job is None and state == "incoming":
+                with contextlib.suppress(FileNotFoundError, PermissionError):
+                    job = admin.read_job(self.spool, "incoming", f"{checked_id(job_id)}.json")
+            if job is not None and job.state == state:
+                found.append(job)
+        return found
+
+    def finished_since(self, state: str, since: float) -> int:
+        """``ZCOUNT`` of the record index: O(log n) however many records Redis holds."""
+        if state not in RECORD_STATES:
+            raise CatalogError(f"records are done or failed, not {state!r}")
+        key = self.key + STATE_SET[state]
+        return int(self._talk(lambda client: client.zcount(key, round(since * 1000), "+inf")))
+
+    def _local_names(self) -> list[str]:
+        try:
+            return self.spool.job_names("incoming")
+        except PermissionError:
+            return []
+
     def status(self, now: float) -> SpoolStatus:
         counts = dict.fromkeys(("incoming", "scheduled", "active", "done", "failed"), 0)
         for state in ("tmp", "incoming"):  # this host's files; a watcher may not list them
