@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
 UNIT = UNITS / "spoold.service"
 FORKING_UNIT = UNITS / "spoold-forking.service"
+WEB_UNIT = UNITS / "spoold-web.service"
 SERVICE_CONFIG = UNITS / "spoold.toml"
 TMPFILES = UNITS / "spoold.tmpfiles"
 SYSUSERS = UNITS / "spoold.sysusers"
@@ -166,6 +167,31 @@ def test_forking_unit_verifies_and_is_as_hardened(tmp_path: Path) -> None:
         assert match, out
         scores.append(float(match.group(1)))
     assert scores[1] == scores[0] <= MAX_EXPOSURE
+
+
+def test_web_unit_verifies_and_runs_unprivileged_in_the_watching_group(tmp_path: Path) -> None:
+    """spoold-web.service: verify is silent, its exposure is lower than the daemon's, and it
+    runs as its own account in spoold-view (read-only on the spool), with no capability."""
+    analyze = tool("systemd-analyze")
+    script = Path(sys.executable).parent / "spoold"
+    assert script.exists(), "the spoold console script is not installed"
+    copy = tmp_path / "spoold-web.service"
+    copy.write_text(WEB_UNIT.read_text().replace("/usr/local/bin/spoold ", f"{script} "))
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", str(copy)], capture_output=True, text=True
+    )
+    exposure = r"Overall exposure level for spoold-web\.service: (\d+\.\d+)"
+    match = re.search(exposure, result.stdout + result.stderr)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+    settings = unit_settings(WEB_UNIT.read_text())["Service"]
+    assert settings["DynamicUser"] == ["yes"]
+    assert settings["SupplementaryGroups"] == ["spoold-view"]
+    assert settings["CapabilityBoundingSet"] == [""]
+    assert "ReadWritePaths" not in settings
+    assert settings["ExecStart"] == ["/usr/local/bin/spoold web --config /etc/spoold/spoold.toml"]
 
 
 def test_forking_unit_differs_only_in_how_it_runs_and_logs() -> None:

@@ -197,6 +197,8 @@ class App:
         rest = {key: value for key, value in request.query.items() if key != "token"}
         target = request.path + (f"?{urlencode(rest)}" if rest else "")
         cookie = f"{COOKIE}={self.auth.session()}; Path=/; HttpOnly; SameSite=Strict"
+        if request.headers.get("x-forwarded-proto", "").lower() == "https":
+            cookie += "; Secure"  # behind a TLS proxy: never sent over plain HTTP
         return self._redirect(target, {"Set-Cookie": cookie})
 
     # -- pages --
