@@ -195,7 +195,8 @@ class App:
         if not self.auth.token_matches(request.query["token"]):
             raise Problem(401, "that token is not the one in [web] token_file")
         rest = {key: value for key, value in request.query.items() if key != "token"}
-        target = request.path + (f"?{urlencode(rest)}" if rest else "")
+        # One leading slash: "//host/" would send the browser to another site.
+        target = "/" + request.path.lstrip("/") + (f"?{urlencode(rest)}" if rest else "")
         cookie = f"{COOKIE}={self.auth.session()}; Path=/; HttpOnly; SameSite=Strict"
         if request.headers.get("x-forwarded-proto", "").lower() == "https":
             cookie += "; Secure"  # behind a TLS proxy: never sent over plain HTTP
