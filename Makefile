@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG := config/spoold.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-systemd lint typecheck unit burst chaos bench bench-quick bench-fallback clean
+.PHONY: run test test-systemd lint typecheck unit burst chaos bench bench-quick bench-fallback bench-web clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ bench-quick: $(STAMP)
 # (bindfs; needs root and the bindfs package).
 bench-fallback: $(STAMP)
 	$(BIN)/python -m bench.fallback
+
+# The dashboard (spoold web) on a spool with 100,000 records in done/ (about a minute).
+bench-web: $(STAMP)
+	$(BIN)/python -m bench.web
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

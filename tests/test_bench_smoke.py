@@ -6,6 +6,8 @@ enqueued was done (the suite itself fails a run that loses one). Its daemons
 (and its redis-server) carry this test's leak-check token, so one left behind
 fails the test. ``--backend both`` is run on W1..W3 too, where redis-server is
 installed (skipped elsewhere, failed in CI, as the Redis backend's tests are).
+``python -m bench.web`` (the dashboard on a large spool) runs on 300 records:
+its JSON has every page, with positive figures, and it cleans up after itself.
 """
 
 from __future__ import annotations
@@ -105,3 +107,43 @@ def test_w1_to_w3_run_on_files_and_redis_side_by_side(tmp_path: Path, leak_check
     assert w1["redis_fcall_submit_per_s"]["median"] > 0
     (w1_files,) = [r for r in files if r["workload"] == "W1"]
     assert w1["ceiling"] == w1_files["ceiling"]  # one ceiling run beside both backends
+
+
+WEB_PAGES = {"overview", "done", "done_deep", "failed", "done_class_1_in_10",
+             "done_class_none", "job", "metrics"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_web_bench_runs_on_a_tiny_spool(tmp_path: Path, leak_check: str) -> None:
+    """bench/web.py on 300 done and 30 failed records, 2 rounds: only the JSON's shape."""
+    command = [sys.executable, "-m", "bench.web", "--records", "300", "--failed", "30",
+               "--repeat", "2", "--scan-limit", "100", "--tmp", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "SPOOLD_TEST_TOKEN": leak_check}
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)  # it stops its web process on SIGTERM
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"bench.web took over {DEADLINE}s:\n{err[-5000:]}")
+    assert proc.returncode == 0, err[-5000:]
+    document = json.loads(out)
+    assert document["benchmark"] == "web" and isinstance(document["target_met"], bool)
+    assert document["machine"]["cpus"] and document["machine"]["python"]
+    assert document["records"] == {"done": 300, "failed": 30, "scheduled": 5}
+    assert document["repeat"] == 2 and document["scan_limit"] == 100
+    assert document["fill_seconds"] > 0 and document["cold_overview_ms"] > 0
+    pages = document["pages"]
+    assert set(pages) == WEB_PAGES
+    for name, page in pages.items():
+        figures = [page["p50_ms"], page["p95_ms"], page["max_ms"]]
+        assert all(isinstance(v, Real) and v > 0 for v in figures), (name, figures)
+        assert page["p50_ms"] <= page["p95_ms"] <= page["max_ms"], (name, figures)
+        assert page["bytes"] > 0 and isinstance(page["under_200ms"], bool), name
+    assert pages["done_class_none"]["capped"] is True  # read 100 of 300, none matched
+    assert pages["done_class_none"]["scanned"] == 100
+    assert pages["done_class_none"]["matches"] == 0
+    assert pages["done_class_1_in_10"]["matches"] > 0
+    assert not list(tmp_path.iterdir()), "the temp spool was left behind"

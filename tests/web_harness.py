@@ -70,7 +70,7 @@ class Web:
             text = self.out.read_text()
             return text.split()[1] if text.startswith("serving ") and "\n" in text else None
 
-        self.url = wait_for(line, timeout, lambda: f"no start line; stderr: {self.stderr()}")
+        self.url = str(wait_for(line, timeout, lambda: f"no start line; stderr: {self.stderr()}"))
         return self
 
     def wait_exit(self, timeout: float = 15.0) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -63,7 +63,7 @@ NOTICES = {"retried": "retried {n} job(s)", "purged": "removed {n} record(s)"}
 class Request:
     method: str
     path: str
-    query: Mapping[str, str] = field(default_factory=dict)  # first value of each
+    query: Mapping[str, str] = field(default_factory=dict)  # one value a name: the last given
     headers: Mapping[str, str] = field(default_factory=dict)  # names lower-case
     form: Mapping[str, str] = field(default_factory=dict)
 
@@ -212,7 +212,8 @@ class App:
     def _list(self, request: Request, viewer: Viewer, view: str) -> Response:
         if view not in browse.VIEWS:
             raise Problem(404, f"no list {view!r}: {', '.join(browse.VIEWS)}")
-        filters, errors = read_filters(request.query, text_allowed=viewer.signed_in)
+        filters, errors = read_filters(request.query, text_allowed=viewer.signed_in,
+                                       redact=self.config.web.redact)  # fmt: skip
         forced = browse.VIEW_STATUS.get(view)
         if forced:
             filters = replace(filters, status=forced)
@@ -282,7 +283,8 @@ class App:
         view = fields.get("view", "failed")
         if view not in ("failed", "rejected"):
             raise Problem(400, "only failed or rejected jobs can be retried")
-        filters, errors = read_filters(fields, text_allowed=viewer.signed_in)
+        filters, errors = read_filters(fields, text_allowed=viewer.signed_in,
+                                       redact=self.config.web.redact)  # fmt: skip
         if errors:
             raise Problem(400, errors[0])
         filters = replace(filters, status=browse.VIEW_STATUS[view])
@@ -399,10 +401,11 @@ FILTER_KEYS = ("class", "method", "status", "outcome", "since", "until", "q")
 
 
 def read_filters(
-    fields: Mapping[str, str], *, text_allowed: bool
+    fields: Mapping[str, str], *, text_allowed: bool, redact: Sequence[str] = ()
 ) -> tuple[browse.Filters, list[str]]:
     """The filters of a query string, and a line for each that could not be read (it is
-    left out). Searching the params needs a viewer who may see them."""
+    left out). Searching the params needs a viewer who may see them, and does not see the
+    values under a ``redact`` key (masked on the pages too)."""
     errors: list[str] = []
     status = fields.get("status", "")
     if status and status not in browse.STATUSES:
@@ -424,6 +427,7 @@ def read_filters(
         since=_moment(fields.get("since", ""), "since", errors),
         until=_moment(fields.get("until", ""), "until", errors),
         text=text,
+        redact=tuple(redact),
     )
     return filters, errors
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from spoold.backends.files.admin import last_error, reference_time
 from spoold.core.backend import Catalog, StoredJob
+from spoold.web.redact import masked
 
 PAGE_SIZE = 50
 READ_CHUNK = 200  # jobs read per call to the catalog while filtering
@@ -52,6 +53,7 @@ class Filters:
     since: float | None = None  # the job's time (finished, else submitted) at or after
     until: float | None = None  # ... before
     text: str = ""  # a substring of the params (as JSON), case-insensitive
+    redact: tuple[str, ...] = ()  # keys whose values the search does not see ([web] redact)
 
     def any(self) -> bool:
         return bool(self.cls or self.method or self.status or self.outcome or self.text
@@ -66,7 +68,7 @@ class Filters:
             not self.outcome or last_outcome(doc) == self.outcome,
             self.since is None or reference_time(job) >= self.since,
             self.until is None or reference_time(job) < self.until,
-            not self.text or self.text.lower() in params_text(doc).lower(),
+            not self.text or self.text.lower() in params_text(doc, self.redact).lower(),
         )
         return all(checks)
 
@@ -164,9 +166,12 @@ def last_outcome(doc: Mapping[str, Any]) -> str | None:
     return None
 
 
-def params_text(doc: Mapping[str, Any]) -> str:
+def params_text(doc: Mapping[str, Any], redact: Sequence[str] = ()) -> str:
+    """The params as JSON, values under a ``redact`` key masked as the job's page masks
+    them: a search must not confirm, letter by letter, a value the page hides."""
     try:
-        return json.dumps(doc.get("params", []), ensure_ascii=False, sort_keys=True)
+        return json.dumps(masked(doc.get("params", []), redact), ensure_ascii=False,
+                          sort_keys=True)  # fmt: skip
     except (TypeError, ValueError):
         return ""
 

@@ -19,7 +19,7 @@ from spoold import httpd
 from spoold.backends import open_catalog
 from spoold.config import Address, Config, ConfigError
 from spoold.errors import describe_os_error
-from spoold.web.app import App, Request
+from spoold.web.app import SECURITY_HEADERS, App, Request
 from spoold.web.auth import load_auth
 
 MAX_FORM = 16 * 1024  # bytes of a POST's form: a filter and a token
@@ -37,6 +37,14 @@ class Handler(httpd.GuardedHandler):
 
     def do_POST(self) -> None:
         self._answer("POST", body=True)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (a request too large or malformed, a method not
+        served) in plain text with the security headers, not as its HTML page without them."""
+        self.close_connection = True
+        text = f"{code} {message or self.responses.get(code, ('error',))[0]}\n"
+        self.send(code, text.encode("utf-8", "replace"), self.command != "HEAD",
+                  extra={**SECURITY_HEADERS, "Connection": "close"})  # fmt: skip
 
     def _answer(self, method: str, *, body: bool) -> None:
         app = cast(App, getattr(self.server, "app"))  # noqa: B009 (set by httpd.bind)

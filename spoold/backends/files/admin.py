@@ -181,7 +181,7 @@ def spool_status(spool: Spool, now: float | None = None) -> SpoolStatus:
     refused: PermissionError | None = None
     for state in STATES:
         try:
-            counts[state] = len(spool.job_names(state))
+            counts[state] = spool.count_jobs(state)
         except PermissionError as exc:
             refused = refused or exc
     if refused is not None and not counts:
