@@ -29,8 +29,14 @@ DEADLINE = 120.0  # seconds; the tiny run takes about 15
 
 
 def run_bench(tmp_path: Path, token: str, *extra: str) -> tuple[int, str, str]:
-    command = [sys.executable, "-m", "bench.run", "--scale", "0.002", "--runs", "1",
-               "--tmp", str(tmp_path), "--out", str(tmp_path / "results"), *extra]  # fmt: skip
+    tiny = ["--scale", "0.002", "--runs", "1", "--tmp", str(tmp_path)]
+    return run_module("bench.run", token, *tiny, "--out", str(tmp_path / "results"), *extra)
+
+
+def run_module(module: str, token: str, *args: str) -> tuple[int, str, str]:
+    """``python -m module args``: its exit status, stdout and stderr; SIGTERM (it stops its
+    own daemons on it) and a failure after DEADLINE."""
+    command = [sys.executable, "-m", module, *args]
     env = {**os.environ, "SPOOLD_TEST_TOKEN": token}
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -38,9 +44,9 @@ def run_bench(tmp_path: Path, token: str, *extra: str) -> tuple[int, str, str]:
         try:
             out, err = proc.communicate(timeout=DEADLINE)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)  # the suite stops its daemons on SIGTERM
+            proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)
-            pytest.fail(f"bench.run took over {DEADLINE}s:\n{err[-5000:]}")
+            pytest.fail(f"{module} took over {DEADLINE}s:\n{err[-5000:]}")
     return proc.returncode, out, err
 
 
@@ -116,19 +122,10 @@ WEB_PAGES = {"overview", "done", "done_deep", "failed", "done_class_1_in_10",
 @pytest.mark.slow
 def test_the_web_bench_runs_on_a_tiny_spool(tmp_path: Path, leak_check: str) -> None:
     """bench/web.py on 300 done and 30 failed records, 2 rounds: only the JSON's shape."""
-    command = [sys.executable, "-m", "bench.web", "--records", "300", "--failed", "30",
-               "--repeat", "2", "--scan-limit", "100", "--tmp", str(tmp_path)]  # fmt: skip
-    env = {**os.environ, "SPOOLD_TEST_TOKEN": leak_check}
-    with subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            out, err = proc.communicate(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)  # it stops its web process on SIGTERM
-            out, err = proc.communicate(timeout=60)
-            pytest.fail(f"bench.web took over {DEADLINE}s:\n{err[-5000:]}")
-    assert proc.returncode == 0, err[-5000:]
+    returncode, out, err = run_module("bench.web", leak_check, "--records", "300", "--failed",
+                                      "30", "--repeat", "2", "--scan-limit", "100",
+                                      "--tmp", str(tmp_path))  # fmt: skip
+    assert returncode == 0, err[-5000:]
     document = json.loads(out)
     assert document["benchmark"] == "web" and isinstance(document["target_met"], bool)
     assert document["machine"]["cpus"] and document["machine"]["python"]

@@ -12,24 +12,22 @@ one Redis, summed, one ``spoold_up`` each. Nothing is mocked.
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Daemon, Spool, daemon_env, job, wait_for
+from harness import Daemon, Spool, job, wait_for
+from served import Served, UnixHTTPConnection
 from test_prometheus import Key, parse, series, value
 
 from spoold.backends import open_catalog
@@ -42,68 +40,10 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopb
 
 
 @dataclass
-class Metrics:
-    """One ``python -m spoold metrics`` subprocess; its stdout and stderr in files."""
+class Metrics(Served):
+    """One ``python -m spoold metrics`` subprocess (tests/served.py)."""
 
-    config: Path
-    workdir: Path
-    token: str  # the leak check's
-    name: str
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""  # what its start line says it serves
-    extra: list[str] = field(default_factory=list)
-
-    @property
-    def out(self) -> Path:
-        return self.workdir / f"{self.name}.out"
-
-    @property
-    def err(self) -> Path:
-        return self.workdir / f"{self.name}.err"
-
-    def start(self, *args: str) -> Metrics:
-        command = [sys.executable, "-m", "spoold", "metrics", "--config", str(self.config), *args]
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=self.workdir,
-                env=daemon_env(self.workdir, self.token, None),
-            )
-        return self
-
-    def wait_serving(self) -> Metrics:
-        def line() -> str | None:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited with {self.proc.returncode}: {self.stderr()}")
-            text = self.out.read_text()
-            return text.split()[1] if text.startswith("serving ") and "\n" in text else None
-
-        self.url = wait_for(line, 15.0, lambda: f"no start line; stderr: {self.stderr()}")
-        return self
-
-    def wait_exit(self, timeout: float = 15.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> int | None:
-        """SIGTERM, then its exit status (SIGKILL if it does not go)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def stderr(self) -> str:
-        return self.err.read_text(errors="replace") if self.err.exists() else ""
+    command: str = "metrics"
 
 
 @pytest.fixture
@@ -113,10 +53,9 @@ def start_metrics(tmp_path: Path, leak_check: str) -> Iterator[Callable[..., Met
     started: list[Metrics] = []
 
     def start(config: Path, *args: str, ready: bool = True) -> Metrics:
-        listen = [] if "--listen" in args else ["--listen", "127.0.0.1:0"]
         metrics = Metrics(config, tmp_path, leak_check, f"metrics-{len(started) + 1}")
         started.append(metrics)
-        metrics.start(*listen, *args)
+        metrics.start(*args)
         return metrics.wait_serving() if ready else metrics
 
     yield start
@@ -363,19 +302,6 @@ def test_a_request_over_the_size_cap_is_refused(
 
 
 # -- the unix socket --
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over AF_UNIX: what a scraper that speaks to a socket file does."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=15)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(15)
-        self.sock.connect(str(self.path))
 
 
 def get_unix(path: Path, target: str) -> tuple[int, bytes]:

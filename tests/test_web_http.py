@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 from harness import Daemon, Spool, default_sections, job, toml_text, wait_for
+from served import UnixHTTPConnection
 from test_prometheus import parse, value
 from web_harness import Web
 
@@ -138,19 +139,6 @@ def get_path(url: str, path: str) -> int:
         return response.status
     finally:
         connection.close()
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over AF_UNIX, as a reverse proxy in front of the socket speaks it."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=15)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(15)
-        self.sock.connect(str(self.socket_path))
 
 
 # -- HTML --
@@ -504,7 +492,7 @@ def test_the_token_signs_in_by_bearer_or_once_in_the_address_then_by_cookie(acti
     assert deep.status == 303 and deep.headers["Location"] == "/jobs/done?class=app.X"
 
     with_cookie = fetch(actions.base + "/", {"Cookie": f"spoold_session={session}"})
-    assert with_cookie.status == 200 and "signed in as token" in with_cookie.html
+    assert with_cookie.status == 200 and "signed in with the token" in with_cookie.html
     assert fetch(actions.base + "/", {"Cookie": "spoold_session=" + "0" * 64}).status == 401
     assert fetch(actions.base + "/", {"Cookie": f"spoold_session={TOKEN}"}).status == 401
     assert fetch(actions.base + "/", bearer()).status == 200

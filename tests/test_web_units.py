@@ -8,10 +8,12 @@ import time
 
 import pytest
 
+from spoold.cli.view import Rate
 from spoold.snapshot import Minute, Snapshot
 from spoold.web import charts
 from spoold.web.app import read_filters
 from spoold.web.auth import Auth, same_origin
+from spoold.web.pages import RateFigure, rate_figure
 from spoold.web.redact import HIDDEN, MASK, for_viewer, masked
 
 KEYS = ("password", "token", "api_key")
@@ -131,3 +133,13 @@ def test_charts_sum_the_daemons_rings_per_bucket() -> None:
     chart = charts.bar_chart(hour, label="x")
     assert max(column.height for column in chart.columns) == charts.HEIGHT - charts.TOP
     assert charts.bar_chart([], label="empty").columns == []
+
+
+def test_the_throughput_card_says_over_what_window() -> None:
+    assert rate_figure(None) == RateFigure("?", "no daemon's stats to count from")
+    young = rate_figure(Rate(per_minute=0.0, minutes=0, up_for=20.0))
+    assert young.figure == "—" and "full minute" in young.note
+    one = rate_figure(Rate(per_minute=12.0, minutes=1, up_for=90.0))
+    assert one == RateFigure("12 jobs/min", "finished, average over the last full minute")
+    five = rate_figure(Rate(per_minute=4.25, minutes=5, up_for=900.0))
+    assert five == RateFigure("4.2 jobs/min", "finished, average over the last 5 minutes")

@@ -1,94 +1,30 @@
 """``spoold web`` as a subprocess, for the dashboard's tests (HTTP and browser).
 
 ``Web(config, workdir, token, name).start(allow_actions=...).wait_serving()``
-runs ``python -m spoold web --config C --listen 127.0.0.1:0``, learns its URL
-from the start line ``serving http://127.0.0.1:PORT/`` and ``stop()`` ends it
-with SIGTERM (SIGKILL if it does not go). No fixture here: each test module
-makes its own. ``token`` is the leak check's (tests/conftest.py), put into
-the process's environment so that a leaked one is found.
+runs ``python -m spoold web --config C --listen 127.0.0.1:0`` (tests/served.py
+does the rest). No fixture here: each test module makes its own.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Self
 
-from harness import daemon_env, wait_for
+from served import Served
 
 
 @dataclass
-class Web:
+class Web(Served):
     """One ``python -m spoold web`` subprocess; its stdout and stderr in files."""
 
-    config: Path
-    workdir: Path
-    token: str  # the leak check's
     name: str = "web"
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""  # "http://127.0.0.1:PORT/", from its start line
-
-    @property
-    def out(self) -> Path:
-        return self.workdir / f"{self.name}.out"
-
-    @property
-    def err(self) -> Path:
-        return self.workdir / f"{self.name}.err"
+    command: str = "web"
 
     @property
     def base(self) -> str:
         """The URL without its trailing slash: ``web.base + "/job/x"``."""
         return self.url.rstrip("/")
 
-    def start(self, *args: str, allow_actions: bool = False) -> Web:
-        """Start it with ``--listen 127.0.0.1:0`` (unless ``args`` has a --listen); no wait."""
-        listen = [] if "--listen" in args else ["--listen", "127.0.0.1:0"]
-        actions = ["--allow-actions"] if allow_actions else []
-        command = [sys.executable, "-m", "spoold", "web", "--config", str(self.config),
-                   *listen, *actions, *args]  # fmt: skip
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=self.workdir,
-                env=daemon_env(self.workdir, self.token, None),
-            )
-        return self
-
-    def wait_serving(self, timeout: float = 15.0) -> Web:
-        """Wait for the start line; fail with its stderr if it exits first."""
-
-        def line() -> str | None:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited with {self.proc.returncode}: {self.stderr()}")
-            text = self.out.read_text()
-            return text.split()[1] if text.startswith("serving ") and "\n" in text else None
-
-        self.url = str(wait_for(line, timeout, lambda: f"no start line; stderr: {self.stderr()}"))
-        return self
-
-    def wait_exit(self, timeout: float = 15.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> int | None:
-        """SIGTERM, then its exit status (SIGKILL if it does not go); always reaps."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def stderr(self) -> str:
-        return self.err.read_text(errors="replace") if self.err.exists() else ""
+    def start(self, *args: str, allow_actions: bool = False) -> Self:
+        """Start it, with ``--allow-actions`` if asked; no wait."""
+        return super().start(*args, *(["--allow-actions"] if allow_actions else []))

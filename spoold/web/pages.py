@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from spoold.cli.view import TopView, finished_rate, gather, rate_text, read_part
+from spoold.cli.view import Rate, TopView, finished_rate, gather, read_part
 from spoold.core.backend import Catalog, StoredJob
 from spoold.prometheus import waiting_age
 from spoold.snapshot import Snapshot
@@ -44,6 +44,12 @@ class ClassFigure:
     figure: str  # "1.2 s mean", "340 attempts"
 
 
+@dataclass(frozen=True)
+class RateFigure:
+    figure: str  # "12 jobs/min", "—"
+    note: str  # over what: "last full minute", "no full minute yet"
+
+
 @dataclass
 class Overview:
     view: TopView
@@ -51,7 +57,7 @@ class Overview:
     busy: int
     slots: int
     counts: list[tuple[str, int | None]]
-    rate: str
+    rate: RateFigure
     oldest_wait: float | None
     failed_day: int | None
     failed_week: int | None
@@ -80,7 +86,7 @@ def overview(catalog: Catalog, place: str, now: float, interval: float) -> Overv
         busy=sum(s.busy for s in fresh),
         slots=sum(s.slots for s in fresh),
         counts=counts,
-        rate=rate_text(finished_rate(fresh, now)),
+        rate=rate_figure(finished_rate(fresh, now)),
         oldest_wait=oldest,
         failed_day=failed_day,
         failed_week=failed_week,
@@ -90,6 +96,17 @@ def overview(catalog: Catalog, place: str, now: float, interval: float) -> Overv
         busiest=_busiest(snapshots),
         errors=list(dict.fromkeys(errors)),
     )
+
+
+def rate_figure(rate: Rate | None) -> RateFigure:
+    """The throughput card: ``spoold top``'s rate, its figure and its window apart."""
+    if rate is None:
+        return RateFigure("?", "no daemon's stats to count from")
+    if rate.minutes == 0:
+        return RateFigure("—", "counted once a daemon has been up a full minute")
+    figure = f"{rate.per_minute:.1f}".removesuffix(".0")
+    window = "the last full minute" if rate.minutes == 1 else f"the last {rate.minutes} minutes"
+    return RateFigure(f"{figure} jobs/min", f"finished, average over {window}")
 
 
 def _daemons(view: TopView) -> list[DaemonRow]:
