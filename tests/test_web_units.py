@@ -143,3 +143,5 @@ def test_the_throughput_card_says_over_what_window() -> None:
     assert one == RateFigure("12 jobs/min", "finished, average over the last full minute")
     five = rate_figure(Rate(per_minute=4.25, minutes=5, up_for=900.0))
     assert five == RateFigure("4.2 jobs/min", "finished, average over the last 5 minutes")
+    busy = rate_figure(Rate(per_minute=137.6, minutes=5, up_for=900.0))
+    assert busy.figure == "138 jobs/min"  # whole jobs from 10 up: the card stays one line

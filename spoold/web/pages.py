@@ -104,7 +104,8 @@ def rate_figure(rate: Rate | None) -> RateFigure:
         return RateFigure("?", "no daemon's stats to count from")
     if rate.minutes == 0:
         return RateFigure("—", "counted once a daemon has been up a full minute")
-    figure = f"{rate.per_minute:.1f}".removesuffix(".0")
+    per_minute = rate.per_minute
+    figure = f"{per_minute:.0f}" if per_minute >= 10 else f"{per_minute:.1f}".removesuffix(".0")
     window = "the last full minute" if rate.minutes == 1 else f"the last {rate.minutes} minutes"
     return RateFigure(f"{figure} jobs/min", f"finished, average over {window}")
 
