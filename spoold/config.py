@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from spoold.names import is_class_path, is_identifier, is_private
+from spoold.schedules import Schedule, parse_schedules
 
 DEFAULT_CONFIG_PATH = Path("/etc/spoold/spoold.toml")
 
@@ -126,6 +127,7 @@ class Config:
     retention: RetentionSettings = RetentionSettings(None, None)
     metrics: MetricsSettings = MetricsSettings(5.0, 60.0, "127.0.0.1:9464", None, None)
     web: WebSettings = DEFAULT_WEB
+    schedules: tuple[Schedule, ...] = ()  # [[schedule]] tables (spoold/schedules.py)
 
     def is_allowed(self, class_path: str, method: str) -> bool:
         return method in self.allow.get(class_path, frozenset()) and not is_private(method)
@@ -359,13 +361,14 @@ def load_config(path: Path) -> Config:
 
 def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
     """Build a Config from parsed TOML; relative paths resolve against ``base``."""
-    unknown = set(data) - set(_SCHEMA) - {"allow"}
+    unknown = set(data) - set(_SCHEMA) - {"allow", "schedule"}
     if unknown:
         raise ConfigError(f"[{sorted(unknown)[0]}]: unknown section")
     spool = _section(data, "spool")
     worker = _section(data, "worker")
     log = _section(data, "log")
     host_id = spool["host_id"] or os.uname().nodename  # the host name, without importing socket
+    allow = _allowlist(data.get("allow", {}))
     return Config(
         path=path,
         spool=SpoolSettings(**{**spool, "dir": _resolve(base, spool["dir"]), "host_id": host_id}),
@@ -373,10 +376,11 @@ def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None =
             **{**worker, "python_path": tuple(_resolve(base, p) for p in worker["python_path"])}
         ),
         log=LogSettings(**{**log, "file": _resolve(base, log["file"]) if log["file"] else None}),
-        allow=_allowlist(data.get("allow", {})),
+        allow=allow,
         retention=RetentionSettings(**_section(data, "retention")),
         metrics=_metrics(_section(data, "metrics"), base),
         web=_web(_section(data, "web"), base),
+        schedules=_schedules(data.get("schedule", []), allow),
     )
 
 
@@ -390,6 +394,16 @@ def _web(web: dict[str, Any], base: Path) -> WebSettings:
     files = {key: _resolve(base, web[key]) if web[key] else None
              for key in ("token_file", "basic_auth_file")}  # fmt: skip
     return WebSettings(**{**web, **files, "redact": tuple(key.lower() for key in web["redact"])})
+
+
+def _schedules(tables: Any, allow: Mapping[str, frozenset[str]]) -> tuple[Schedule, ...]:
+    def allowed(class_path: str, method: str) -> bool:
+        return method in allow.get(class_path, frozenset()) and not is_private(method)
+
+    try:
+        return parse_schedules(tables, allowed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -4,8 +4,10 @@
 (default: the first) it passes ``<point>``, exactly as a crash or a power
 cut would stop it there. ``SPOOLD_FAULT=no_watch`` runs without the inotify
 watch, on rescans alone; ``SPOOLD_FAULT=broken_listener`` adds an event
-listener that raises in every hook (core/events.py). Unset (always, outside
-tests), a point costs one comparison. The points and what each proves are listed in
+listener that raises in every hook (core/events.py).
+``SPOOLD_TEST_SCHEDULE_OFFSET=<seconds>`` moves the clock that schedules fire
+by (and only that one), for tests of catch-up and daylight-saving days. Unset
+(always, outside tests), a point costs one comparison. The points and what each proves are listed in
 docs/RELIABILITY.md.
 """
 
@@ -23,12 +25,16 @@ POINTS = (
     "in_cleaning_claim",  # a submitted file with daemon-owned fields is claimed, not cleaned
     "in_rename_fallback",  # a move's link is made, its unlink not (no RENAME_NOREPLACE)
     "watcher_dies",  # not a crash: the watch on incoming/ stops (the daemon must notice)
+    "after_firing",  # a schedule's firing is in incoming/, its mark not yet moved to it
     # The Redis backend's:
     "after_redis_submit",  # a file from incoming/ is in Redis, the file not yet removed
     "after_redis_adopt",  # ... taken into Redis already claimed (refused, or to wait)
 )
 
 _name, _, _count = os.environ.get("SPOOLD_FAULT", "").partition(":")
+# Seconds added to the clock the schedules are fired by, so that a test can be at
+# any date (a day the clocks change, a week later) without waiting for it.
+SCHEDULE_CLOCK_OFFSET = "SPOOLD_TEST_SCHEDULE_OFFSET"
 _remaining = int(_count or 1) if _name else 0
 
 
@@ -53,3 +59,11 @@ def watch_disabled() -> bool:
 
 def broken_listener() -> bool:
     return _name == "broken_listener"
+
+
+def schedule_clock_offset() -> float:
+    """``$SPOOLD_TEST_SCHEDULE_OFFSET`` seconds (0 unset, always outside tests)."""
+    try:
+        return float(os.environ.get(SCHEDULE_CLOCK_OFFSET, "0"))
+    except ValueError:
+        return 0.0

@@ -228,15 +228,20 @@ def toml_value(value: Any) -> str:
         return json.dumps(str(value))
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML for {value!r}")
 
 
-def toml_text(sections: Mapping[str, Mapping[str, Any]]) -> str:
+def toml_text(sections: Mapping[str, Any]) -> str:
+    """TOML of ``{section: {key: value}}``; a section given as a list of tables is an
+    array of tables (``"schedule": [{...}, {...}]`` is two ``[[schedule]]``)."""
     lines = []
     for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{json.dumps(key)} = {toml_value(v)}" for key, v in table.items())
-        lines.append("")
+        for each in table if isinstance(table, list) else [table]:
+            lines.append(f"[[{name}]]" if isinstance(table, list) else f"[{name}]")
+            lines.extend(f"{json.dumps(key)} = {toml_value(v)}" for key, v in each.items())
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -259,13 +264,12 @@ def default_sections(spool: Spool) -> dict[str, dict[str, Any]]:
     }
 
 
-def write_config(
-    path: Path, spool: Spool, overrides: Mapping[str, Mapping[str, Any]] | None = None
-) -> Path:
-    """Write the default config with ``overrides`` merged per section; return the path."""
-    sections = default_sections(spool)
+def write_config(path: Path, spool: Spool, overrides: Mapping[str, Any] | None = None) -> Path:
+    """Write the default config with ``overrides`` merged per section; return the path.
+    A list (``schedule=[{...}]``) is an array of tables, replacing any before it."""
+    sections: dict[str, Any] = dict(default_sections(spool))
     for name, table in (overrides or {}).items():
-        sections[name] = {**sections.get(name, {}), **table}
+        sections[name] = table if isinstance(table, list) else {**sections.get(name, {}), **table}
     path.write_text(toml_text(sections))
     return path
 

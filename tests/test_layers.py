@@ -33,7 +33,8 @@ THIRD_PARTY = "third-party packages"
 # The modules at the top of the package that are neither the client nor an entry point.
 LEAVES = (
     "config", "job", "ids", "identity", "logs", "systemd", "faults", "durations", "names",
-    "errors", "live", "backoff", "snapshot", "prometheus", "atomic", "httpd",
+    "errors", "live", "backoff", "snapshot", "prometheus", "atomic", "httpd", "schedules",
+    "cron",
 )  # fmt: skip
 
 # Each room: the modules in it, as dotted names ("x.*" is everything under x).
@@ -154,8 +155,9 @@ STDLIB_ONLY_CLOSURES = ("spoold.client",)
 
 # Modules the client loads only when the config chooses them, inside a function:
 # the closure walk does not follow such a lazy import (their third-party packages
-# are an extra, `pip install 'spoold[redis]'`), and an eager one is a violation.
-OPTIONAL = ("spoold.backends.redis.*",)
+# are an extra, `pip install 'spoold[redis]'`, or, for spoold.cron, cronsim, which
+# only a config with a cron [[schedule]] loads), and an eager one is a violation.
+OPTIONAL = ("spoold.backends.redis.*", "spoold.cron")
 
 # Packages whose __init__.py holds at most a docstring: the launcher imports
 # spoold.exec.* and importing the subpackage must not load anything.

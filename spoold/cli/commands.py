@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from spoold import faults
 from spoold.backends import open_catalog
 from spoold.backends.files import admin
 from spoold.backends.files.admin import AdminError
@@ -265,6 +266,14 @@ def _print_status(args: argparse.Namespace, config: Config, catalog: Catalog) ->
     )
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    config = _config(args)
+    marks = open_catalog(config).schedule_marks() if config.schedules else {}
+    now = time.time() + faults.schedule_clock_offset()
+    cli_output.schedules(config.schedules, marks, now, as_json=args.json)
+    return 0
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     config = _config(args)
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
@@ -389,6 +398,8 @@ def _init_view_group(spool: Spool, group: str, gid: int) -> None:
     print(f"{grant.files} existing {noun} in {', '.join(VIEW_STATES)}: group {group}")
     if grant.stats:
         print(f"{spool.stats_path}: group {group}")
+    if grant.marks:
+        print(f"{spool.schedules_path}: group {group}")
 
 
 def group_id(name: str) -> int:
@@ -413,6 +424,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "web": cmd_web,
     "retry": cmd_retry,
     "purge": cmd_purge,
+    "schedule": cmd_schedule,
     "check": cmd_check,
     "init": cmd_init,
 }

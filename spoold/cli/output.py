@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from spoold.cli.checking import ClassCheck, RedisCheck
 from spoold.cli.detach import StopOutcome
 from spoold.cli.pidfile import PidfileState
 from spoold.config import Config
-from spoold.core.backend import JobSummary, LiveDaemon, RunningJob, SpoolStatus, StoredJob
+from spoold.core.backend import JobSummary, LiveDaemon, Mark, RunningJob, SpoolStatus, StoredJob
 from spoold.durations import seconds
+from spoold.schedules import Schedule, local_time
 
 _ERROR_WIDTH = 100  # a list line shows the start of the error; `show` has the rest
 
@@ -214,6 +216,9 @@ def check(
             "ok": all(c.ok for c in checks) and (redis is None or redis.ok),
             "classes": [{**asdict(c), "ok": c.ok} for c in checks],
         }
+        report["schedules"] = [
+            {"name": s.name, "target": s.target, "when": s.when} for s in config.schedules
+        ]
         if redis is not None:
             report["redis"] = {
                 "url": redis.url,
@@ -235,6 +240,8 @@ def check(
         verdict = "ok  " if item.ok else "FAIL"
         detail = ", ".join(item.methods) if item.ok else "; ".join(item.problems)
         print(f"{verdict} {item.class_path}: {detail}")
+    for schedule in config.schedules:
+        print(f"ok   schedule {schedule.name}: {schedule.target}, {schedule.when}")
     if not checks:
         warn("the [allow] table is empty: the daemon will reject every job")
     if redis is not None:
@@ -272,3 +279,43 @@ def check_summary(checks: list[ClassCheck], redis: RedisCheck | None = None) -> 
             else "can lose acknowledged jobs ([spool] require_durable = true)"
         )
         print(f"spoold check: the Redis at {redis.url} {why}", file=sys.stderr)
+
+
+def schedules(
+    defined: Sequence[Schedule], marks: Mapping[str, Mark], now: float, *, as_json: bool
+) -> None:
+    """``spoold schedule``: each schedule, its last firing as the spool keeps it, its next."""
+    rows = [_schedule_row(schedule, marks.get(schedule.name), now) for schedule in defined]
+    if as_json:
+        print_json(rows)
+        return
+    if not defined:
+        print("no schedules: add [[schedule]] tables to the config (README, Periodic jobs)")
+        return
+    for schedule, row in zip(defined, rows, strict=True):
+        settings = f"catch_up = {schedule.catch_up}, overlap = {str(schedule.overlap).lower()}"
+        print(f"{schedule.name}: {schedule.target}, {schedule.when} ({settings})")
+        if row["last_fired"] is None:
+            print("  last firing  never")
+        else:
+            print(
+                f"  last firing  {local_time(schedule, row['last_fired'])}  job {row['last_job']}"
+            )
+        print(f"  next firing  {local_time(schedule, row['next'])}")
+
+
+def _schedule_row(schedule: Schedule, mark: Mark | None, now: float) -> dict[str, Any]:
+    since = max(now, mark.considered) if mark is not None else now
+    return {
+        "name": schedule.name,
+        "class": schedule.class_path,
+        "method": schedule.method,
+        "cron": schedule.cron,
+        "every": schedule.every,
+        "timezone": schedule.timezone or None,
+        "catch_up": schedule.catch_up,
+        "overlap": schedule.overlap,
+        "last_fired": mark.last_fired if mark else None,
+        "last_job": mark.last_job if mark else None,
+        "next": schedule.next_after(since),
+    }

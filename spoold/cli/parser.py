@@ -49,7 +49,7 @@ def build_parser() -> Parser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_run, _stop, _submit, _status, _top, _metrics, _web, _list, _show, _retry, _purge,
-                _check, _init):  # fmt: skip
+                _schedule, _check, _init):  # fmt: skip
         add(commands)
     return parser
 
@@ -207,6 +207,22 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative")
     return value
+
+
+def _schedule(commands: argparse._SubParsersAction[Parser]) -> None:
+    _command(
+        commands,
+        "schedule",
+        HelpText(
+            "list the periodic jobs ([[schedule]]) with their last and next firing",
+            "List each [[schedule]] of the config: what it runs and when (cron in its\n"
+            "zone, or every N), what it does with missed firings (catch_up) and overlaps,\n"
+            "its last firing (the time it was for, and the job's id) as the spool keeps it,\n"
+            "and its next firing. Exit status 0; 1 if the spool cannot be read.",
+            "spoold schedule --config /etc/spoold/spoold.toml",
+        ),
+        json_output=True,
+    )
 
 
 def _status(commands: argparse._SubParsersAction[Parser]) -> None:

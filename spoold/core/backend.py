@@ -71,6 +71,33 @@ Verdict = Accepted | Refused
 Judge = Callable[[bytes, Origin], Verdict]
 
 
+# -- periodic jobs --
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """How far a schedule has got, kept by the backend (and not in a record, so that
+    retention cannot make a firing look new)."""
+
+    considered: float  # the newest firing time dealt with: fired, found fired, or skipped
+    last_job: str | None = None  # the id of its newest firing that was submitted
+    last_fired: float | None = None  # ... and the firing time it was for
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One firing of a schedule, to submit unless it was fired already."""
+
+    schedule: str  # its name
+    at: float  # the firing time
+    job_id: str  # derived from both (spoold.schedules.firing_id)
+    payload: bytes  # the job document
+    exclusive: bool  # overlap = false: not while its last firing waits or runs
+
+
+FIRED, ALREADY, OVERLAP = "fired", "already", "overlap"  # what ``Engine.fire`` answers
+
+
 # -- claims --
 
 
@@ -245,6 +272,21 @@ class Engine(Protocol):
         ``run_at``, its retry's time), on the backend's clock; None if none is due."""
         ...
 
+    def schedule_marks(self) -> dict[str, Mark]:
+        """Each schedule's mark, by name (a schedule never fired has none)."""
+        ...
+
+    def fire(self, firing: Firing) -> str:
+        """Submit the firing unless its schedule's mark is at or past it, or its id is
+        taken (ALREADY: it was fired), or it is ``exclusive`` and the mark's last job
+        still waits or runs (OVERLAP); then move the mark to it. Atomic against every
+        other daemon of the spool: one firing is one job."""
+        ...
+
+    def skip_firings(self, schedule: str, upto: float) -> None:
+        """Move the mark to ``upto`` (never back), submitting nothing: missed firings let go."""
+        ...
+
     def publish_stats(self, snapshot: bytes, keep_for: float) -> None:
         """Put this daemon's stats snapshot (``spoold.snapshot``) where watchers read it,
         replacing its last one; a backend that can expire it does so after ``keep_for``
@@ -369,6 +411,10 @@ class Catalog(Protocol):
 
     def where(self, state: str) -> str:
         """How the backend names where the jobs of ``state`` are (a folder)."""
+        ...
+
+    def schedule_marks(self) -> dict[str, Mark]:
+        """Each schedule's mark, by name, as the engine keeps it (``spoold schedule``)."""
         ...
 
     def stats(self) -> list[Snapshot]:

@@ -36,6 +36,7 @@ from spoold.core.judge import Judge
 from spoold.core.outcomes import Filer
 from spoold.core.policy import DAEMON_DIED
 from spoold.core.publisher import Publisher
+from spoold.core.scheduler import Scheduler
 from spoold.core.stats import Gauges, Identity, Stats
 from spoold.durations import age, seconds
 from spoold.exec.launcher import KILL_GRACE
@@ -126,6 +127,10 @@ class Daemon:
         )
         self.publisher = Publisher(self.stats, engine, live, self._gauges)
         self.filer = Filer(engine, self.events)
+        # Burst mode runs what is there and leaves: it fires no schedule.
+        self.scheduler = (
+            None if burst else Scheduler(engine, live, offset=faults.schedule_clock_offset())
+        )
         self.next_renewal = 0.0  # when the running attempts' leases are renewed next
         self.monotonic = monotonic  # this host's own clock, for self-fencing (a test's own)
         self.renewed_at = monotonic()  # when the leases were last renewed
@@ -271,6 +276,8 @@ class Daemon:
         try:
             for arrival in self.engine.receive(now):
                 self._arrived(arrival, now)
+            if self.scheduler is not None and self.stopping_since is None:
+                self.scheduler.tick(now)
             self._retain(now)
             self.held.retry(now)
             self._start_ready(now)
@@ -470,6 +477,7 @@ class Daemon:
             self.held.next_wakeup(),
             self.notifier.next_wakeup(),
             self.publisher.next_wakeup(),
+            self.scheduler.next_wakeup() if self.scheduler is not None else None,
         )
         for moment in wakeups:
             if moment is not None:

@@ -10,6 +10,8 @@ the next submission judged.
 
 from __future__ import annotations
 
+import os
+
 from spoold.config import Config
 from spoold.core.backend import Accepted, Origin, Refused, Verdict
 from spoold.job import Incomplete, Rejected, check_allowed, parse_job
@@ -41,6 +43,8 @@ def judge(raw: bytes, origin: Origin, config: Config) -> Verdict:
 
 def _check_owner(origin: Origin, config: Config) -> None:
     uids, gids = config.spool.allowed_uids, config.spool.allowed_gids
+    if origin.uid is not None and origin.uid == os.geteuid():
+        return  # the daemon's own user (a schedule's firing): it owns the spool anyway
     if (uids or gids) and origin.uid not in uids and origin.gid not in gids:
         raise Rejected(
             f"the file is owned by uid {origin.uid} gid {origin.gid}, who may not submit jobs "

@@ -15,9 +15,19 @@ from collections.abc import Sequence
 
 from spoold.backends.files import admin, maintenance
 from spoold.backends.files.admin import AdminError
+from spoold.backends.files.firings import MarksDamaged, read_marks
 from spoold.backends.files.spool import Spool
 from spoold.config import Config
-from spoold.core.backend import JobSummary, RetryOutcome, RunningJob, SpoolStatus, StoredJob
+from spoold.core.backend import (
+    CatalogError,
+    JobSummary,
+    Mark,
+    RetryOutcome,
+    RunningJob,
+    SpoolStatus,
+    StoredJob,
+)
+from spoold.errors import describe_os_error
 from spoold.snapshot import Snapshot
 
 
@@ -64,6 +74,13 @@ class FileCatalog:
 
     def purge(self, state: str, older_than: float, now: float) -> list[str]:
         return maintenance.purge(self.spool, state, older_than, now=now, durable=self.durable)
+
+    def schedule_marks(self) -> dict[str, Mark]:
+        try:
+            return read_marks(self.spool)
+        except (OSError, MarksDamaged) as exc:
+            why = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            raise CatalogError(why) from None
 
     def stats(self) -> list[Snapshot]:
         """The one daemon's snapshot (``stats.json``), if it ever wrote one."""

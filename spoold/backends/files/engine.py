@@ -23,6 +23,7 @@ from loguru import logger
 from spoold.atomic import replace_file
 from spoold.backends.files import recovery
 from spoold.backends.files.claims import Claims, Holds, RetryUnderWay
+from spoold.backends.files.firings import FileFirings
 from spoold.backends.files.fsio import fsync_dir
 from spoold.backends.files.queue import DueQueue, ReadyQueue
 from spoold.backends.files.receiver import Receiver
@@ -34,7 +35,9 @@ from spoold.core.backend import (
     Arrival,
     Claim,
     Counts,
+    Firing,
     Judge,
+    Mark,
     Places,
     Recovered,
     Refusal,
@@ -66,6 +69,7 @@ class FileEngine:
         self.receiver: Receiver | None = None  # made by ``open``, which is given the judge
         self.watcher: Watcher | None = None  # started by ``watch``
         self.places = Places("active/", "scheduled/", str(spool.folder("incoming")))
+        self.firings = FileFirings(spool, durable=self.store.durable)
         self.closed = False
 
     @classmethod
@@ -221,6 +225,15 @@ class FileEngine:
 
     def oldest_ready(self, now: float) -> float | None:
         return self.ready.oldest_ready_since()
+
+    def schedule_marks(self) -> dict[str, Mark]:
+        return self.firings.marks()
+
+    def fire(self, firing: Firing) -> str:
+        return self.firings.fire(firing)
+
+    def skip_firings(self, schedule: str, upto: float) -> None:
+        self.firings.skip(schedule, upto)
 
     def publish_stats(self, snapshot: bytes, keep_for: float) -> None:
         """``stats.json`` in the spool's root, with the group of done/ (the watching group,

@@ -23,6 +23,7 @@ STATES = ("tmp", "incoming", "scheduled", "active", "done", "failed")
 RECORD_STATES = ("done", "failed")
 LOCK_NAME = ".spoold.lock"
 STATS_NAME = "stats.json"  # the daemon's stats snapshot, in the root (spoold/snapshot.py)
+SCHEDULES_NAME = "schedules.json"  # the schedules' marks, in the root (files/firings.py)
 
 # Folder modes. The folders' group is the submit group (``spoold init
 # --group``; else the group of whoever made them). Anyone may pass through the
@@ -81,6 +82,10 @@ class Spool:
     def stats_path(self) -> Path:
         return self.root / STATS_NAME
 
+    @property
+    def schedules_path(self) -> Path:
+        return self.root / SCHEDULES_NAME
+
     def create(self) -> list[Path]:
         """Create the root and any missing state folder; return what was made."""
         made: list[Path] = []
@@ -130,7 +135,8 @@ class Spool:
             with _owned_folder(path, gid, mode) as fd:
                 files += _give_entries(fd, gid)
         stats = _give_file(self.stats_path, gid)
-        return ViewGrant(folders=folders, files=files, stats=stats)
+        marks = _give_file(self.schedules_path, gid)
+        return ViewGrant(folders=folders, files=files, stats=stats, marks=marks)
 
     def job_names(self, state: str) -> list[str]:
         """Names of job files in a state folder, oldest id first."""
@@ -184,6 +190,7 @@ class ViewGrant:
     folders: list[tuple[Path, int]]
     files: int
     stats: bool
+    marks: bool = False  # schedules.json
 
 
 @contextlib.contextmanager

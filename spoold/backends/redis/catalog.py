@@ -53,11 +53,13 @@ from spoold.backends.redis.connection import (
     text,
     why,
 )
+from spoold.backends.redis.firings import read_marks
 from spoold.config import Config, SpoolSettings
 from spoold.core.backend import (
     CatalogError,
     JobSummary,
     LiveDaemon,
+    Mark,
     RetryOutcome,
     RunningJob,
     SpoolStatus,
@@ -285,6 +287,9 @@ class RedisCatalog:
             return admin.stored_jobs(self.spool, "incoming")
         except PermissionError:
             return []
+
+    def schedule_marks(self) -> dict[str, Mark]:
+        return self._talk(lambda client: read_marks(client, self.key))
 
     def stats(self) -> list[Snapshot]:
         """The snapshot of each daemon that published one lately (they expire)."""

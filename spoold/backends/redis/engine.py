@@ -50,13 +50,17 @@ from spoold.backends.redis.connection import (
     safe_url,
     text,
 )
+from spoold.backends.redis.firings import millis, read_marks
 from spoold.backoff import Backoff
 from spoold.core.backend import (
+    FIRED,
     Accepted,
     Arrival,
     Claim,
     Counts,
+    Firing,
     Judge,
+    Mark,
     Origin,
     Places,
     Recovered,
@@ -470,6 +474,19 @@ class RedisEngine:
                 max(age, float(due or 0)) for (age, _id), due in zip(heads, dues, strict=True)
             ]
         return min(since) / 1000 if since else None
+
+    def schedule_marks(self) -> dict[str, Mark]:
+        return read_marks(self.client, self.key)
+
+    def fire(self, firing: Firing) -> str:
+        answer = self._fcall("spoold_fire", firing.schedule, millis(firing.at), firing.job_id,
+                             firing.payload, "1" if firing.exclusive else "0")  # fmt: skip
+        if text(answer) == FIRED:
+            self.ready_hint = True  # ours to take as much as anyone's
+        return text(answer)
+
+    def skip_firings(self, schedule: str, upto: float) -> None:
+        self._fcall("spoold_skip_firings", schedule, millis(upto))
 
     def publish_stats(self, snapshot: bytes, keep_for: float) -> None:
         """``stats:<owner>``, expiring after ``keep_for``: a dead daemon's figures age out."""

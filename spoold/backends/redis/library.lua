@@ -19,6 +19,7 @@ every key is derived from it and so stays in one Cluster slot (the hash tag).
   idx:done      zset, score finished (ms), member id (and idx:failed)
   daemons       hash, owner -> what it said of itself, for `spoold status`
   bell          pub/sub channel: "something may be ready"
+  schedules     hash, schedule name -> its mark (periodic jobs; see spoold_fire)
 
 Times are the server's (TIME), in milliseconds. A stale claim is answered
 "fenced" and changes nothing.
@@ -118,10 +119,7 @@ end
 
 -- submit(id, spec): 'ok', 'dup' (this very job is in already: a re-sent submit)
 -- or 'taken' (another job has the id: pick another).
-redis.register_function('spoold_submit', function(keys, args)
-  local p, id, spec = keys[1], args[1], args[2]
-  local seen = existing(p, id, spec)
-  if seen then return seen end
+local function enqueue(p, id, spec)
   local now = now_ms()
   local prio, seq, run_at, age = new_job(p, id, spec, now)
   if run_at and run_at * 1000 > now then
@@ -130,6 +128,72 @@ redis.register_function('spoold_submit', function(keys, args)
   else
     make_ready(p, id, prio, age, seq)
     redis.call('PUBLISH', p .. 'bell', id)
+  end
+end
+
+redis.register_function('spoold_submit', function(keys, args)
+  local p, id, spec = keys[1], args[1], args[2]
+  local seen = existing(p, id, spec)
+  if seen then return seen end
+  enqueue(p, id, spec)
+  return 'ok'
+end)
+
+-- Periodic jobs. schedules: hash, schedule name -> its mark, JSON {considered,
+-- last_job, last_fired} (times in ms): the newest firing dealt with, and the newest
+-- one submitted. Apart from the records, so that retention never makes a firing new.
+local function read_mark(p, name)
+  local raw = redis.call('HGET', p .. 'schedules', name)
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+
+local function write_mark(p, name, considered, last_job, last_fired)
+  local mark = {considered = considered}
+  if last_job then
+    mark.last_job = last_job
+    mark.last_fired = last_fired
+  end
+  redis.call('HSET', p .. 'schedules', name, cjson.encode(mark))
+end
+
+local LIVE_STATES = {ready = true, due = true, active = true}
+
+-- fire(name, at_ms, id, spec, exclusive): submit one firing of a schedule, once,
+-- whichever daemon asks first: 'fired'; 'already' (its mark is at or past at_ms,
+-- or the id is taken); 'overlap' (exclusive = '1' and the schedule's last job
+-- waits or runs). The mark moves to at_ms.
+redis.register_function('spoold_fire', function(keys, args)
+  local p, name, at, id, spec = keys[1], args[1], tonumber(args[2]), args[3], args[4]
+  local mark = read_mark(p, name)
+  local last_job, last_fired = nil, nil
+  if mark then
+    if mark.considered >= at then return 'already' end
+    last_job, last_fired = mark.last_job, mark.last_fired
+  end
+  if redis.call('EXISTS', job_key(p, id)) == 1 then
+    write_mark(p, name, at, last_job, last_fired)
+    return 'already'
+  end
+  if args[5] == '1' and last_job
+     and LIVE_STATES[redis.call('HGET', job_key(p, last_job), 'state') or ''] then
+    write_mark(p, name, at, last_job, last_fired)
+    return 'overlap'
+  end
+  enqueue(p, id, spec)
+  write_mark(p, name, at, id, at)
+  return 'fired'
+end)
+
+-- skip_firings(name, upto_ms): move the mark to upto_ms (never back), firing nothing.
+redis.register_function('spoold_skip_firings', function(keys, args)
+  local p, name, upto = keys[1], args[1], tonumber(args[2])
+  local mark = read_mark(p, name)
+  if mark and mark.considered >= upto then return 'ok' end
+  if mark then
+    write_mark(p, name, upto, mark.last_job, mark.last_fired)
+  else
+    write_mark(p, name, upto, nil, nil)
   end
   return 'ok'
 end)
