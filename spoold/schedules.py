@@ -13,6 +13,7 @@ walked by ``spoold.cron`` (cronsim), imported only when a schedule has one.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -24,7 +25,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 CATCH_UP = ("skip", "latest", "all")
-_EVERY = re.compile(r"(\d+)([smhd])")
+_EVERY = re.compile(r"(\d{1,12})([smhd])")  # more digits: past MOST_EVERY anyway
+MOST_EVERY = 36500 * 86400  # a century: the longest period ``every`` may have
 _EVERY_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 ID_MARK = "-sched-"  # what every derived id holds after its time
@@ -189,8 +191,9 @@ def parse_schedules(tables: Any, is_allowed: Callable[[str, str], bool]) -> tupl
         raise ValueError("[[schedule]]: expected tables ([[schedule]] headers)")
     schedules: list[Schedule] = []
     for index, table in enumerate(tables, 1):
-        label = f'[[schedule]] "{table["name"]}"' if isinstance(table.get("name"), str) else (
-            f"[[schedule]] number {index}")  # fmt: skip
+        name = table.get("name")  # quoted as JSON: a name with a newline stays one line
+        label = (f"[[schedule]] {json.dumps(name, ensure_ascii=False)}"
+                 if isinstance(name, str) else f"[[schedule]] number {index}")  # fmt: skip
         try:
             schedule = _schedule(table)
         except ValueError as exc:
@@ -210,8 +213,8 @@ def _schedule(table: Mapping[str, Any]) -> Schedule:
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown key (known: {', '.join(KEYS)})")
     name = _text(table, "name")
-    if not name.strip() or len(name) > 100:
-        raise ValueError("name: expected 1 to 100 characters")
+    if not name.strip() or len(name) > 100 or not name.isprintable():
+        raise ValueError("name: expected 1 to 100 printable characters")
     cron, every = table.get("cron"), table.get("every")
     if (cron is None) == (every is None):
         raise ValueError('expected either cron = "m h dom mon dow" or every = "30s"')
@@ -261,7 +264,10 @@ def _every(value: Any) -> int:
         raise ValueError(
             f'every: expected a period such as "30s", "5m", "1h" or "1d", got {value!r}'
         )
-    return int(match[1]) * _EVERY_UNITS[match[2]]
+    seconds = int(match[1]) * _EVERY_UNITS[match[2]]
+    if seconds > MOST_EVERY:  # its firing times would soon be past the year 9999
+        raise ValueError(f"every: at most {every_text(MOST_EVERY)}, got {value!r}")
+    return seconds
 
 
 def _timezone(value: Any) -> str:

@@ -20,7 +20,13 @@ Beyond the Protocol a test has:
 * ``full``: while True, every filing raises ``OSError(ENOSPC)`` and changes nothing;
 * ``crash()``: the daemon dies; a later ``open`` recovers what it held;
 * ``records``, ``record(id)``, ``waiting_ids()``, ``waiting_job(id)``, ``ready_ids()``,
-  ``claimed_ids()``.
+  ``claimed_ids()``;
+* ``marks``: each schedule's mark, by name (a test may drop one, as a lost
+  ``schedules.json`` would).
+
+Periodic jobs follow ``spoold/backends/files/firings.py``: a firing is handed
+in as a submission under its derived id (judged at the next ``receive`` like
+any other, as written by the daemon's own user), the mark moves after.
 """
 
 from __future__ import annotations
@@ -30,18 +36,24 @@ import heapq
 import itertools
 import json
 import math
+import os
 import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from spoold.core.backend import (
+    ALREADY,
+    FIRED,
+    OVERLAP,
     Accepted,
     Arrival,
     Claim,
     Counts,
     Engine,
+    Firing,
     Judge,
+    Mark,
     Origin,
     Places,
     Recovered,
@@ -111,6 +123,7 @@ class MemoryEngine:
         self._waiting_heap: list[tuple[float, int, str]] = []
         self._claimed: dict[str, _Held] = {}
         self.published: list[tuple[bytes, float]] = []  # each stats snapshot, with its keep_for
+        self.marks: dict[str, Mark] = {}  # each schedule's mark, by name
 
     # -- the test's side --
 
@@ -163,10 +176,16 @@ class MemoryEngine:
         return sorted(self._claimed)
 
     def _in_use(self, job_id: str) -> bool:
+        """Whether ``job_id`` is any job's or record's this engine holds."""
+        return self._live(job_id) or any(job_id in filed for filed in self.records.values())
+
+    def _live(self, job_id: str) -> bool:
+        """Whether ``job_id`` still waits or runs: handed in (read or not), ready, waiting
+        for a time, or claimed (the file spool's incoming/, scheduled/, active/)."""
         places: list[Container[str]] = [self._ready, self._waiting, self._claimed, self._arrived]
-        places += self.records.values()
-        places.append({s.job_id for s in self._unread})
-        return any(job_id in place for place in places)
+        return any(job_id in place for place in places) or any(
+            s.job_id == job_id for s in self._unread
+        )
 
     # -- life cycle --
 
@@ -303,6 +322,38 @@ class MemoryEngine:
     def counts(self) -> Counts:
         again = sum(waiting.again for waiting in self._waiting.values())
         return Counts(len(self._ready), len(self._waiting), again, bool(self._unread))
+
+    # -- periodic jobs (as spoold/backends/files/firings.py) --
+
+    def schedule_marks(self) -> dict[str, Mark]:
+        return dict(self.marks)
+
+    def fire(self, firing: Firing) -> str:
+        mark = self.marks.get(firing.schedule)
+        if mark is not None and mark.considered >= firing.at:
+            return ALREADY
+        if self._in_use(firing.job_id):
+            self._move(firing.schedule, firing.at)
+            return ALREADY
+        if firing.exclusive and mark is not None and mark.last_job and self._live(mark.last_job):
+            self._move(firing.schedule, firing.at)
+            return OVERLAP
+        # Written by the daemon itself, as the file spool's firing is: the daemon's user.
+        submission = _Submission(firing.job_id, bytes(firing.payload), os.geteuid(), os.getegid())
+        self._unread.append(submission)
+        self.marks[firing.schedule] = Mark(firing.at, firing.job_id, firing.at)
+        return FIRED
+
+    def skip_firings(self, schedule: str, upto: float) -> None:
+        self._move(schedule, upto)
+
+    def _move(self, schedule: str, upto: float) -> None:
+        """The mark forward to ``upto`` (never back), keeping its last job."""
+        mark = self.marks.get(schedule)
+        if mark is not None and mark.considered >= upto:
+            return
+        last_job, last_fired = (mark.last_job, mark.last_fired) if mark else (None, None)
+        self.marks[schedule] = Mark(upto, last_job, last_fired)
 
     # -- claims and moves --
 

@@ -12,7 +12,10 @@ most ``ON_TIME`` old (a busy turn, a slow disk), missed otherwise (no daemon
 was running, or the backend was down). ``catch_up`` says what becomes of
 them: ``skip`` fires only an on-time one, ``latest`` fires the newest of
 them all, ``all`` fires each (the newest ``MOST_CAUGHT_UP`` at most). What
-is not fired is skipped: the mark moves past it, and the log says so.
+is not fired is skipped: the mark moves past it, and the log says so (a
+warning for missed firings; a line of information when a stalled turn let
+several on-time firings come due at once and ``latest`` or ``skip`` fired
+the newest only). A schedule changed by a reload counts from the change.
 
 A schedule that has no mark yet (never fired) counts from when this daemon
 first read it: nothing before that is missed. The clock is the engine's,
@@ -51,6 +54,7 @@ class Scheduler:
         self.offset = offset  # the schedule clock is the engine's plus this (tests only)
         self.plan: dict[str, Planned] = {}
         self.first_read: dict[str, float] = {}  # when each schedule was first read here
+        self.changed_at: dict[str, float] = {}  # when a reload last changed it
         self.read_from: Sequence[Schedule] | None = None  # the config's, as last planned
 
     def tick(self, now: float) -> None:
@@ -82,7 +86,14 @@ class Scheduler:
                 self.plan[schedule.name] = kept
                 continue
             self.first_read.setdefault(schedule.name, now)
-            since = self._since(schedule, marks.get(schedule.name))
+            if kept is not None:  # its old firings are not the new schedule's to catch up
+                self.changed_at[schedule.name] = now
+            mark = marks.get(schedule.name)
+            since = self._since(schedule, mark)
+            if mark is not None and since > now + ON_TIME:
+                logger.warning("schedule {}: fired up to {}, later than now (was the clock set"
+                               " back?): it fires again after that", schedule.name,
+                               _local(schedule, since))  # fmt: skip
             self.plan[schedule.name] = Planned(schedule, schedule.next_after(since))
             news = "" if self.read_from is None else "changed: " if kept else "added: "
             due = self.plan[schedule.name].due
@@ -94,7 +105,10 @@ class Scheduler:
         self.read_from = schedules
 
     def _since(self, schedule: Schedule, mark: Mark | None) -> float:
-        return mark.considered if mark is not None else self.first_read[schedule.name]
+        """Where its firings are counted from: its mark, or when it was first read; for a
+        schedule changed by a reload, not before the change."""
+        since = mark.considered if mark is not None else self.first_read[schedule.name]
+        return max(since, self.changed_at.get(schedule.name, since))
 
     # -- firing --
 
@@ -110,6 +124,12 @@ class Scheduler:
         missed = [t for t in times if now - t > ON_TIME]
         if missed or more:
             self._say_missed(schedule, times, missed, more, chosen)
+        crowded = [t for t in times if now - t <= ON_TIME and t not in chosen]
+        if crowded:  # a stalled turn, a period shorter than the stall: on time, yet let go
+            logger.info("schedule {}: {} more firing(s) came due in this turn ({} to {});"
+                        " catch_up = {}: the newest only", schedule.name, len(crowded),
+                        _local(schedule, crowded[0]), _local(schedule, times[-1]),
+                        schedule.catch_up)  # fmt: skip
         for moment in chosen:
             self._fire(schedule, moment)
         if not chosen or chosen[-1] < times[-1]:
@@ -149,8 +169,8 @@ class Scheduler:
             logger.info("schedule {}: fired job {} ({}) for {}", schedule.name, job_id,
                         schedule.target, when)  # fmt: skip
         elif answer == ALREADY:
-            logger.info("schedule {}: the firing for {} was fired already (job {}): dropped",
-                        schedule.name, when, job_id)  # fmt: skip
+            logger.info("schedule {}: the firing for {} was fired or skipped already (its id:"
+                        " {}): dropped", schedule.name, when, job_id)  # fmt: skip
         else:
             last = self.engine.schedule_marks().get(schedule.name)
             logger.warning("schedule {}: the firing for {} skipped: its last job {} still waits"

@@ -17,6 +17,8 @@ import json
 import os
 from typing import Any
 
+from loguru import logger
+
 from spoold.atomic import replace_file
 from spoold.backends.files.fsio import read_regular, write_new
 from spoold.backends.files.spool import STATES, Spool
@@ -68,7 +70,16 @@ class FileFirings:
 
     def marks(self) -> dict[str, Mark]:
         if self._marks is None:
-            self._marks = read_marks(self.spool)
+            try:
+                self._marks = read_marks(self.spool)
+            except MarksDamaged as exc:
+                # The ids still tell what was fired while its record is kept; the next
+                # firing writes the file anew.
+                logger.error(
+                    "{}; the schedules start from no marks (a firing whose job or record is"
+                    " still in the spool is still known by its id)", exc
+                )  # fmt: skip
+                self._marks = {}
         return dict(self._marks)
 
     def fire(self, firing: Firing) -> str:
