@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-DEPENDENCIES = ("watchdog", "python-daemon", "lockfile", "loguru")
+DEPENDENCIES = ("watchdog", "python-daemon", "lockfile", "loguru", "cronsim")
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 TIMEOUT = 120
 
@@ -247,7 +247,7 @@ def test_the_wheel_installs_and_its_dependencies_are_met(installed: Installed) -
         capture_output=True, text=True, env=clean_env(), check=True,
     )  # fmt: skip
     required = {line.split(">")[0].split("<")[0].strip() for line in metadata.stdout.split("\n")}
-    assert {"watchdog", "python-daemon", "loguru"} <= required
+    assert {"watchdog", "python-daemon", "loguru", "cronsim"} <= required
     assert (Path(where.stdout.strip()).parent / "py.typed").exists()
 
 
