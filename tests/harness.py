@@ -66,7 +66,10 @@ class WaitTimeout(AssertionError):
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 10.0, message: str | Callable[[], str] = ""
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    message: str | Callable[[], str] = "",
+    pause: Callable[[], object] = lambda: time.sleep(POLL),
 ) -> T:
     """Poll ``predicate`` every 20 ms until it returns something truthy; return that.
 
@@ -81,7 +84,7 @@ def wait_for(
         if time.monotonic() >= deadline:
             text = message() if callable(message) else message
             raise WaitTimeout(f"not true after {timeout}s: {text or predicate}")
-        time.sleep(POLL)
+        pause()
 
 
 def stays_false(predicate: Callable[[], object], duration: float) -> bool:

@@ -15,9 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 from harness import daemon_env, wait_for
 
@@ -90,6 +92,27 @@ class Served:
 
     def stderr(self) -> str:
         return self.err.read_text(errors="replace") if self.err.exists() else ""
+
+
+S = TypeVar("S", bound=Served)
+
+
+@contextmanager
+def servers(kind: type[S], workdir: Path, token: str) -> Iterator[Callable[[Path], S]]:
+    """``new(config)``: a fresh, not yet started ``kind`` (named ``<command>-N``) on that
+    config; every one made is stopped (and reaped) when the block ends."""
+    made: list[S] = []
+
+    def new(config: Path) -> S:
+        server = kind(config, workdir, token, f"{kind.command}-{len(made) + 1}")
+        made.append(server)
+        return server
+
+    try:
+        yield new
+    finally:
+        for server in made:
+            server.stop()
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

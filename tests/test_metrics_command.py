@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from harness import Daemon, Spool, job, wait_for
-from served import Served, UnixHTTPConnection
+from served import Served, UnixHTTPConnection, servers
 from test_prometheus import Key, parse, series, value
 
 from spoold.backends import open_catalog
@@ -50,17 +50,13 @@ class Metrics(Served):
 def start_metrics(tmp_path: Path, leak_check: str) -> Iterator[Callable[..., Metrics]]:
     """``start_metrics(config, *args, ready=True)``: ``spoold metrics`` on that config, with
     ``--listen 127.0.0.1:0`` unless args say otherwise; stopped at teardown."""
-    started: list[Metrics] = []
+    with servers(Metrics, tmp_path, leak_check) as new:
 
-    def start(config: Path, *args: str, ready: bool = True) -> Metrics:
-        metrics = Metrics(config, tmp_path, leak_check, f"metrics-{len(started) + 1}")
-        started.append(metrics)
-        metrics.start(*args)
-        return metrics.wait_serving() if ready else metrics
+        def start(config: Path, *args: str, ready: bool = True) -> Metrics:
+            metrics = new(config).start(*args)
+            return metrics.wait_serving() if ready else metrics
 
-    yield start
-    for metrics in started:
-        metrics.stop()
+        yield start
 
 
 @dataclass(frozen=True)

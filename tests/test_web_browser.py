@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from harness import Daemon, Spool, WaitTimeout, processes_with_token, wait_for, write_config
+from harness import Daemon, Spool, processes_with_token, wait_for, write_config
+from served import servers
 from web_harness import Web
 
 if TYPE_CHECKING:
@@ -94,15 +95,7 @@ def require_chromium() -> None:
 def poll(page: Page, predicate: Callable[[], Any], timeout: float = 10.0, message: Any = "") -> Any:
     """``wait_for``, but waiting in ``page.wait_for_timeout`` so that Playwright keeps
     delivering the page's events (requests, dialogs) to the test's handlers meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            text = message() if callable(message) else message
-            raise WaitTimeout(f"not true after {timeout}s: {text or predicate}")
-        page.wait_for_timeout(50)
+    return wait_for(predicate, timeout, message, pause=lambda: page.wait_for_timeout(50))
 
 
 def stays_false_in(page: Page, predicate: Callable[[], Any], duration: float) -> bool:
@@ -171,16 +164,12 @@ def write_token(folder: Path) -> tuple[Path, str]:
 @pytest.fixture
 def start_web(tmp_path: Path, leak_check: str) -> Iterator[Callable[..., Web]]:
     """``start_web(config, allow_actions=False)``: a serving ``spoold web``; stopped at the end."""
-    started: list[Web] = []
+    with servers(Web, tmp_path, leak_check) as new:
 
-    def start(config: Path, *, allow_actions: bool = False) -> Web:
-        web = Web(config, tmp_path, leak_check, f"web-{len(started) + 1}")
-        started.append(web)
-        return web.start(allow_actions=allow_actions).wait_serving()
+        def start(config: Path, *, allow_actions: bool = False) -> Web:
+            return new(config).start(allow_actions=allow_actions).wait_serving()
 
-    yield start
-    for web in started:
-        web.stop()
+        yield start
 
 
 @dataclass

@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 from harness import Daemon, Spool, default_sections, job, toml_text, wait_for
-from served import UnixHTTPConnection
+from served import UnixHTTPConnection, servers
 from test_prometheus import parse, value
 from web_harness import Web
 
@@ -331,17 +331,13 @@ def scrape_locked(site: Site) -> Web:
 @pytest.fixture
 def start_web(tmp_path: Path, leak_check: str) -> Iterator[Callable[..., Web]]:
     """``start_web(config, *args, ready=True)``: a test's own ``spoold web``, stopped at the end."""
-    started: list[Web] = []
+    with servers(Web, tmp_path, leak_check) as new:
 
-    def start(config: Path, *args: str, ready: bool = True) -> Web:
-        web = Web(config, tmp_path, leak_check, f"web-{len(started) + 1}")
-        started.append(web)
-        web.start(*args)
-        return web.wait_serving() if ready else web
+        def start(config: Path, *args: str, ready: bool = True) -> Web:
+            web = new(config).start(*args)
+            return web.wait_serving() if ready else web
 
-    yield start
-    for web in started:
-        web.stop()
+        yield start
 
 
 # -- records in the daemon's shape, many at once --

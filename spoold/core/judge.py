@@ -17,6 +17,8 @@ from spoold.core.backend import Accepted, Origin, Refused, Verdict
 from spoold.job import Incomplete, Rejected, check_allowed, parse_job
 from spoold.live import Live
 
+_OWN_UID = os.geteuid()  # the daemon never changes its own uid: asked once, not per file
+
 
 class Judge:
     """The core's judge over the live config: ``judge(raw, origin)``."""
@@ -43,7 +45,7 @@ def judge(raw: bytes, origin: Origin, config: Config) -> Verdict:
 
 def _check_owner(origin: Origin, config: Config) -> None:
     uids, gids = config.spool.allowed_uids, config.spool.allowed_gids
-    if origin.uid is not None and origin.uid == os.geteuid():
+    if origin.uid is not None and origin.uid == _OWN_UID:
         return  # the daemon's own user (a schedule's firing): it owns the spool anyway
     if (uids or gids) and origin.uid not in uids and origin.gid not in gids:
         raise Rejected(
