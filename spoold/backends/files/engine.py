@@ -69,7 +69,7 @@ class FileEngine:
         self.receiver: Receiver | None = None  # made by ``open``, which is given the judge
         self.watcher: Watcher | None = None  # started by ``watch``
         self.places = Places("active/", "scheduled/", str(spool.folder("incoming")))
-        self.firings = FileFirings(spool, durable=self.store.durable)
+        self.firings = FileFirings(spool, durable=self.store.durable, complain=logger.error)
         self.closed = False
 
     @classmethod

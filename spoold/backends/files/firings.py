@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
-
-from loguru import logger
 
 from spoold.atomic import replace_file
 from spoold.backends.files.fsio import read_regular, write_new
@@ -63,9 +62,10 @@ class FileFirings:
     """The engine's side of periodic jobs on one spool; the marks are read once, then
     kept (this daemon is their only writer)."""
 
-    def __init__(self, spool: Spool, *, durable: bool) -> None:
+    def __init__(self, spool: Spool, *, durable: bool, complain: Callable[[str], object]) -> None:
         self.spool = spool
         self.durable = durable
+        self.complain = complain  # the engine's error log (the CLI's catalog loads no loguru)
         self._marks: dict[str, Mark] | None = None
 
     def marks(self) -> dict[str, Mark]:
@@ -75,10 +75,10 @@ class FileFirings:
             except MarksDamaged as exc:
                 # The ids still tell what was fired while its record is kept; the next
                 # firing writes the file anew.
-                logger.error(
-                    "{}; the schedules start from no marks (a firing whose job or record is"
-                    " still in the spool is still known by its id)", exc
-                )  # fmt: skip
+                self.complain(
+                    f"{exc}; the schedules start from no marks (a firing whose job or record"
+                    " is still in the spool is still known by its id)"
+                )
                 self._marks = {}
         return dict(self._marks)
 
