@@ -1,7 +1,8 @@
 """spoold: background jobs for one Linux host, from a JSON file spool.
 
 The public API is the client: ``run_background_job`` (and its Laravel-style
-alias ``runBackgroundJob``) writes one job file and returns its id. Importing
+alias ``runBackgroundJob``) writes one job file and returns its id; ``wait`` and
+``cancel`` ask the daemon about one of the caller's own jobs. Importing
 this package loads nothing heavier than the standard library.
 """
 
@@ -10,16 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from spoold.client import run_background_job, runBackgroundJob
+    from spoold.client import cancel, run_background_job, runBackgroundJob, wait
 
-__all__ = ["__version__", "runBackgroundJob", "run_background_job"]
+__all__ = ["__version__", "cancel", "runBackgroundJob", "run_background_job", "wait"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     # Loaded on first use: the daemon's launcher imports this package too, and
     # every module it holds makes each fork of it dearer.
-    if name in ("run_background_job", "runBackgroundJob"):
+    if name in ("run_background_job", "runBackgroundJob", "wait", "cancel"):
         from spoold import client
 
         return getattr(client, name)

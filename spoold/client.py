@@ -1,4 +1,5 @@
-"""``run_background_job``: write one job into the spool and return its id.
+"""``run_background_job``: write one job into the spool and return its id; ``wait`` and
+``cancel`` ask the daemon about one.
 
 The caller's side of the Maildir protocol (``backends/files/submitter``): write
 ``tmp/<id>.json``, fsync, rename it into ``incoming/`` without replacing
@@ -16,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spoold.asking import ENDED, FORBIDDEN, UNKNOWN, Answer, DaemonWentAway, ask, socket_path
 from spoold.backends.files.submitter import FileSubmitter
 from spoold.config import Config, find_config_path, load_config
 
@@ -109,6 +111,73 @@ def _current_config() -> Config:
     return config
 
 
+def wait(
+    job_id: str, timeout: float | None = None, *, spool: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Block until job ``job_id`` has a record, and return it (``record["status"]`` says how
+    it ended: done, failed, cancelled or rejected).
+
+    Asks the daemon (``spoold.asking``), which answers about the caller's own jobs (root
+    and the watching group: any), when the record is filed; no polling. Raises
+    TimeoutError after ``timeout`` seconds, LookupError if there is no such job of the
+    caller's, and OSError if no daemon answers (a daemon that restarts meanwhile is
+    asked again).
+    """
+    path = socket_path(_spool_dir(spool))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            answer = ask(path, "wait", job_id, left)
+        except DaemonWentAway:
+            _pause_before_asking_again(deadline)
+            continue
+        return _record_of(answer, job_id)
+
+
+def cancel(job_id: str, *, spool: str | os.PathLike[str] | None = None) -> bool:
+    """Cancel job ``job_id``: True once it is filed ``cancelled``; False if it had ended
+    already, or ended by itself while its attempt was being stopped (nothing changed).
+
+    A waiting job is filed at once; a running one gets SIGTERM, then SIGKILL 2 s later,
+    and is not retried. Raises LookupError if there is no such job of the caller's,
+    PermissionError if the caller may see it but not cancel it, and OSError if no daemon
+    answers or it cannot be cancelled now.
+    """
+    answer = ask(socket_path(_spool_dir(spool)), "cancel", job_id, _CANCEL_TIMEOUT)
+    if answer.code == ENDED:
+        return False
+    return _record_of(answer, job_id).get("status") == "cancelled"
+
+
+_CANCEL_TIMEOUT = 30.0  # a running attempt: SIGTERM, SIGKILL 2 s later, then its record
+
+
+def _record_of(answer: Answer, job_id: str) -> dict[str, Any]:
+    if answer.ok and answer.document is not None:
+        return answer.document
+    if answer.code == UNKNOWN:
+        raise LookupError(answer.error)
+    if answer.code == FORBIDDEN:
+        raise PermissionError(answer.error)
+    raise OSError(f"job {job_id}: {answer.error}")
+
+
+def _pause_before_asking_again(deadline: float | None) -> None:
+    """The daemon went away (a restart): ask again in a second, unless time is up by then."""
+    if deadline is not None and time.monotonic() + 1.0 >= deadline:
+        raise TimeoutError("no answer in time: the daemon went away")
+    time.sleep(1.0)
+
+
+def _spool_dir(spool: str | os.PathLike[str] | None) -> str:
+    """Where the daemon listens: ``spool``, else ``$SPOOLD_SPOOL_DIR``, else the config's
+    ``[spool] dir`` (on either backend)."""
+    if spool is not None:
+        return os.fspath(spool)
+    return os.environ.get("SPOOLD_SPOOL_DIR") or str(_current_config().spool.dir)
+
+
 runBackgroundJob = run_background_job  # noqa: N816 - the Laravel helper's name, for people coming from it
 
 
@@ -123,7 +192,10 @@ def _job_document(class_path: str, method: str, params: Any, *, now: float) -> d
         raise TypeError(
             f"params must be a list or a dict of JSON values, not {type(params).__name__}"
         )
-    return {"class": class_path, "method": method, "params": params, "enqueued_at": now}
+    # submitted_by: who may see, wait for and cancel it besides root. The daemon takes a
+    # job file's owner instead where it sees the file; on Redis this is the only word.
+    return {"class": class_path, "method": method, "params": params, "enqueued_at": now,
+            "submitted_by": os.getuid()}  # fmt: skip
 
 
 def _start_time(now: float, delay: float | None, run_at: float | datetime | None) -> float | None:

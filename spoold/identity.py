@@ -70,6 +70,12 @@ def _not_root_warnings(worker: WorkerSettings, euid: int) -> list[str]:
     return []
 
 
+def who(uid: int) -> str:
+    """A uid in words, for reasons and log lines: "alice (uid 1000)", or "uid 1234"."""
+    name = _user_name(uid)
+    return f"{name} (uid {uid})" if name != str(uid) else f"uid {uid}"
+
+
 def _user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name

@@ -51,6 +51,14 @@ _OPTIONAL_FIELDS = (
 )
 
 
+# A job's status beyond SPEC.md's done, failed and rejected: cancelled by ``spoold cancel``
+# (its record is in failed/).
+CANCELLED = "cancelled"
+# Who submitted a job: a uid, set by the client and, where the backend knows the file's
+# owner, by the daemon from it (``core/judge.py``). It decides who may see, wait for and
+# cancel the job besides root.
+SUBMITTED_BY = "submitted_by"
+
 # Why a submission was refused, in a fixed set of words: what metrics count rejections by
 # (never by the class a rejected file claims, which anyone who may submit could make up).
 REJECTION_KINDS = (

@@ -38,7 +38,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Container, Sequence
+from collections.abc import Collection, Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,6 +266,27 @@ class MemoryEngine:
         job, source = self._ready.pop(job_id)
         held = self._claim(job.id, job, source, now)
         return Taken(held.claim, job, source=source)
+
+    def cancel(self, job_id: str, by: int, now: float) -> Taken | Refusal | bool:
+        if job_id in self._ready:
+            job, source = self._ready.pop(job_id)
+            self._ready_heap = [key for key in self._ready_heap if key[-1] != job_id]
+            heapq.heapify(self._ready_heap)
+        elif job_id in self._waiting:
+            waiting = self._waiting.pop(job_id)
+            job, source = waiting.job, waiting.source
+            self._waiting_heap = [key for key in self._waiting_heap if key[-1] != job_id]
+            heapq.heapify(self._waiting_heap)
+        else:
+            return False  # one daemon: what runs, runs under the core's own claim
+        held = self._claim(job_id, job, source, now)
+        return Taken(held.claim, job, source=source)
+
+    def cancellations(self) -> list[tuple[str, int]]:
+        return []
+
+    def follow_records(self, job_ids: Collection[str]) -> list[str]:
+        return []
 
     def unclaim(self, claim: Claim, job: Job, due_at: float) -> None:
         held = self._check(claim, job)

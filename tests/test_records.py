@@ -5,6 +5,7 @@ files left behind, and a reused id getting a fresh one instead of overwriting a 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -33,7 +34,8 @@ def test_a_done_record_has_exactly_the_documented_fields(
     spool.drop_job("fields", submitted)
     record = spool.wait_record("fields")
     expected = set(submitted) | {"id", "status", "attempts", "result", "history", "finished_at"}
-    assert set(record) == expected
+    assert set(record) == expected | {"submitted_by"}
+    assert record["submitted_by"] == os.geteuid()
     for key, value in submitted.items():
         assert record[key] == value, key
     assert record["id"] == "fields"

@@ -34,7 +34,7 @@ from spoold.backends import open_catalog
 from spoold.backends.files import admin
 from spoold.backends.files.admin import AdminError
 from spoold.backends.files.spool import VIEW_STATES, Spool, SpoolLocked
-from spoold.cli import detach
+from spoold.cli import asked, detach
 from spoold.cli import output as cli_output
 from spoold.cli.checking import check_allowlist, check_redis
 from spoold.cli.parser import build_parser
@@ -44,7 +44,7 @@ from spoold.config import Config, ConfigError, find_config_path, load_config, pa
 from spoold.core.backend import Catalog, CatalogError
 from spoold.errors import describe_os_error
 from spoold.identity import job_identity
-from spoold.job import Rejected, constant_refuser, parse_time
+from spoold.job import CANCELLED, Rejected, constant_refuser, parse_time
 
 
 class UsageError(Exception):
@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from spoold.backends import open_engine
     from spoold.core.daemon import run_daemon  # loguru and watchdog: only when the daemon runs
 
-    return run_daemon(config, open_engine, burst=args.burst)
+    return run_daemon(config, open_engine, open_catalog=open_catalog, burst=args.burst)
 
 
 def _run_detached(args: argparse.Namespace, config: Config) -> int:
@@ -124,7 +124,7 @@ def _detached_daemon(config: Config, on_ready: Callable[[], None]) -> int:
     from spoold.backends import open_engine
     from spoold.core.daemon import run_daemon
 
-    return run_daemon(config, open_engine, on_ready=on_ready)
+    return run_daemon(config, open_engine, open_catalog=open_catalog, on_ready=on_ready)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -334,22 +334,36 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    catalog = open_catalog(_config(args))
-    cli_output.show(catalog.find(args.job_id), as_json=args.json)
+    config = _config(args)
+    cli_output.show(asked.show_asking(open_catalog(config), config, args.job_id), as_json=args.json)
     return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    return asked.cmd_wait(args, _config(args))
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return asked.cmd_cancel(args, _config(args))
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     catalog = open_catalog(_config(args))
     if bool(args.job_ids) == args.all_failed:
         raise UsageError("give the ids of failed jobs, or --all-failed")
-    job_ids = catalog.failed_ids() if args.all_failed else args.job_ids
+    job_ids = _retriable(catalog) if args.all_failed else args.job_ids
     outcome = catalog.retry(job_ids)
     for job_id in outcome.retried:
         print(f"retried {job_id}")
     for error in outcome.errors:
         _fail(error, 1)
     return 1 if outcome.errors else 0
+
+
+def _retriable(catalog: Catalog) -> list[str]:
+    """The failed jobs --all-failed retries: not those cancelled (on purpose, by someone)."""
+    failed = catalog.read("failed", catalog.failed_ids())
+    return [job.id for job in failed if (job.document or {}).get("status") != CANCELLED]
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -421,6 +435,8 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "metrics": cmd_metrics,
     "list": cmd_list,
     "show": cmd_show,
+    "wait": cmd_wait,
+    "cancel": cmd_cancel,
     "web": cmd_web,
     "retry": cmd_retry,
     "purge": cmd_purge,

@@ -48,8 +48,8 @@ def build_parser() -> Parser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_run, _stop, _submit, _status, _top, _metrics, _web, _list, _show, _retry, _purge,
-                _schedule, _check, _init):  # fmt: skip
+    for add in (_run, _stop, _submit, _status, _top, _metrics, _web, _list, _show, _wait, _cancel,
+                _retry, _purge, _schedule, _check, _init):  # fmt: skip
         add(commands)
     return parser
 
@@ -384,6 +384,54 @@ def _show(commands: argparse._SubParsersAction[Parser]) -> None:
     parser.add_argument("job_id", metavar="ID", help="the job id that submit printed")
 
 
+def _wait(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "wait",
+        HelpText(
+            "wait for a job to end and print its record",
+            "Wait until job ID has a record, then print it as 'spoold show' does. Exit status:\n"
+            "0 done; 1 failed, cancelled or rejected; 2 --timeout ran out first; 3 no such\n"
+            "job. A submitter may wait for its own jobs: it asks the daemon, which answers\n"
+            "when the record is filed. Whoever may read the spool waits on it directly\n"
+            "(inotify, or Redis's notice of the filing), with no daemon needed.",
+            "spoold wait 20261129T201512.123Z-3f9a1c2b7e --timeout 60",
+        ),
+        json_output=True,
+    )
+    parser.add_argument("job_id", metavar="ID", help="the job id that submit printed")
+    parser.add_argument(
+        "--timeout", type=_seconds_arg, metavar="S", help="give up after S seconds (exit 2)"
+    )
+
+
+def _cancel(commands: argparse._SubParsersAction[Parser]) -> None:
+    parser = _command(
+        commands,
+        "cancel",
+        HelpText(
+            "cancel waiting or running jobs",
+            "Cancel each job ID: one that waits is filed to failed/ with status 'cancelled';\n"
+            "one that runs gets SIGTERM, then SIGKILL 2 s later, is not retried, and is filed\n"
+            "'cancelled' (unless it succeeded first). A job that already has a record is left\n"
+            "as it is (exit 1). Asks the running daemon; a submitter may cancel its own jobs,\n"
+            "root and the daemon's user any.",
+            "spoold cancel 20261129T201512.123Z-3f9a1c2b7e",
+        ),
+    )
+    parser.add_argument("job_ids", metavar="ID", nargs="+", help="ids of jobs to cancel")
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be 0 or more: {text!r}")
+    return value
+
+
 def _retry(commands: argparse._SubParsersAction[Parser]) -> None:
     parser = _command(
         commands,
@@ -392,12 +440,15 @@ def _retry(commands: argparse._SubParsersAction[Parser]) -> None:
             "put failed jobs back into incoming/",
             "Put jobs from failed/ back into incoming/ under the same id, as they were\n"
             "submitted; attempts start afresh and the old record is removed. A rejected\n"
-            "job goes back with its original bytes (fix the allowlist or the file first).",
+            "job goes back with its original bytes (fix the allowlist or the file first).\n"
+            "--all-failed leaves cancelled jobs alone; name one to retry it.",
             "spoold retry 20261129T201512.123Z-3f9a1c2b7e    or    spoold retry --all-failed",
         ),
     )
     parser.add_argument("job_ids", metavar="ID", nargs="*", help="ids of failed jobs")
-    parser.add_argument("--all-failed", action="store_true", help="retry every job in failed/")
+    parser.add_argument(
+        "--all-failed", action="store_true", help="retry every job in failed/ but the cancelled"
+    )
 
 
 def _purge(commands: argparse._SubParsersAction[Parser]) -> None:

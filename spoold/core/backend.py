@@ -31,7 +31,7 @@ passes it down as ``now``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -140,6 +140,8 @@ class Taken:
     # Submitted straight to the backend (a client talking to Redis), not through intake:
     # judged at this claim for the first time, so the core says it was received.
     fresh: bool = False
+    # A cancel asked for while it ran (or waited on its way back): filed cancelled, not run.
+    cancelled_by: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +289,23 @@ class Engine(Protocol):
         """Move the mark to ``upto`` (never back), submitting nothing: missed firings let go."""
         ...
 
+    def cancel(self, job_id: str, by: int, now: float) -> Taken | Refusal | bool:
+        """Claim a job that waits (ready or scheduled), so that the core files it cancelled.
+        One that runs under another daemon's claim is marked cancelled by ``by`` (a uid)
+        and that daemon told (its ``cancellations``): True. False if it is neither."""
+        ...
+
+    def cancellations(self) -> list[tuple[str, int]]:
+        """(job id, uid) of the jobs this daemon holds that were marked cancelled by
+        another daemon since the last call (never: one daemon on a file spool)."""
+        ...
+
+    def follow_records(self, job_ids: Collection[str]) -> list[str]:
+        """Follow the filing of these jobs' records (and no longer of others'), for those
+        who wait for them; return those heard filed since the last call, by any daemon
+        (never: one daemon on a file spool, whose own filings the core sees)."""
+        ...
+
     def publish_stats(self, snapshot: bytes, keep_for: float) -> None:
         """Put this daemon's stats snapshot (``spoold.snapshot``) where watchers read it,
         replacing its last one; a backend that can expire it does so after ``keep_for``
@@ -299,6 +318,10 @@ class Engine(Protocol):
 
 class CatalogError(Exception):
     """A problem the operator can fix, worded in one line."""
+
+
+class NoSuchJob(CatalogError):
+    """No job or record has this id (``find``): an answer, not a trouble."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +438,12 @@ class Catalog(Protocol):
 
     def schedule_marks(self) -> dict[str, Mark]:
         """Each schedule's mark, by name, as the engine keeps it (``spoold schedule``)."""
+        ...
+
+    def wait_for_record(self, job_id: str, timeout: float | None) -> StoredJob:
+        """The job's record once it is filed (by any daemon), woken by the backend's own
+        notice of it, with a fallback look no more often than every second; the job as it
+        is when ``timeout`` seconds run out (None: no limit). CatalogError if none."""
         ...
 
     def stats(self) -> list[Snapshot]:

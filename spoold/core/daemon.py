@@ -28,7 +28,17 @@ from loguru import logger
 from spoold import __version__, faults
 from spoold.backoff import Backoff
 from spoold.config import Config, ConfigError, load_config
-from spoold.core.backend import Arrival, Engine, Recovered, Refusal, Refused, Taken, Unavailable
+from spoold.core.answering import Answering
+from spoold.core.backend import (
+    Arrival,
+    Catalog,
+    Engine,
+    Recovered,
+    Refusal,
+    Refused,
+    Taken,
+    Unavailable,
+)
 from spoold.core.dispatcher import Dispatcher
 from spoold.core.events import Broken, Events, Tally
 from spoold.core.held import HeldFilings, wait_for_run_at
@@ -77,13 +87,16 @@ def run_daemon(
     config: Config,
     open_engine: Callable[[Live], Engine],
     *,
+    open_catalog: Callable[[Config], Catalog] | None = None,
     burst: bool = False,
     on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Run until stopped (with ``burst``: until the ready work is done); return the exit status.
 
     ``open_engine`` is ``spoold.backends.open_engine``: the command chooses the
-    backend, the core never imports one. ``on_ready`` is called once, when the
+    backend, the core never imports one; ``open_catalog`` (``spoold.backends``'s)
+    lets the daemon look jobs up for those who ask on its control socket (without it,
+    it does not listen there). ``on_ready`` is called once, when the
     first scan is done and jobs are taken (``--detach`` uses it to let the
     starting command return only then).
     """
@@ -95,7 +108,8 @@ def run_daemon(
         setup_logging(config.log)
         for warning in warnings:
             logger.warning(warning)
-        return Daemon(live, engine, burst=burst, on_ready=on_ready).run()
+        catalog = open_catalog(config) if open_catalog is not None else None
+        return Daemon(live, engine, burst=burst, on_ready=on_ready, catalog=catalog).run()
     finally:
         engine.close()
 
@@ -112,6 +126,7 @@ class Daemon:
         on_ready: Callable[[], None] | None = None,
         new_launcher: Callable[[], LauncherClient] = LauncherClient,
         monotonic: Callable[[], float] = time.monotonic,
+        catalog: Catalog | None = None,
     ) -> None:
         self.live = live
         self.engine = engine
@@ -122,9 +137,15 @@ class Daemon:
         self.held = HeldFilings(engine.places)  # what a resource shortage kept claimed
         self.tally = Tally()  # what this run filed: burst mode's exit status
         self.stats = Stats(_identity(live.config, engine.clock()), live, engine.clock)
-        self.events = Events(
-            *([Broken()] if faults.broken_listener() else []), self.tally, self.stats
+        self.selector = selectors.DefaultSelector()
+        # Who asks about a job, on the control socket (not in burst mode: it soon leaves).
+        self.answering = (
+            Answering(live, self.selector, catalog.find, self._cancel, engine.follow_records)
+            if catalog is not None and not burst
+            else None
         )
+        listeners = [self.tally, self.stats, *([self.answering] if self.answering else [])]
+        self.events = Events(*([Broken()] if faults.broken_listener() else []), *listeners)
         self.publisher = Publisher(self.stats, engine, live, self._gauges)
         self.filer = Filer(engine, self.events)
         # Burst mode runs what is there and leaves: it fires no schedule.
@@ -137,7 +158,6 @@ class Daemon:
         self.renew_trouble = Backoff()  # when renewing began to fail, for the log
         self.next_retention = 0.0  # when records past their time are removed next
         self.watched: set[int] = set()  # the backend's descriptors in the selector
-        self.selector = selectors.DefaultSelector()
         self.flags = Flags()
         self.trouble = Backoff()
         self.notifier = Notifier(engine.clock())
@@ -166,6 +186,8 @@ class Daemon:
         self._install_signal_handlers()
         self.watch(self.engine.clock())
         self._watch_backend()
+        if self.answering is not None:
+            self.answering.open()
         self.dispatcher.await_launcher(LAUNCHER_START_TIMEOUT, self.engine.clock())
         notify("READY=1", f"STATUS={self._status()}")
         logger.info("ready: watching {} ({})", self.engine.places.intake, self._status())
@@ -222,6 +244,8 @@ class Daemon:
         if self.held:
             logger.warning("{} job(s) could not be filed out of {}; recovery files them at the "
                            "next start", len(self.held), self.engine.places.claimed)  # fmt: skip
+        if self.answering is not None:
+            self.answering.close()
         if hasattr(self, "dispatcher"):
             self.dispatcher.close()
             self.publisher.publish(self.engine.clock())  # the run's last figures
@@ -276,6 +300,10 @@ class Daemon:
         try:
             for arrival in self.engine.receive(now):
                 self._arrived(arrival, now)
+            for job_id, by in self.engine.cancellations():  # asked of another daemon
+                self.dispatcher.cancel(job_id, by)
+            if self.answering is not None:
+                self.answering.serve(now)
             if self.scheduler is not None and self.stopping_since is None:
                 self.scheduler.tick(now)
             self._retain(now)
@@ -445,10 +473,36 @@ class Daemon:
                 continue
             if taken.fresh:  # submitted straight to the backend: judged just now
                 self._received(taken.job)
+            if taken.cancelled_by is not None:  # cancelled on its way back to wait
+                self._file_cancelled(taken, taken.cancelled_by, now)
+                continue
             if taken.job.id in self.dispatcher.running:
                 self._wait_for_lost_attempt(taken, now)
                 continue
             self.dispatcher.launch(taken, now)
+
+    def _cancel(self, job_id: str, by: int, now: float) -> bool:
+        """A cancel asked for by uid ``by`` (``answering``): stop the attempt running here,
+        or claim the job where it waits and file it cancelled, or have the daemon that
+        runs it told. False if it neither waits nor runs (or its record is being filed)."""
+        if self.dispatcher.cancel(job_id, by):
+            return True
+        if any(claim.job_id == job_id for claim in self.held.claims()):
+            return False  # its outcome is being filed: its record answers
+        if self.stopping_since is not None:
+            return False  # taking nothing out of waiting while stopping
+        taken = self.engine.cancel(job_id, by, now)
+        if isinstance(taken, Refusal):
+            self._reject(taken, now)
+            return True
+        if isinstance(taken, Taken):
+            self._file_cancelled(taken, by, now)
+            return True
+        return taken
+
+    def _file_cancelled(self, taken: Taken, by: int, now: float) -> None:
+        cancel = partial(self.filer.cancelled, taken.claim, taken.job, by)
+        self.held.attempt(taken.claim, "cancellation", cancel, now)
 
     def _wait_for_lost_attempt(self, taken: Taken, now: float) -> None:
         """A job claimed anew while the attempt that lost its lease is still being stopped
@@ -478,6 +532,7 @@ class Daemon:
             self.notifier.next_wakeup(),
             self.publisher.next_wakeup(),
             self.scheduler.next_wakeup() if self.scheduler is not None else None,
+            self.answering.next_wakeup() if self.answering is not None else None,
         )
         for moment in wakeups:
             if moment is not None:
@@ -487,11 +542,15 @@ class Daemon:
         return max(0.0, min(times) - now)
 
     def _wait(self, timeout: float) -> None:
-        for key, _mask in self.selector.select(timeout):
+        for key, mask in self.selector.select(timeout):
             if key.data is None:
                 _drain_pipe(self.wake_read)
-            elif key.data != "watch":  # the watch's events are read at the start of the turn
+            elif key.data == "watch":
+                pass  # the watch's events are read at the start of the turn
+            elif key.data is self.dispatcher:
                 self.dispatcher.on_readable(self.engine.clock())
+            elif self.answering is not None:
+                self.answering.on_event(key.data, mask)
 
     # -- signals --
 

@@ -29,9 +29,11 @@ from spoold.core.held import HeldFilings
 from spoold.core.outcomes import Filer
 from spoold.durations import seconds
 from spoold.errors import describe_os_error
+from spoold.exec.launcher import KILL_GRACE
 from spoold.exec.launcher_client import LauncherClient, LauncherGone
 from spoold.exec.protocol import Op, Outcome
 from spoold.faults import crash_point
+from spoold.identity import who
 from spoold.job import Job
 from spoold.live import Live
 from spoold.logs import job_logger
@@ -56,6 +58,7 @@ class Running:
     sent_at: float  # when it was handed to the launcher
     pid: int | None = None
     lost: bool = False  # its lease was lost: it is being killed
+    cancelled_by: int | None = None  # a cancel asked for by this uid: it is being stopped
 
 
 class Dispatcher:
@@ -85,10 +88,15 @@ class Dispatcher:
             Op.STARTED: self._on_started,
             Op.FINISHED: self._on_finished,
         }
-        self.wordings = {Outcome.TIMEOUT: self._word_timeout, Outcome.INTERRUPTED: self._word_stop}
+        self.wordings = {
+            Outcome.TIMEOUT: self._word_timeout,
+            Outcome.INTERRUPTED: self._word_stop,
+            Outcome.CANCELLED: self._word_cancel,
+        }
         self.filings = {
             Outcome.OK: self._file_success,
             Outcome.INTERRUPTED: self._file_interruption,
+            Outcome.CANCELLED: self._file_cancelled,
         }
         self.launcher = self._new_launcher()
 
@@ -164,6 +172,20 @@ class Dispatcher:
                                        claim.job_id, why, running.pid or "?")  # fmt: skip
         self.launcher.kill(claim.job_id, 0.0)
 
+    def cancel(self, job_id: str, by: int) -> bool:
+        """Stop the attempt of ``job_id`` for a cancel by uid ``by`` (SIGTERM, then SIGKILL
+        after the grace a timeout gets); its outcome is then filed ``cancelled``, unless
+        it succeeded first. False if no attempt of it runs here."""
+        running = self.running.get(job_id)
+        if running is None:
+            return False
+        if running.cancelled_by is None and not running.lost:
+            running.cancelled_by = by
+            job_logger(job_id).warning("job {}: cancelled by {}; stopping its attempt (pid {})",
+                                       job_id, who(by), running.pid or "?")  # fmt: skip
+            self.launcher.kill(job_id, KILL_GRACE)
+        return True
+
     def attempts(self) -> list[RunningAttempt]:
         """The attempts handed to the launcher, with their limits as at launch (for watchers)."""
         return [_attempt(running) for running in self.running.values()]
@@ -203,6 +225,8 @@ class Dispatcher:
 
     def _route(self, running: Running, entry: Attempt, now: float) -> None:
         """Word the attempt's end, tell the listeners, and file it (held if it cannot be now)."""
+        if running.cancelled_by is not None and entry["outcome"] != Outcome.OK:
+            entry["outcome"] = Outcome.CANCELLED  # (a success that came first stands)
         if entry["outcome"] in self.wordings:
             self.wordings[entry["outcome"]](running, entry)
         self.events.finished(running.job, entry)
@@ -219,6 +243,15 @@ class Dispatcher:
     def _file(self, running: Running, entry: Attempt, now: float) -> None:
         """File one outcome at ``now`` (raises OSError if it cannot be done now)."""
         self.filings.get(entry["outcome"], self._file_failure)(running, entry, now)
+
+    def _word_cancel(self, running: Running, entry: Attempt) -> None:
+        assert running.cancelled_by is not None
+        entry.pop("signal", None)  # (how it was stopped is the cancel's doing)
+        entry["error"] = f"cancelled by {who(running.cancelled_by)}"
+
+    def _file_cancelled(self, running: Running, entry: Attempt, now: float) -> None:
+        assert running.cancelled_by is not None
+        self.filer.cancelled(running.claim, running.job, running.cancelled_by, now, entry)
 
     def _file_success(self, running: Running, entry: Attempt, _now: float) -> None:
         self.filer.succeeded(running.claim, running.job, entry)  # done when the attempt finished

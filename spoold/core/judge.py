@@ -14,7 +14,7 @@ import os
 
 from spoold.config import Config
 from spoold.core.backend import Accepted, Origin, Refused, Verdict
-from spoold.job import Incomplete, Rejected, check_allowed, parse_job
+from spoold.job import SUBMITTED_BY, Incomplete, Job, Rejected, check_allowed, parse_job
 from spoold.live import Live
 
 _OWN_UID = os.geteuid()  # the daemon never changes its own uid: asked once, not per file
@@ -36,11 +36,26 @@ def judge(raw: bytes, origin: Origin, config: Config) -> Verdict:
         job = parse_job(raw, job_id=origin.job_id, mtime=origin.received_at,
                         trusted=origin.trusted)  # fmt: skip
         check_allowed(job, config)
+        _note_submitter(job, origin)
     except Incomplete as exc:
         return Refused(origin.job_id, str(exc), raw, incomplete=True, kind=exc.kind)
     except Rejected as exc:
         return Refused(origin.job_id, str(exc), raw, kind=exc.kind)
     return Accepted(job)
+
+
+def _note_submitter(job: Job, origin: Origin) -> None:
+    """Record who submitted the job (``submitted_by``), which decides who besides root may
+    see, wait for and cancel it: a file's owner, where the backend knows it, whatever the
+    file says; only a file of the daemon's own user (its bookkeeping, root's own
+    submissions) keeps what it says. Where the owner is unknown (a client that talked
+    to Redis), the client's word stands: Redis's access control is the boundary there."""
+    if origin.uid is None:
+        return
+    said = job.submitted.get(SUBMITTED_BY)
+    if origin.uid == _OWN_UID and isinstance(said, int) and not isinstance(said, bool):
+        return
+    job.submitted[SUBMITTED_BY] = origin.uid
 
 
 def _check_owner(origin: Origin, config: Config) -> None:

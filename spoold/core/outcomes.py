@@ -19,7 +19,8 @@ from spoold.core import policy
 from spoold.core.backend import Claim, Engine, Refused
 from spoold.core.events import Events
 from spoold.durations import seconds
-from spoold.job import Job, rejection_record
+from spoold.identity import who
+from spoold.job import CANCELLED, Job, rejection_record
 from spoold.logs import job_logger
 
 if TYPE_CHECKING:
@@ -62,6 +63,19 @@ class Filer:
         if traceback:
             log.debug("job {} traceback of the last attempt:\n{}", filed_as, traceback)
         self.events.filed(filed_as, "failed", job.class_path)
+
+    def cancelled(
+        self, claim: Claim, job: Job, by: int, now: float, entry: Attempt | None = None
+    ) -> None:
+        """File the job ``cancelled`` (in failed/) at the request of uid ``by``; ``entry``:
+        its attempt that was running, stopped by the cancel."""
+        if entry is not None:
+            job = replace(job, history=(*job.history, entry))
+        reason = f"cancelled by {who(by)}"
+        record = job.record(CANCELLED, now, reason=reason, cancelled_by=by)
+        filed_as = self.engine.finish(claim, "failed", record)
+        job_logger(filed_as).warning("job {} {}", filed_as, reason)
+        self.events.filed(filed_as, CANCELLED, job.class_path)
 
     def schedule(self, claim: Claim, job: Job, due_at: float, *, again: bool) -> None:
         """Wait until ``due_at``; ``again``: a retry or a rerun."""

@@ -12,7 +12,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 # protocol.Op and protocol.Outcome as types (tests/test_protocol.py keeps them equal).
 OpName = Literal["run", "kill", "exit", "ready", "not_started", "started", "finished"]
-OutcomeName = Literal["ok", "error", "timeout", "crashed", "interrupted"]
+OutcomeName = Literal["ok", "error", "timeout", "crashed", "interrupted", "cancelled"]
 
 # -- what the daemon asks for --
 

@@ -53,6 +53,7 @@ class Outcome:
     TIMEOUT: Final = "timeout"  # it overran its timeout and was killed
     CRASHED: Final = "crashed"  # its process died without a report (or the launcher did)
     INTERRUPTED: Final = "interrupted"  # the daemon stopped it, or died while it ran
+    CANCELLED: Final = "cancelled"  # stopped by a cancel (spoold cancel): never retried
 
 
 # The shapes of the messages live in messages.py, for the type checker only: as

@@ -17,7 +17,14 @@ from typing import Any
 
 from spoold.backends.files.fsio import FileContent, UnsafeFile, read_regular
 from spoold.backends.files.spool import STATES, Spool, running_daemon_pid
-from spoold.core.backend import CatalogError, JobSummary, RunningJob, SpoolStatus, StoredJob
+from spoold.core.backend import (
+    CatalogError,
+    JobSummary,
+    NoSuchJob,
+    RunningJob,
+    SpoolStatus,
+    StoredJob,
+)
 from spoold.ids import is_valid_id
 
 # Records carry results, tracebacks and rejected bytes, so they may be larger
@@ -30,6 +37,10 @@ SEARCH_ORDER = ("incoming", "scheduled", "active", "done", "failed", "tmp")
 
 class AdminError(CatalogError):
     """A problem the operator can fix, worded in one line."""
+
+
+class JobNotFound(AdminError, NoSuchJob):
+    """No job or record has the id, in any folder the caller may search."""
 
 
 # -- reading --
@@ -92,7 +103,7 @@ def find_job(spool: Spool, job_id: str) -> StoredJob:
     if refused:
         closed = ", ".join(f"{state}/" for state in refused)
         raise AdminError(f"no job {job_id} in {spool.root} ({closed}: permission denied)")
-    raise AdminError(f"no job {job_id} in {spool.root}")
+    raise JobNotFound(f"no job {job_id} in {spool.root}")
 
 
 def stored_jobs(spool: Spool, state: str) -> list[StoredJob]:

@@ -75,6 +75,11 @@ class FileCatalog:
     def purge(self, state: str, older_than: float, now: float) -> list[str]:
         return maintenance.purge(self.spool, state, older_than, now=now, durable=self.durable)
 
+    def wait_for_record(self, job_id: str, timeout: float | None) -> StoredJob:
+        from spoold.backends.files.waiting import wait_for_record
+
+        return wait_for_record(self.spool, job_id, timeout)
+
     def schedule_marks(self) -> dict[str, Mark]:
         try:
             return read_marks(self.spool)

@@ -15,7 +15,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from loguru import logger
@@ -25,7 +25,7 @@ from spoold.backends.files import recovery
 from spoold.backends.files.claims import Claims, Holds, RetryUnderWay
 from spoold.backends.files.firings import FileFirings
 from spoold.backends.files.fsio import fsync_dir
-from spoold.backends.files.queue import DueQueue, ReadyQueue
+from spoold.backends.files.queue import DueQueue, ReadyEntry, ReadyQueue
 from spoold.backends.files.receiver import Receiver
 from spoold.backends.files.spool import Spool, SpoolLock
 from spoold.backends.files.store import JobStore
@@ -171,6 +171,29 @@ class FileEngine:
             if taken is not None:
                 return taken
         return None
+
+    def cancel(self, job_id: str, by: int, now: float) -> Taken | Refusal | bool:
+        """Claim the waiting job ``job_id`` wherever it waits in the order: incoming/ or
+        scheduled/, ready or due. False if it waits nowhere (one daemon holds the spool:
+        what runs, runs here; a file the watch has not yet reported is not received)."""
+        name = f"{job_id}.json"
+        entry = self.ready.remove("incoming", name) or self.ready.remove("scheduled", name)
+        if entry is None:
+            if self.due.remove(name) is None:
+                return False
+            entry = ReadyEntry((0, 0.0, 0), "scheduled", name)
+        try:
+            taken = self.claims.claim_ready(entry, self._judge, self.max_bytes, now)
+        except RetryUnderWay:
+            self._look_again_soon(name, now)
+            return False
+        return taken if taken is not None else False
+
+    def cancellations(self) -> list[tuple[str, int]]:
+        return []  # one daemon holds the spool: a cancel is asked of it, never of another
+
+    def follow_records(self, job_ids: Collection[str]) -> list[str]:
+        return []  # ... and every record is filed by it
 
     def _look_again_soon(self, name: str, now: float) -> None:
         """A job ``spoold retry`` put back whose record is still going: judged anew soon."""

@@ -74,6 +74,16 @@ class ReadyQueue:
         self._names[entry.state].discard(entry.name)
         return entry
 
+    def remove(self, state: str, name: str) -> ReadyEntry | None:
+        """Take one entry out of the order, wherever it is (a cancel: rare, so a scan)."""
+        if (state, name) not in self:
+            return None
+        index = next(i for i, e in enumerate(self._heap) if e.name == name and e.state == state)
+        entry = self._heap.pop(index)
+        heapq.heapify(self._heap)
+        self._names[state].discard(name)
+        return entry
+
 
 @dataclass(order=True, slots=True)
 class DueEntry:
@@ -114,6 +124,17 @@ class DueQueue:
 
     def next_due(self) -> float | None:
         return self._heap[0].due_at if self._heap else None
+
+    def remove(self, name: str) -> DueEntry | None:
+        """Take one entry out, wherever it is (a cancel: rare, so a scan)."""
+        if name not in self._names:
+            return None
+        index = next(i for i, entry in enumerate(self._heap) if entry.name == name)
+        entry = self._heap.pop(index)
+        heapq.heapify(self._heap)
+        self._names.discard(name)
+        self.again -= entry.again
+        return entry
 
     def pop_due(self, now: float) -> list[DueEntry]:
         """Remove and return every entry due at or before ``now``."""

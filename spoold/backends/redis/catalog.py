@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,7 @@ from spoold.core.backend import (
     JobSummary,
     LiveDaemon,
     Mark,
+    NoSuchJob,
     RetryOutcome,
     RunningJob,
     SpoolStatus,
@@ -69,6 +71,7 @@ from spoold.snapshot import Snapshot
 
 if TYPE_CHECKING:
     import redis
+    from redis.client import PubSub
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -93,6 +96,8 @@ RECORD_STATES = ("done", "failed")
 FIELDS = ("state", "spec", "doc", "record", "enq", "claimed", "finished")
 READ_BATCH = 1000  # job hashes read per pipeline round trip
 PURGE_BATCH = 1000  # records deleted per spoold_purge call
+LOOK_EVERY = 2.0  # seconds: wait_for_record's fallback look (a filing unheard), never more often
+
 # A ready member is "<enqueued_at in ms, 16 digits><seq, 20 digits>:<id>" (library.lua).
 
 
@@ -124,7 +129,29 @@ class RedisCatalog:
                     return admin.read_job(self.spool, state, f"{job_id}.json")
                 except FileNotFoundError:
                     continue
-        raise CatalogError(f"no job {job_id} in {self.url} {self.key} or {self.spool.root}")
+        raise NoSuchJob(f"no job {job_id} in {self.url} {self.key} or {self.spool.root}")
+
+    def wait_for_record(self, job_id: str, timeout: float | None) -> StoredJob:
+        """Subscribed to the job's ``filed:<id>`` channel (``spoold_finish`` says there when
+        its record is filed) before the first look, so that no filing goes unheard."""
+        job_id = checked_id(job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self._talk(lambda client: client.pubsub(ignore_subscribe_messages=True))
+        channel = f"{self.key}filed:{job_id}"
+        try:
+            self._talk(lambda _client: pubsub.subscribe(channel))
+            while True:
+                stored = self.find(job_id)
+                if stored.state in RECORD_STATES:
+                    return stored
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return stored
+                pause = LOOK_EVERY if left is None else min(left, LOOK_EVERY)
+                self._listen(pubsub, pause)
+        finally:
+            with contextlib.suppress(Exception):
+                pubsub.close()
 
     def jobs(self, states: Sequence[str], now: float) -> list[JobSummary]:
         """Every job in these states, per state by id (as the file spool lists)."""
@@ -398,6 +425,10 @@ class RedisCatalog:
         return best[1] if best else None
 
     # -- talking to Redis --
+
+    def _listen(self, pubsub: PubSub, pause: float) -> None:
+        """Wait up to ``pause`` seconds for what the subscription says (its word is a hint)."""
+        self._talk(lambda _client: pubsub.get_message(timeout=pause))
 
     def _talk(self, action: Callable[[redis.Redis], T]) -> T:
         """``action(client)``, with every Redis error a one-line CatalogError.

@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +122,10 @@ class RedisEngine:
         self.next_count = 0.0
         self.bell: PubSub | None = None
         self.bell_trouble = Backoff()
+        self.cancel_heard: set[str] = set()  # jobs said cancelled on the channel, unread
+        self.cancelled: dict[str, int] = {}  # held jobs found cancelled, for ``cancellations``
+        self.followed: set[str] = set()  # jobs whose filed:<id> channel the bell listens to
+        self.filed_heard: set[str] = set()  # ... and those heard filed, unread
         self.receiver: Receiver | None = None
         self.watcher: Watcher | None = None
         self.judge: Judge | None = None
@@ -237,7 +241,7 @@ class RedisEngine:
             return
         pubsub = self.client.pubsub()  # confirmations too: see ``_ring``
         try:
-            call(pubsub.subscribe, self.key + "bell")
+            call(pubsub.subscribe, self.key + "bell", self.key + "cancel")
         except OSError as exc:
             pubsub.close()
             delay = self.bell_trouble.hit(now)
@@ -272,14 +276,43 @@ class RedisEngine:
             return
         try:
             while (said := call(self.bell.get_message, timeout=0.0)) is not None:
-                if said["type"] == "message":
+                if said["type"] != "message":
+                    continue
+                channel = text(said["channel"])
+                if channel == self.key + "cancel":
+                    self.cancel_heard.add(text(said["data"]))
+                elif channel.startswith(self.key + "filed:"):
+                    self.filed_heard.add(channel.removeprefix(self.key + "filed:"))
+                else:
                     self.ready_hint = True
         except OSError as exc:
             logger.debug("lost the subscription to new jobs ({}); listening again", exc)
             self._drop_bell()
             self._subscribe(now)  # says so if it cannot
 
+    def follow_records(self, job_ids: Collection[str]) -> list[str]:
+        """Listen on the bell's connection to ``filed:<id>`` of each job waited for. A
+        subscription lost with the bell is made again with it; meanwhile the core's own
+        look at what it waits for (every second) stands in."""
+        wanted = set(job_ids)
+        if self.bell is not None and wanted != self.followed:
+            try:
+                if wanted - self.followed:
+                    call(self.bell.subscribe, *self._filed_channels(wanted - self.followed))
+                if self.followed - wanted:
+                    call(self.bell.unsubscribe, *self._filed_channels(self.followed - wanted))
+                self.followed = wanted
+            except OSError:
+                self._drop_bell()
+        heard = [job_id for job_id in self.filed_heard if job_id in wanted]
+        self.filed_heard.clear()
+        return heard
+
+    def _filed_channels(self, job_ids: Collection[str]) -> list[str]:
+        return [f"{self.key}filed:{job_id}" for job_id in job_ids]
+
     def _drop_bell(self) -> None:
+        self.followed = set()  # (the subscriptions go with the connection)
         if self.bell is not None:
             with contextlib.suppress(Exception):
                 self.bell.close()
@@ -362,7 +395,11 @@ class RedisEngine:
             self._seen(answer[1])
             self.ready_hint = False
             return None
-        job_id, epoch, document, trusted, claimed_ms, server_ms = answer[:6]
+        return self._taken(answer, now)
+
+    def _taken(self, answer: list[Any], now: float) -> Taken | Refusal:
+        """A handout of ``spoold_claim`` or ``spoold_cancel``, judged."""
+        job_id, epoch, document, trusted, claimed_ms, server_ms, cancelled_by = answer[:7]
         job_id = text(job_id)
         self._seen(server_ms)
         self.again.discard(job_id)
@@ -373,7 +410,31 @@ class RedisEngine:
             return Refusal(claim, verdict, job_id, now)
         at_intake = job_id in self.received_here
         self.received_here.pop(job_id, None)
-        return Taken(claim, verdict.job, source=job_id, fresh=not trusted and not at_intake)
+        fresh = not trusted and not at_intake
+        by = int(cancelled_by) if cancelled_by else None
+        return Taken(claim, verdict.job, source=job_id, fresh=fresh, cancelled_by=by)
+
+    def cancel(self, job_id: str, by: int, now: float) -> Taken | Refusal | bool:
+        answer = self._fcall("spoold_cancel", job_id, self.owner, self.lease_ms, by)
+        if isinstance(answer, list):
+            return self._taken(answer, now)
+        return text(answer) == "marked"  # its daemon was told; else it has ended, or is none
+
+    def cancellations(self) -> list[tuple[str, int]]:
+        """The held jobs said cancelled on the channel (their hashes say by whom), and those
+        the last renewal found marked."""
+        heard = [job_id for job_id in self.cancel_heard if job_id in self.holds]
+        self.cancel_heard.clear()
+        if heard:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in heard:
+                    pipe.hget(self.key + "job:" + job_id, "cancel")
+                answers = call(pipe.execute)
+            for job_id, by in zip(heard, answers, strict=True):
+                if by is not None:
+                    self.cancelled[job_id] = int(by)
+        found, self.cancelled = self.cancelled, {}
+        return list(found.items())
 
     def _judge_stored(self, job_id: str, document: bytes, trusted: bool, when: float) -> Any:
         assert self.judge is not None, "open() comes first"
@@ -425,7 +486,12 @@ class RedisEngine:
         pairs = [part for claim in claims for part in (claim.job_id, claim.token)]
         answer = self._fcall("spoold_renew", self.owner, self.lease_ms, self._heartbeat(), *pairs)
         self._seen(answer[0])
-        lost = {text(pair) for pair in answer[1:]}
+        said = [text(pair) for pair in answer[1:]]
+        for marked in said:
+            if marked.startswith("!"):  # "!<id> <uid>": a held job was cancelled
+                job_id, by = marked[1:].split(" ")
+                self.cancelled[job_id] = int(by)
+        lost = set(said)
         return [claim for claim in claims if f"{claim.job_id} {claim.token}" in lost]
 
     def expired(self, now: float) -> list[Recovered]:

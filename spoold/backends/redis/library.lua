@@ -9,7 +9,8 @@ every key is derived from it and so stays in one Cluster slot (the hash tag).
                 it wrote one), state (ready|due|active|done|failed), prio, seq,
                 age (the job's enqueued_at in ms: its place among equals), epoch
                 (the fencing token), owner, enq, claimed, due, finished,
-                final_epoch, record (the done/failed record, JSON)
+                final_epoch, record (the done/failed record, JSON), cancel (the uid
+                that cancelled it while it ran)
   seq           counter: the order of submission, server-side
   ready         zset, score -priority, member "<age, 16 digits><seq, 20 digits>:<id>":
                 highest priority first, then oldest enqueued_at (as on the file
@@ -19,6 +20,8 @@ every key is derived from it and so stays in one Cluster slot (the hash tag).
   idx:done      zset, score finished (ms), member id (and idx:failed)
   daemons       hash, owner -> what it said of itself, for `spoold status`
   bell          pub/sub channel: "something may be ready"
+  cancel        pub/sub channel: "the job <id> you run was cancelled" (its hash says by whom)
+  filed:<id>    pub/sub channel: the job's record was filed (for `spoold wait`)
   schedules     hash, schedule name -> its mark (periodic jobs; see spoold_fire)
 
 Times are the server's (TIME), in milliseconds. A stale claim is answered
@@ -79,12 +82,13 @@ local function promote(p, now, batch)
   return -1
 end
 
--- What a claim hands back: id, epoch, document, trusted, claimed-at, server now.
+-- What a claim hands back: id, epoch, document, trusted, claimed-at, server now, and
+-- the uid that cancelled it meanwhile (or false).
 local function handout(p, id, now, claimed)
-  local fields = redis.call('HMGET', job_key(p, id), 'doc', 'spec', 'epoch')
+  local fields = redis.call('HMGET', job_key(p, id), 'doc', 'spec', 'epoch', 'cancel')
   local doc, trusted = fields[1], 1
   if not doc then doc, trusted = fields[2], 0 end
-  return {id, tonumber(fields[3]), doc, trusted, claimed, now}
+  return {id, tonumber(fields[3]), doc, trusted, claimed, now, fields[4] or false}
 end
 
 local function take(p, id, owner, lease, now)
@@ -239,9 +243,10 @@ redis.register_function('spoold_finish', function(keys, args)
   local now = now_ms()
   redis.call('HSET', key, 'state', status, 'record', record, 'finished', now,
              'final_epoch', epoch)
-  redis.call('HDEL', key, 'owner', 'doc')
+  redis.call('HDEL', key, 'owner', 'doc', 'cancel')
   redis.call('ZREM', p .. 'active', id)
   redis.call('ZADD', p .. 'idx:' .. status, now, id)
+  redis.call('PUBLISH', p .. 'filed:' .. id, status)
   return 'ok'
 end)
 
@@ -251,6 +256,7 @@ redis.register_function('spoold_schedule', function(keys, args)
   local p, id, epoch, due, doc = keys[1], args[1], args[2], tonumber(args[3]), args[4]
   if not holds(p, id, epoch) then return 'fenced' end
   local key = job_key(p, id)
+  if redis.call('HEXISTS', key, 'cancel') == 1 then due = now_ms() end  -- to be filed cancelled
   if doc ~= '' then redis.call('HSET', key, 'doc', doc) end
   redis.call('HSET', key, 'state', 'due', 'due', due)
   redis.call('HDEL', key, 'owner')
@@ -263,7 +269,7 @@ end)
 -- renew(owner, lease_ms, heartbeat, id1, epoch1, ...): note the daemon's
 -- heartbeat (what it said of itself, JSON, with the server's time added as
 -- "seen") in ``daemons``; extend each claim still held and not lapsed;
--- {now, "<id> <epoch>" of each claim lost...}.
+-- {now, "<id> <epoch>" of each claim lost, "!<id> <uid>" of each held one cancelled...}.
 redis.register_function('spoold_renew', function(keys, args)
   local p, owner, lease = keys[1], args[1], tonumber(args[2])
   local now = now_ms()
@@ -279,6 +285,8 @@ redis.register_function('spoold_renew', function(keys, args)
     local who = redis.call('HGET', job_key(p, id), 'owner')
     if holds(p, id, epoch) and who == owner and deadline and deadline > now then
       redis.call('ZADD', p .. 'active', now + lease, id)
+      local by = redis.call('HGET', job_key(p, id), 'cancel')
+      if by then table.insert(out, '!' .. id .. ' ' .. by) end  -- a cancel whose word was lost
     else
       table.insert(out, id .. ' ' .. epoch)
     end
@@ -328,11 +336,39 @@ redis.register_function('spoold_retry', function(keys, args)
   local state = redis.call('HGET', key, 'state')
   if not state then return 'missing' end
   if state ~= 'failed' then return state end
-  redis.call('HDEL', key, 'doc', 'record', 'finished', 'final_epoch', 'owner', 'claimed')
+  redis.call('HDEL', key, 'doc', 'record', 'finished', 'final_epoch', 'owner', 'claimed',
+             'cancel')
   redis.call('ZREM', p .. 'idx:failed', id)
   ready_again(p, id)
   redis.call('PUBLISH', p .. 'bell', id)
   return 'ok'
+end)
+
+-- cancel(id, owner, lease_ms, by): a job that waits (ready or due) is claimed for
+-- ``owner``, to be filed cancelled: a handout. One that runs is marked cancelled by
+-- ``by`` (a uid) and its daemon told on the cancel channel (renew tells it too, should
+-- the word be lost): 'marked'. Else its state ('done', 'failed'), or 'missing'.
+redis.register_function('spoold_cancel', function(keys, args)
+  local p, id, owner, lease, by = keys[1], args[1], args[2], tonumber(args[3]), args[4]
+  local key = job_key(p, id)
+  local f = redis.call('HMGET', key, 'state', 'age', 'seq')
+  local state = f[1]
+  if not state then return 'missing' end
+  if state == 'active' then
+    redis.call('HSET', key, 'cancel', by)
+    redis.call('PUBLISH', p .. 'cancel', id)
+    return 'marked'
+  end
+  if state == 'ready' then
+    redis.call('ZREM', p .. 'ready', ready_member(tonumber(f[2]), tonumber(f[3]), id))
+  elseif state == 'due' then
+    redis.call('ZREM', p .. 'due', id)
+  else
+    return state
+  end
+  local now = now_ms()
+  take(p, id, owner, lease, now)
+  return handout(p, id, now, now)
 end)
 
 -- purge(status, before_ms, batch): delete up to ``batch`` records of ``status``

@@ -1,0 +1,51 @@
+"""Waiting for a job's record on the file spool: inotify on done/ and failed/.
+
+For ``spoold wait`` run by whoever may read the folders (root, the daemon's
+user): it works while no daemon runs, and costs no CPU while it waits. The
+watch is a hint: the job is looked up again when its name shows up, and at
+the latest every ``LOOK_EVERY`` seconds (an overflowed or lost watch).
+"""
+
+from __future__ import annotations
+
+import select
+import time
+
+from spoold.backends.files.admin import find_job
+from spoold.backends.files.spool import Spool
+from spoold.core.backend import StoredJob
+
+LOOK_EVERY = 2.0  # seconds: the fallback look, never more often
+RECORD_STATES = ("done", "failed")
+
+
+def wait_for_record(spool: Spool, job_id: str, timeout: float | None) -> StoredJob:
+    """The job's record once it is filed; the job as it is when ``timeout`` runs out.
+
+    AdminError (a CatalogError) if there is no such job, at the start or later
+    (a record purged meanwhile).
+    """
+    from spoold.backends.files.watcher import Watcher  # watchdog: only for those who wait
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    watchers = [Watcher(spool.folder(state)) for state in RECORD_STATES]
+    try:
+        for watcher in watchers:  # before the first look: a record filed after it is heard
+            watcher.start()
+        name = f"{job_id}.json"
+        while True:
+            stored = find_job(spool, job_id)
+            if stored.state in RECORD_STATES:
+                return stored
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return stored
+                pause = LOOK_EVERY if left is None else min(left, LOOK_EVERY)
+                readable, _, _ = select.select(watchers, [], [], pause)
+                heard = [seen for watcher in readable for seen, _ in watcher.take_names()]
+                if not readable or name in heard or "" in heard:
+                    break  # its name, an overflow, or the fallback's time: look again
+    finally:
+        for watcher in watchers:
+            watcher.close()
