@@ -34,8 +34,9 @@ from spoold.snapshot import DURATION_BUCKETS, PICKUP_BUCKETS, Histogram, Snapsho
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 STATES = ("tmp", "incoming", "scheduled", "active", "done", "failed")
-OUTCOMES = (Outcome.OK, Outcome.ERROR, Outcome.TIMEOUT, Outcome.CRASHED, Outcome.INTERRUPTED)
-STATUSES = ("done", "failed")
+OUTCOMES = (Outcome.OK, Outcome.ERROR, Outcome.TIMEOUT, Outcome.CRASHED, Outcome.INTERRUPTED,
+            Outcome.CANCELLED)  # fmt: skip
+STATUSES = ("done", "failed", "cancelled")
 
 # Said in the HELP of every figure that comes from the snapshots, as the exporter guide asks
 # of values that are not read at scrape time.
@@ -85,8 +86,8 @@ HELP = {
     " the class a refused file names).",
     "spoold_attempts_started_total": "Attempts started, by class.",
     "spoold_attempts_finished_total": "Attempts finished, by class and outcome.",
-    "spoold_jobs_finished_total": "Jobs finished for good, by class and status (done, or"
-    " failed after their last attempt).",
+    "spoold_jobs_finished_total": "Jobs finished for good, by class and status (done,"
+    " failed after their last attempt, or cancelled).",
     "spoold_retries_scheduled_total": "Retries scheduled after a failed attempt, by class.",
     "spoold_attempt_duration_seconds": "How long attempts ran, by class (the classes that ran"
     f" since their daemon started; {SNAPSHOTS}).",

@@ -879,6 +879,55 @@ def test_a_filing_that_hits_a_resource_error_leaves_the_claim_valid(backend: Bac
 # -- what only Redis does --
 
 
+def test_cancel_claims_a_ready_job_and_a_scheduled_one_and_nothing_else(
+    backend: Backend,
+) -> None:
+    """``Engine.cancel`` takes a waiting job out of the order, ready or scheduled, claimed for
+    the core to file cancelled; a job with a record, or none, is answered False. Neither
+    cancelled job is handed out again."""
+    engine, now = backend.engine, backend.now
+    ready_id, later_id = backend.submit(), backend.submit(delay=backend.delay)
+    arrivals = arrive(backend)
+    engine.accept(arrivals[ready_id])
+    later = engine.claim_arrival(arrivals[later_id], now)
+    assert isinstance(later, Taken) and later.job.run_at is not None
+    engine.schedule(later.claim, replace(later.job, due_at=later.job.run_at), again=False)
+
+    for job_id in (ready_id, later_id):
+        cancelled = engine.cancel(job_id, 1234, backend.current())
+        assert isinstance(cancelled, Taken), (job_id, cancelled)
+        assert (cancelled.job.id, cancelled.claim.job_id) == (job_id, job_id)
+        assert cancelled.cancelled_by is None  # (set only for a job marked while it ran)
+        record = cancelled.job.record("cancelled", backend.current(), cancelled_by=1234)
+        assert engine.finish(cancelled.claim, "failed", record) == job_id
+        assert backend.record(job_id) == record
+    assert backend.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
+    assert engine.take_ready(backend.at(later.job.run_at)) is None
+    assert engine.cancel(ready_id, 1234, backend.current()) is False, "it has a record"
+    assert engine.cancel(new_job_id(), 1234, backend.current()) is False, "there is no such job"
+
+
+def test_cancel_of_a_job_this_daemon_runs_is_left_to_the_core(backend: Backend) -> None:
+    """A job claimed by this very daemon is stopped by the core (its dispatcher), not by the
+    backend: on files and memory the engine answers False; on Redis it marks it, and the
+    mark comes back to this daemon through ``cancellations`` (the channel, or a renewal)."""
+    engine = backend.engine
+    taken = submitted_and_taken(backend)
+    marked = engine.cancel(taken.job.id, 1234, backend.current())
+    if backend.name != "redis":
+        assert marked is False
+        assert engine.cancellations() == []
+        return
+    assert marked is True
+
+    def heard() -> list[tuple[str, int]]:
+        engine.receive(backend.current())  # (reads the channel)
+        engine.renew([taken.claim], backend.current())  # (the fallback: the renewal's word)
+        return engine.cancellations()
+
+    assert wait_for(heard, REDIS_POLL_TIMEOUT) == [(taken.job.id, 1234)]
+
+
 def test_redis_a_job_submitted_straight_to_redis_is_taken_without_an_arrival(
     redis_backend: RedisBackend,
 ) -> None:

@@ -567,3 +567,85 @@ def test_a_long_wait_is_warned_of_once_and_its_end_said(
     core.tick(after=96.0)
     ended = [line for line in log_lines if "no job waits longer than" in line]
     assert len(ended) == 1 and "| INFO " in ended[0], ended
+
+
+# -- cancel (real daemon: tests/test_cancel_wait.py; Redis: tests/test_redis_cancel.py) --
+
+CANCELLER = 1234
+
+
+def test_a_cancelled_waiting_job_is_filed_cancelled_and_never_runs(make_core: Any) -> None:
+    core = make_core(concurrency=1)
+    busy = core.launched()
+    waiting = core.submit()
+    core.tick()
+    assert core.daemon.cancel(waiting, CANCELLER, core.now)
+    record = core.record(waiting, "failed")
+    assert record is not None
+    assert (record["status"], record["cancelled_by"], record["attempts"]) == ("cancelled", 1234, 0)
+    assert record["reason"].startswith("cancelled by ") and "1234" in record["reason"]
+    core.run_once(busy)
+    core.tick()
+    assert core.launcher.keys == [busy], "the cancelled job ran"
+    assert core.daemon.tally.filed_by_status == {"cancelled": 1, "done": 1}
+
+
+def test_a_cancelled_scheduled_job_leaves_the_wait(make_core: Any) -> None:
+    core = make_core()
+    job_id = core.submit(delay=100)
+    core.tick()
+    assert core.daemon.cancel(job_id, CANCELLER, core.now)
+    assert core.waiting_ids() == []
+    core.tick(after=101)
+    assert core.launcher.keys == []
+    assert core.record(job_id, "failed")["status"] == "cancelled"  # type: ignore[index]
+
+
+def test_a_cancelled_running_attempt_is_killed_with_a_grace_and_never_retried(
+    make_core: Any,
+) -> None:
+    core = make_core(max_retries=3)
+    job_id = core.launched()
+    core.started(job_id)
+    assert core.daemon.cancel(job_id, CANCELLER, core.now)
+    assert core.launcher.kills == [(job_id, KILL_GRACE)]
+    assert core.record(job_id, "failed") is None, "filed before its attempt ended"
+    core.launcher.finished(job_id, Outcome.INTERRUPTED, error="stopped by the daemon")
+    core.report()
+    record = core.record(job_id, "failed")
+    assert record is not None and record["status"] == "cancelled"
+    assert [e["outcome"] for e in record["history"]] == ["cancelled"]
+    assert "1234" in record["history"][-1]["error"]
+    assert core.waiting_ids() == []
+
+
+def test_an_attempt_that_succeeds_before_the_cancel_lands_is_done(make_core: Any) -> None:
+    """The race between a cancel and the job's end: one record, the success's."""
+    core = make_core()
+    job_id = core.launched()
+    core.started(job_id)
+    core.daemon.cancel(job_id, CANCELLER, core.now)
+    core.launcher.finished(job_id, Outcome.OK, result=1)
+    core.report()
+    assert core.record(job_id, "done") is not None
+    assert core.record(job_id, "failed") is None
+
+
+def test_a_failed_attempt_racing_a_cancel_is_cancelled_not_retried(make_core: Any) -> None:
+    core = make_core(max_retries=3)
+    job_id = core.launched()
+    core.started(job_id)
+    core.daemon.cancel(job_id, CANCELLER, core.now)
+    core.launcher.finished(job_id, Outcome.ERROR, error="ValueError: no", traceback="...")
+    core.report()
+    assert core.waiting_ids() == []
+    assert core.record(job_id, "failed")["status"] == "cancelled"  # type: ignore[index]
+
+
+def test_a_cancel_of_a_job_with_a_record_changes_nothing(make_core: Any) -> None:
+    core = make_core()
+    job_id = core.launched()
+    core.run_once(job_id)
+    assert not core.daemon.cancel(job_id, CANCELLER, core.now)
+    assert core.record(job_id, "done") is not None
+    assert core.record(job_id, "failed") is None

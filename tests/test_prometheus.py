@@ -92,7 +92,7 @@ def test_one_daemons_figures_read_back_as_they_were_counted() -> None:
     finished = series(samples, "spoold_attempts_finished_total")
     assert finished[frozenset({("class", "app.Mail"), ("outcome", "error")})] == 2
     assert finished[frozenset({("class", "app.Mail"), ("outcome", "crashed")})] == 0
-    assert len(finished) == len(CLASSES) * 5, "every class and outcome, 0 included"
+    assert len(finished) == len(CLASSES) * 6, "every class and outcome (cancelled too), 0 included"
     assert (
         value(samples, "spoold_jobs_finished_total", status="failed", **{"class": "app.Mail"}) == 1
     )

@@ -140,7 +140,7 @@ class Daemon:
         self.selector = selectors.DefaultSelector()
         # Who asks about a job, on the control socket (not in burst mode: it soon leaves).
         self.answering = (
-            Answering(live, self.selector, catalog.find, self._cancel, engine.follow_records)
+            Answering(live, self.selector, catalog.find, self.cancel, engine.follow_records)
             if catalog is not None and not burst
             else None
         )
@@ -481,7 +481,7 @@ class Daemon:
                 continue
             self.dispatcher.launch(taken, now)
 
-    def _cancel(self, job_id: str, by: int, now: float) -> bool:
+    def cancel(self, job_id: str, by: int, now: float) -> bool:
         """A cancel asked for by uid ``by`` (``answering``): stop the attempt running here,
         or claim the job where it waits and file it cancelled, or have the daemon that
         runs it told. False if it neither waits nor runs (or its record is being filed)."""

@@ -109,7 +109,7 @@ class Stats(Listener):
         self.retries_scheduled[job.class_path] += 1
 
     def filed(self, job_id: str, status: str, class_path: str) -> None:
-        if status not in ("done", "failed"):
+        if status not in ("done", "failed", "cancelled"):
             return  # a rejection: counted by its kind, under no class
         now = self.clock()
         self.jobs_finished[class_path][status] += 1
@@ -117,7 +117,7 @@ class Stats(Listener):
         if status == "done":
             self.last_success[class_path] = now
             minute.done += 1
-        else:
+        elif status == "failed":  # (a cancel is somebody's choice, not a failure)
             minute.failed += 1
 
     def _minute(self, now: float) -> Minute:

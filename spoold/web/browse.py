@@ -37,8 +37,8 @@ VIEWS = {
     "rejected": "failed",
 }
 RECORD_VIEWS = ("done", "failed", "rejected")
-STATUSES = ("done", "failed", "rejected")
-OUTCOMES = ("ok", "error", "timeout", "crashed", "interrupted")
+STATUSES = ("done", "failed", "rejected", "cancelled")
+OUTCOMES = ("ok", "error", "timeout", "crashed", "interrupted", "cancelled")
 VIEW_STATUS = {"failed": "failed", "rejected": "rejected"}  # failed/ holds both
 
 
