@@ -60,10 +60,15 @@ from spoold.client import (
 )
 from spoold.config import load_config
 from spoold.core.backend import (
+    ALREADY,
+    FIRED,
+    OVERLAP,
     Accepted,
     Arrival,
     Counts,
     Engine,
+    Firing,
+    Mark,
     Recovered,
     Refusal,
     Refused,
@@ -75,6 +80,7 @@ from spoold.identity import JobIdentity
 from spoold.ids import new_job_id
 from spoold.job import Job, rejection_record
 from spoold.live import Live
+from spoold.schedules import firing_id
 
 if TYPE_CHECKING:
     from redis_server import RedisServer
@@ -877,6 +883,27 @@ def test_a_filing_that_hits_a_resource_error_leaves_the_claim_valid(backend: Bac
 
 
 # -- what only Redis does --
+
+
+def test_fire_submits_each_firing_once_and_keeps_the_schedules_mark(backend: Backend) -> None:
+    """Periodic jobs' seam (``fire``, ``skip_firings``, ``schedule_marks``): a firing is
+    submitted once, a repeat is ALREADY; the mark moves to the firing, and a skip moves it
+    on (never back); an exclusive firing while the last one still waits is OVERLAP."""
+    engine = backend.engine
+    at = 1_700_000_000.0
+    first = Firing("tick", at, firing_id("tick", at), job_payload("testjobs.Noop", "run", [],
+                   now=at), exclusive=False)  # fmt: skip
+    assert engine.schedule_marks() == {}
+    assert engine.fire(first) == FIRED
+    assert engine.fire(first) == ALREADY
+    assert engine.schedule_marks() == {"tick": Mark(at, first.job_id, at)}
+    engine.skip_firings("tick", at + 60)
+    engine.skip_firings("tick", at + 30)  # (never back)
+    assert engine.schedule_marks() == {"tick": Mark(at + 60, first.job_id, at)}
+    later = replace(first, at=at + 120, job_id=firing_id("tick", at + 120), exclusive=True)
+    assert engine.fire(later) == OVERLAP, "the last firing still waits"
+    assert engine.schedule_marks()["tick"].considered == at + 120
+    assert later.job_id not in arrive(backend), "an overlapping firing was submitted"
 
 
 def test_cancel_claims_a_ready_job_and_a_scheduled_one_and_nothing_else(
