@@ -37,6 +37,7 @@ DAEMON_KEYS = frozenset(
         "raw_encoding",
         "finished_at",
         "received_at",
+        "cancelled_by",
     }
 )
 _OPTIONAL_FIELDS = (

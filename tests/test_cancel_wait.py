@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import StartDaemon
-from harness import ROOT, Daemon, Spool, pid_alive, read_lines, stays_false, wait_for
+from harness import ROOT, Daemon, Spool, job, pid_alive, read_lines, stays_false, wait_for
 
 import spoold
 from spoold import client
@@ -123,7 +123,7 @@ def test_cancel_a_waiting_job_files_it_cancelled_and_it_never_runs(
     assert_cancelled(run("cancel", waiting), waiting)
     record = cancelled_record(run.spool, waiting, attempts=0)
     assert record["class"] == "testjobs.Recorder" and record["params"] == [str(log)]
-    assert "history" not in record or record["history"] == []
+    assert record["history"] == []
 
     assert_cancelled(run("cancel", sleeper), sleeper)  # the queue moves on
     after = run.spool.submit("testjobs.Noop")
@@ -212,8 +212,8 @@ def test_cancel_an_ended_job_changes_nothing_and_an_unknown_one_fails(
 def test_wait_prints_the_record_and_exits_by_how_the_job_ended(
     cli: Callable[..., Cli], tmp_path: Path
 ) -> None:
-    """0 done (the record as show prints it; --json too), 1 failed, 1 cancelled, 2 when the
-    timeout runs out first, 3 for no such job."""
+    """0 done (the record as show prints it; --json too), 1 failed, rejected or cancelled,
+    2 when the timeout runs out first, 3 for no such job."""
     run = cli()
     done = run.spool.submit("testjobs.Echo", params=["hello"])
     failed = run.spool.submit("testjobs.Boom", params=["bad"], max_retries=0)
@@ -238,6 +238,11 @@ def test_wait_prints_the_record_and_exits_by_how_the_job_ended(
     boom = run("wait", failed, "--json")
     assert boom.returncode == 1, boom.stderr
     assert json.loads(boom.stdout)["document"]["status"] == "failed"
+    rejected = run.spool.submit("testjobs.Undeclared")
+    run.spool.wait_rejected(rejected)
+    refused = run("wait", rejected, "--json")
+    assert refused.returncode == 1, refused.stderr
+    assert json.loads(refused.stdout)["document"]["status"] == "rejected"
     stopped = run("wait", cancelled, "--json")
     assert stopped.returncode == 1, stopped.stderr
     assert json.loads(stopped.stdout)["document"]["status"] == "cancelled"
@@ -252,6 +257,7 @@ def test_wait_prints_the_record_and_exits_by_how_the_job_ended(
     unknown = run("wait", UNKNOWN_ID)
     assert (unknown.returncode, unknown.stdout) == (3, "")
     assert unknown.stderr == f"spoold: no job {UNKNOWN_ID}\n"
+    assert_cancelled(run("cancel", sleeper), sleeper)  # (not left for the daemon's stop)
 
 
 def test_a_wait_returns_when_the_job_ends(cli: Callable[..., Cli], tmp_path: Path) -> None:
@@ -262,7 +268,7 @@ def test_a_wait_returns_when_the_job_ends(cli: Callable[..., Cli], tmp_path: Pat
     short = run.spool.submit("testjobs.Sleeper", params=[1.0, str(started)])
     run.wait_started(started)
     assert run.spool.record(short, "done") is None
-    with run.start("wait", short, "--json") as waiting:
+    with run.start("wait", short, "--json", "--timeout", "30") as waiting:
         out, err = waiting.communicate(timeout=15)
     assert waiting.returncode == 0, err
     assert json.loads(out)["document"]["status"] == "done"
@@ -270,7 +276,7 @@ def test_a_wait_returns_when_the_job_ends(cli: Callable[..., Cli], tmp_path: Pat
     other = tmp_path / "other"
     long = run.spool.submit("testjobs.Sleeper", params=[60, str(other)])
     run.wait_started(other)
-    with run.start("wait", long) as waiting:
+    with run.start("wait", long, "--timeout", "30") as waiting:
         assert stays_false(lambda: waiting.poll() is not None, 0.5)
         assert_cancelled(run("cancel", long), long)
         out, err = waiting.communicate(timeout=10)
@@ -313,8 +319,20 @@ def test_retry_all_failed_leaves_a_cancelled_job_and_retry_by_id_runs_it_again(
     done = run.spool.wait_record(flaky)
     assert done["status"] == "done"
     assert done["attempts"] == 1 and done["result"] == 2  # the counter's second line
-    assert "cancelled_by" not in done, done
+    assert "cancelled_by" not in done, json.dumps(done)
     assert run.spool.where(flaky) == ["done"]
+
+
+def test_a_submitted_cancelled_by_is_not_kept(cli: Callable[..., Cli]) -> None:
+    """cancelled_by is the daemon's word, like status: a job file's own copy is dropped, so
+    a done record never says it was cancelled."""
+    run = cli()
+    forged = job("Noop", status="cancelled", cancelled_by=0, reason="cancelled by root (uid 0)")
+    job_id = run.spool.drop_job("20260101T000003.000Z-forgedjobx", forged)
+    record = run.spool.wait_record(job_id)
+    assert (record["status"], record["attempts"]) == ("done", 1)
+    assert "reason" not in record
+    assert "cancelled_by" not in record, json.dumps(record)
 
 
 # -- the client --
