@@ -12,19 +12,13 @@ the jobs whose ``submitted_by`` is its uid: the job file's owner, whatever the f
 
 from __future__ import annotations
 
-import atexit
-import functools
-import grp
 import json
 import os
 import pwd
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +27,7 @@ from typing import Any
 import pytest
 from conftest import StartDaemon
 from harness import ROOT, Daemon, Spool, read_lines, stays_false, wait_for, write_config
+from other_users import readable_package, temporary_groups
 
 from spoold.ids import new_job_id
 
@@ -61,16 +56,10 @@ class Users:
 @pytest.fixture(scope="module")
 def users() -> Iterator[Users]:
     """A submit group and a watching group of this module's own, removed afterwards."""
-    if not (shutil.which("groupadd") and shutil.which("groupdel") and shutil.which("setpriv")):
-        pytest.skip("groupadd, groupdel and setpriv are needed (Debian: passwd, util-linux)")
     taken = [uid for uid in UIDS if uid in {entry.pw_uid for entry in pwd.getpwall()}]
     assert not taken, f"uids {taken} have passwd entries: the tests expect bare uids"
-    suffix = uuid.uuid4().hex[:6]
-    submit, view = f"spoold-os-{suffix}", f"spoold-ov-{suffix}"
-    for name in (submit, view):
-        subprocess.run(["groupadd", "--system", name], check=True)
-    try:
-        submit_gid, view_gid = grp.getgrnam(submit).gr_gid, grp.getgrnam(view).gr_gid
+    with temporary_groups("spoold-os", "spoold-ov") as made:
+        (submit, submit_gid), (view, view_gid) = made
         yield Users(
             a=User("A", UIDS[0], submit_gid),
             b=User("B", UIDS[1], submit_gid),
@@ -78,23 +67,6 @@ def users() -> Iterator[Users]:
             submit=submit,
             view=view,
         )
-    finally:
-        for name in (submit, view):
-            subprocess.run(["groupdel", name], check=False)
-
-
-@functools.cache
-def readable_package() -> Path:
-    """A copy of spoold the test users may read: the checkout may sit in a folder only root
-    may enter (a fresh clone in a 0700 temp folder)."""
-    folder = Path(tempfile.mkdtemp(prefix="spoold-own-lib-"))
-    atexit.register(shutil.rmtree, folder, True)
-    shutil.copytree(
-        ROOT / "spoold", folder / "spoold", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    for path in (folder, *folder.rglob("*")):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return folder
 
 
 def user_env() -> dict[str, str]:

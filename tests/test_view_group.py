@@ -12,18 +12,12 @@ nor submit; a user outside the group reads nothing.
 
 from __future__ import annotations
 
-import atexit
-import functools
-import grp
 import json
 import os
 import pwd
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import StartDaemon
 from harness import ROOT, Spool, wait_for, write_config
+from other_users import readable_package, temporary_groups
 
 from spoold.backends.files.spool import FOLDER_MODES, ROOT_MODE, STATES, VIEW_FOLDER_MODES
 from spoold.snapshot import Snapshot
@@ -53,19 +48,10 @@ class Groups:
 @pytest.fixture(scope="module")
 def groups() -> Iterator[Groups]:
     """A watching group and a submit group of this module's own, removed afterwards."""
-    if not (shutil.which("groupadd") and shutil.which("groupdel") and shutil.which("setpriv")):
-        pytest.skip("groupadd, groupdel and setpriv are needed (Debian: passwd, util-linux)")
-    suffix = uuid.uuid4().hex[:6]
-    names = (f"spoold-tv-{suffix}", f"spoold-ts-{suffix}")
-    for name in names:
-        subprocess.run(["groupadd", "--system", name], check=True)
-    try:
-        view, submit = (grp.getgrnam(name).gr_gid for name in names)
-        assert NOBODY_GID not in (view, submit)
-        yield Groups(names[0], view, names[1], submit)
-    finally:
-        for name in names:
-            subprocess.run(["groupdel", name], check=False)
+    with temporary_groups("spoold-tv", "spoold-ts") as made:
+        (view, view_gid), (submit, submit_gid) = made
+        assert NOBODY_GID not in (view_gid, submit_gid)
+        yield Groups(view, view_gid, submit, submit_gid)
 
 
 @pytest.fixture
@@ -93,20 +79,6 @@ def as_nobody(
         ["setpriv", "--reuid", NOBODY, "--regid", str(gid), *extra, *command],
         capture_output=True, text=True, cwd="/", env=env, timeout=60,
     )  # fmt: skip
-
-
-@functools.cache
-def readable_package() -> Path:
-    """A copy of spoold that nobody may read: the checkout (an editable install points into
-    it) may sit in a folder only root may enter, as a fresh clone in a 0700 temp folder does."""
-    folder = Path(tempfile.mkdtemp(prefix="spoold-view-lib-"))
-    atexit.register(shutil.rmtree, folder, True)
-    shutil.copytree(
-        ROOT / "spoold", folder / "spoold", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    for path in (folder, *folder.rglob("*")):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return folder
 
 
 def spoold_as(
@@ -369,9 +341,11 @@ def test_a_watcher_reads_status_list_show_and_stats_and_changes_nothing(
 
     # Outside the watching group (nobody's own group only): nothing to read.
     outsider = NOBODY_GID
-    for command in (("status",), ("list",), ("show", good)):
+    for command in (("status",), ("list",)):
         refused = spoold_refused(outsider, config, *command)
         assert "Permission denied" in refused or "permission denied" in refused, refused
+    # show asks the daemon, which answers only about the asker's own jobs (not this one).
+    assert spoold_refused(outsider, config, "show", good) == f"spoold: no job {good} of yours\n"
     assert probe(outsider, root, good, bad) == {name: "EACCES" for name in WATCHER_SEES}
 
 
