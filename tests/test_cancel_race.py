@@ -103,7 +103,7 @@ def redis_backend(
 def run_one(backend: Backend, race: Race, rng: random.Random) -> None:
     """Submit, wait for the job to start, cancel it near its expected end."""
     race.job_id = backend.submit(race.seconds, race.started)
-    wait_for(lambda: race.started.exists(), timeout=30, pause=lambda: time.sleep(0.001),
+    wait_for(lambda: read_lines(race.started), timeout=30, pause=lambda: time.sleep(0.001),
              message=f"job {race.index} ({race.job_id}) never started")  # fmt: skip
     time.sleep(max(0.0, race.seconds + rng.uniform(-AROUND, AROUND)))
     folder = rng.choice(backend.folders)
@@ -143,22 +143,16 @@ def run_all(backend: Backend, tmp_path: Path, seed: int) -> list[Race]:
 def check_race(race: Race, state: str | None, record: dict[str, Any] | None) -> str | None:
     """What is wrong with one job's end, or None."""
     said = f"job {race.index} {race.job_id} (cancel answered {race.answer}{race.error})"
-    if race.error:
-        return f"{said}: the cancel raised"
-    if record is None:
-        return f"{said}: no record ({state})"
+    if race.error or record is None:
+        return f"{said}: " + ("the cancel raised" if race.error else f"no record ({state})")
     outcomes = [entry.get("outcome") for entry in record.get("history", [])]
     status = record.get("status")
-    expected = {"done": ("done", ["ok"]), "cancelled": ("failed", ["cancelled"])}
-    if status not in expected:
-        return f"{said}: status {status!r}, history {outcomes}"
-    if (state, outcomes) != expected[status] or record.get("attempts") != 1:
-        return f"{said}: {status} in {state} after attempts {outcomes}"
-    if race.answer != (status == "cancelled"):
-        return f"{said}: the record says {status}"
+    expected = {"done": ("done", ["ok"]), "cancelled": ("failed", ["cancelled"])}.get(status)
+    if expected is None or (state, outcomes) != expected or record.get("attempts") != 1:
+        return f"{said}: {status!r} in {state} after attempts {outcomes}"
     runs = len(read_lines(race.started))
-    if runs != 1:
-        return f"{said}: it ran {runs} times"
+    if race.answer != (status == "cancelled") or runs != 1:
+        return f"{said}: the record says {status}; it ran {runs} time(s)"
     return None
 
 
