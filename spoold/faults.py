@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 POINTS = (
     "after_claim",  # a waiting file was renamed into active/, nothing started yet
@@ -33,7 +34,9 @@ POINTS = (
 
 _name, _, _count = os.environ.get("SPOOLD_FAULT", "").partition(":")
 # Seconds added to the clock the schedules are fired by, so that a test can be at
-# any date (a day the clocks change, a week later) without waiting for it.
+# any date (a day the clocks change, a week later) without waiting for it; or "@T":
+# the clock reads T (Unix seconds) when the scheduler first looks, and runs on from
+# there, so that a daemon slow to start under load misses no firing set just after T.
 SCHEDULE_CLOCK_OFFSET = "SPOOLD_TEST_SCHEDULE_OFFSET"
 _remaining = int(_count or 1) if _name else 0
 
@@ -62,8 +65,24 @@ def broken_listener() -> bool:
 
 
 def schedule_clock_offset() -> float:
-    """``$SPOOLD_TEST_SCHEDULE_OFFSET`` seconds (0 unset, always outside tests)."""
+    """``$SPOOLD_TEST_SCHEDULE_OFFSET`` seconds (0 unset, always outside tests); for "@T",
+    T minus the time now."""
+    start = schedule_clock_start()
+    if start is not None:
+        return start - time.time()
     try:
         return float(os.environ.get(SCHEDULE_CLOCK_OFFSET, "0"))
     except ValueError:
         return 0.0
+
+
+def schedule_clock_start() -> float | None:
+    """T, where ``$SPOOLD_TEST_SCHEDULE_OFFSET`` is "@T": what the schedule clock reads at
+    the scheduler's first look (None otherwise, always outside tests)."""
+    said = os.environ.get(SCHEDULE_CLOCK_OFFSET, "")
+    if not said.startswith("@"):
+        return None
+    try:
+        return float(said[1:])
+    except ValueError:
+        return None

@@ -149,9 +149,7 @@ class Daemon:
         self.publisher = Publisher(self.stats, engine, live, self._gauges)
         self.filer = Filer(engine, self.events)
         # Burst mode runs what is there and leaves: it fires no schedule.
-        self.scheduler = (
-            None if burst else Scheduler(engine, live, offset=faults.schedule_clock_offset())
-        )
+        self.scheduler = None if burst else _scheduler(engine, live)
         self.next_renewal = 0.0  # when the running attempts' leases are renewed next
         self.monotonic = monotonic  # this host's own clock, for self-fencing (a test's own)
         self.renewed_at = monotonic()  # when the leases were last renewed
@@ -634,6 +632,12 @@ def _so_far(trouble: Backoff, now: float) -> str:
     if trouble.since is None or now <= trouble.since:
         return ""
     return f", for {seconds(round(now - trouble.since, 1))} so far"
+
+
+def _scheduler(engine: Engine, live: Live) -> Scheduler:
+    """The scheduler, on the engine's clock (a test's offset added: ``faults``)."""
+    offset, starts_at = faults.schedule_clock_offset(), faults.schedule_clock_start()
+    return Scheduler(engine, live, offset=offset, starts_at=starts_at)
 
 
 def _identity(config: Config, now: float) -> Identity:

@@ -48,10 +48,13 @@ class Planned:
 class Scheduler:
     """Fires the config's schedules through the engine; the daemon calls ``tick`` each turn."""
 
-    def __init__(self, engine: Engine, live: Live, *, offset: float = 0.0) -> None:
+    def __init__(
+        self, engine: Engine, live: Live, *, offset: float = 0.0, starts_at: float | None = None
+    ) -> None:
         self.engine = engine
         self.live = live
         self.offset = offset  # the schedule clock is the engine's plus this (tests only)
+        self.starts_at = starts_at  # ... or reads this at the first tick (tests only)
         self.plan: dict[str, Planned] = {}
         self.first_read: dict[str, float] = {}  # when each schedule was first read here
         self.changed_at: dict[str, float] = {}  # when a reload last changed it
@@ -59,6 +62,8 @@ class Scheduler:
 
     def tick(self, now: float) -> None:
         """Fire what is due at ``now`` (the engine's clock)."""
+        if self.starts_at is not None:
+            self.offset, self.starts_at = self.starts_at - now, None
         now += self.offset
         schedules = self.live.config.schedules
         if schedules is not self.read_from:
