@@ -482,11 +482,12 @@ class Daemon:
     def cancel(self, job_id: str, by: int, now: float) -> bool:
         """A cancel asked for by uid ``by`` (``answering``): stop the attempt running here,
         or claim the job where it waits and file it cancelled, or have the daemon that
-        runs it told. False if it neither waits nor runs (or its record is being filed)."""
+        runs it told: True, and whoever asked is answered with the record when it is filed.
+        False if it neither waits nor runs (or the daemon is stopping)."""
         if self.dispatcher.cancel(job_id, by):
             return True
         if any(claim.job_id == job_id for claim in self.held.claims()):
-            return False  # its outcome is being filed: its record answers
+            return True  # it has ended; its record, held back, answers once it is filed
         if self.stopping_since is not None:
             return False  # taking nothing out of waiting while stopping
         taken = self.engine.cancel(job_id, by, now)
