@@ -210,3 +210,27 @@ def base() -> Iterator[Path]:
     folder.chmod(0o711)
     yield folder
     shutil.rmtree(folder)
+
+
+HOST_LEASE = 2.0  # seconds: short, so that a host's test waits seconds, not minutes
+
+
+@pytest.fixture
+def host_config(
+    redis_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
+    """``host_config("a", worker={...})``: a config for host "a" (its own folder) on the
+    test's Redis, with a lease of HOST_LEASE; the last one made is the client's
+    (``SPOOLD_CONFIG``). Several daemons on one Redis, as simulated hosts."""
+
+    def make(host: str, **overrides: dict[str, Any]) -> Path:
+        spool = {"backend": "redis", "url": redis_server.url, "name": NAME, "host_id": host,
+                 "lease": HOST_LEASE, "redis_timeout": 2.0,
+                 **overrides.pop("spool", {})}  # fmt: skip
+        local = Spool(tmp_path / f"host-{host}").create()
+        path = write_config(tmp_path / f"host-{host}.toml", local, {"spool": spool, **overrides})
+        monkeypatch.setenv("SPOOLD_CONFIG", str(path))
+        monkeypatch.delenv("SPOOLD_SPOOL_DIR", raising=False)
+        return path
+
+    return make

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Daemon, Spool, pid_alive, read_lines, stays_false, wait_for, write_config
-from redis_server import KEY, NAME, RedisSpool
+from harness import Daemon, pid_alive, read_lines, stays_false, wait_for
+from redis_server import KEY, RedisSpool
 
 from spoold.client import cancel, run_background_job, wait
 
-LEASE = 2.0
 ROOT_REASON = "cancelled by root (uid 0)"
 UNKNOWN_ID = "20260101T000000.000Z-0123456789"  # well formed, never submitted
 
@@ -34,23 +33,12 @@ Hosts = Callable[..., Path]
 
 
 @pytest.fixture
-def host_config(
-    redis_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Path]:
-    """``host_config("a", worker={...})``: a config for host "a" (its own folder) on the
-    test's Redis, concurrency 1; the last one made is the client's (``SPOOLD_CONFIG``)."""
+def host_config(host_config: Hosts) -> Hosts:
+    """conftest's ``host_config``, with one slot per host unless a test says otherwise."""
 
     def make(host: str, **overrides: dict[str, Any]) -> Path:
-        spool = {"backend": "redis", "url": redis_server.url, "name": NAME, "host_id": host,
-                 "lease": LEASE, "redis_timeout": 2.0, **overrides.pop("spool", {})}  # fmt: skip
         worker = {"concurrency": 1, **overrides.pop("worker", {})}
-        local = Spool(tmp_path / f"host-{host}").create()
-        path = write_config(
-            tmp_path / f"host-{host}.toml", local, {"spool": spool, "worker": worker, **overrides}
-        )
-        monkeypatch.setenv("SPOOLD_CONFIG", str(path))
-        monkeypatch.delenv("SPOOLD_SPOOL_DIR", raising=False)
-        return path
+        return host_config(host, worker=worker, **overrides)
 
     return make
 

@@ -23,33 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Daemon, Spool, children_of, wait_for, write_config
-from redis_server import KEY, NAME, RedisSpool
+from harness import Daemon, children_of, wait_for
+from redis_server import KEY, RedisSpool
 from tcp_proxy import TcpProxy
 from test_redis_daemon import submit
 
 from spoold.client import run_background_job
 
 LEASE = 2.0
-
-
-@pytest.fixture
-def host_config(
-    redis_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Path]:
-    """``host_config("a", worker={...})``: a config for host "a" (its own folder) on the
-    test's Redis; the last one made is the client's (``SPOOLD_CONFIG``)."""
-
-    def make(host: str, **overrides: dict[str, Any]) -> Path:
-        spool = {"backend": "redis", "url": redis_server.url, "name": NAME, "host_id": host,
-                 "lease": LEASE, "redis_timeout": 2.0, **overrides.pop("spool", {})}  # fmt: skip
-        local = Spool(tmp_path / f"host-{host}").create()
-        path = write_config(tmp_path / f"host-{host}.toml", local, {"spool": spool, **overrides})
-        monkeypatch.setenv("SPOOLD_CONFIG", str(path))
-        monkeypatch.delenv("SPOOLD_SPOOL_DIR", raising=False)
-        return path
-
-    return make
 
 
 def kill_host(daemon: Daemon) -> None:

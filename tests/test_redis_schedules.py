@@ -25,7 +25,6 @@ from typing import Any
 
 from harness import Daemon, wait_for
 from redis_server import KEY, RedisSpool
-from test_redis_hosts import host_config  # noqa: F401  (a fixture: a config per host)
 
 from spoold.schedules import Schedule, local_time, parse_schedules
 
@@ -117,7 +116,7 @@ TICK = {"name": "tick", "class": "testjobs.Noop", "method": "run", "every": "1s"
 
 def test_two_hosts_on_one_schedule_fire_each_second_once(
     start_daemon: Callable[..., Daemon],
-    host_config: Callable[..., Path],  # noqa: F811
+    host_config: Callable[..., Path],
     redis_spool: RedisSpool,
 ) -> None:
     """Both hosts wake for the same second, every second, for a few seconds: one job per
@@ -155,7 +154,7 @@ HOURLY_LATEST = {"name": "hourly-latest", **HOURLY, "catch_up": "latest"}
 
 def test_both_hosts_down_for_hours_catch_up_once_in_total_and_schedule_shows_the_newest(
     start_daemon: Callable[..., Daemon],
-    host_config: Callable[..., Path],  # noqa: F811
+    host_config: Callable[..., Path],
     redis_spool: RedisSpool,
 ) -> None:
     """Both hosts fire the hour H0 (a few seconds after they start, by the offset), stop,
@@ -205,7 +204,7 @@ SLOW = {"name": "slow", "class": "testjobs.Sleeper", "method": "run", "params": 
 
 def test_overlap_false_on_two_hosts_never_runs_two_firings_at_once_and_logs_each_skip(
     start_daemon: Callable[..., Daemon],
-    host_config: Callable[..., Path],  # noqa: F811
+    host_config: Callable[..., Path],
     redis_spool: RedisSpool,
 ) -> None:
     """A 1.5 s job every second, overlap = false, two hosts with two slots each: the jobs'
@@ -253,7 +252,7 @@ def test_overlap_false_on_two_hosts_never_runs_two_firings_at_once_and_logs_each
 
 def test_purged_records_do_not_make_old_firings_fire_again(
     start_daemon: Callable[..., Daemon],
-    host_config: Callable[..., Path],  # noqa: F811
+    host_config: Callable[..., Path],
     redis_spool: RedisSpool,
 ) -> None:
     """Three firings run; ``spoold purge done --older-than 0s`` removes every record, so
