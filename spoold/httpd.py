@@ -1,7 +1,8 @@
 """The small HTTP server the watcher processes share: ``spoold metrics`` and ``spoold web``.
 
-The daemon never listens; these commands do, as unprivileged members of the
-group that may read the spool. Anyone who can reach the port can talk to
+The daemon listens on no network port (only its local control socket); these
+commands do, as unprivileged members of the group that may read the spool.
+Anyone who can reach the port can talk to
 them, so the stdlib's ThreadingHTTPServer is wrapped in limits: a request of
 at most ``max_request`` bytes (request line, headers and any body), its
 head read within ``REQUEST_TIMEOUT`` seconds, each write of the answer

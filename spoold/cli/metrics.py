@@ -1,6 +1,6 @@
 """``spoold metrics``: serve Prometheus's ``/metrics`` over HTTP, from a process of its own.
 
-The daemon stays single-threaded and never listens: this command, run as an
+The daemon stays single-threaded and listens on no network port: this command, run as an
 unprivileged member of the group that may read the spool, reads the backend
 at each scrape (``Catalog.stats()`` for the daemons' snapshots,
 ``Catalog.status()`` for the jobs per state) and answers with
