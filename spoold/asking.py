@@ -33,6 +33,7 @@ SOCKET_NAME = "control.sock"
 OPS = ("show", "wait", "cancel")
 MAX_REQUEST = 4096  # bytes of one request line: an op and an id
 MAX_ANSWER = 64 * 1024 * 1024  # a record holds params, a result and tracebacks
+RECONNECT_EVERY = 1.0  # seconds between tries while a daemon that took a wait is away
 
 # Why an answer is not a document, in fixed words.
 UNKNOWN = "unknown"  # no such job, or not the asker's to see
@@ -106,6 +107,26 @@ def ask(path: Path, op: str, job_id: str, timeout: float | None = None) -> Answe
             ) from None
         sock.sendall(request_line(op, job_id))
         return Answer.from_json(_read_line(sock, deadline, path))
+
+
+def ask_through_restarts(path: Path, job_id: str, timeout: float | None) -> Answer:
+    """Ask the daemon to answer when the job's record is filed (``wait``). A daemon that
+    took the request and went away (a restart) is asked again every ``RECONNECT_EVERY``
+    seconds until ``timeout`` runs out (TimeoutError); DaemonUnreachable if no daemon
+    took it in the first place (none runs: better said than waited for)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    heard = False  # a daemon took the request once
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return ask(path, "wait", job_id, left)
+        except DaemonUnreachable as exc:
+            heard = heard or isinstance(exc, DaemonWentAway)
+            if not heard:
+                raise
+            if left is not None and left <= RECONNECT_EVERY:
+                raise TimeoutError("no answer in time: the daemon went away") from None
+            time.sleep(RECONNECT_EVERY)
 
 
 def _read_line(sock: socket.socket, deadline: float | None, path: Path) -> bytes:

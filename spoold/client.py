@@ -17,7 +17,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spoold.asking import ENDED, FORBIDDEN, UNKNOWN, Answer, DaemonWentAway, ask, socket_path
+from spoold.asking import (
+    ENDED,
+    FORBIDDEN,
+    UNKNOWN,
+    Answer,
+    ask,
+    ask_through_restarts,
+    socket_path,
+)
 from spoold.backends.files.submitter import FileSubmitter
 from spoold.config import Config, find_config_path, load_config
 
@@ -123,16 +131,8 @@ def wait(
     caller's, and OSError if no daemon answers (a daemon that restarts meanwhile is
     asked again).
     """
-    path = socket_path(_spool_dir(spool))
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            answer = ask(path, "wait", job_id, left)
-        except DaemonWentAway:
-            _pause_before_asking_again(deadline)
-            continue
-        return _record_of(answer, job_id)
+    answer = ask_through_restarts(socket_path(_spool_dir(spool)), job_id, timeout)
+    return _record_of(answer, job_id)
 
 
 def cancel(job_id: str, *, spool: str | os.PathLike[str] | None = None) -> bool:
@@ -161,13 +161,6 @@ def _record_of(answer: Answer, job_id: str) -> dict[str, Any]:
     if answer.code == FORBIDDEN:
         raise PermissionError(answer.error)
     raise OSError(f"job {job_id}: {answer.error}")
-
-
-def _pause_before_asking_again(deadline: float | None) -> None:
-    """The daemon went away (a restart): ask again in a second, unless time is up by then."""
-    if deadline is not None and time.monotonic() + 1.0 >= deadline:
-        raise TimeoutError("no answer in time: the daemon went away")
-    time.sleep(1.0)
 
 
 def _spool_dir(spool: str | os.PathLike[str] | None) -> str:

@@ -60,6 +60,13 @@ CANCELLED = "cancelled"
 # cancel the job besides root.
 SUBMITTED_BY = "submitted_by"
 
+
+def submitter_of(document: Mapping[str, Any]) -> int | None:
+    """The uid a job or record says submitted it (None if it says none, or not a uid)."""
+    said = document.get(SUBMITTED_BY)
+    return said if isinstance(said, int) and not isinstance(said, bool) else None
+
+
 # Why a submission was refused, in a fixed set of words: what metrics count rejections by
 # (never by the class a rejected file claims, which anyone who may submit could make up).
 REJECTION_KINDS = (

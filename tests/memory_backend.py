@@ -285,6 +285,9 @@ class MemoryEngine:
     def cancellations(self) -> list[tuple[str, int]]:
         return []
 
+    def view_group(self) -> int | None:
+        return None
+
     def follow_records(self, job_ids: Collection[str]) -> list[str]:
         return []
 

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -374,3 +375,32 @@ def test_the_client_waits_and_cancels(
     run.daemon.stop()
     with pytest.raises(OSError):
         client.wait(done, 1, spool=root)
+
+
+def test_the_clients_wait_goes_on_through_a_daemon_restart(
+    cli: Callable[..., Cli], start_daemon: Any, tmp_path: Path
+) -> None:
+    """A submitter's wait() asks the daemon; the daemon stops (its job is interrupted and
+    reruns at the next start) and starts again a moment later: the wait asks the new one and
+    returns the record."""
+    run = cli(worker={"shutdown_timeout": 0.2})
+    log = tmp_path / "slow-first"
+    job_id = run.spool.submit("testjobs.SlowFirst", params=[str(log), 30])
+    wait_for(lambda: read_lines(log), 15, "the first attempt running")
+    found: list[Any] = []
+    waiter = threading.Thread(target=lambda: found.append(client.wait(job_id, 30,
+                              spool=run.spool.root)))  # fmt: skip
+    waiter.start()
+    sock = str(run.spool.root / "control.sock")
+
+    def asked() -> bool:  # the daemon's end of the wait: a second socket at that path
+        lines = Path("/proc/net/unix").read_text().splitlines()
+        return sum(line.endswith(" " + sock) for line in lines) >= 2
+
+    wait_for(asked, 10, "the wait asked of the first daemon")
+    run.daemon.stop()
+    start_daemon(config=run.config)
+    waiter.join(30)
+    assert not waiter.is_alive(), "the wait did not come back"
+    assert found and found[0]["status"] == "done", found
+    assert [entry["outcome"] for entry in found[0]["history"]] == ["interrupted", "ok"]

@@ -23,8 +23,8 @@ from spoold.asking import (
     UNKNOWN,
     Answer,
     DaemonUnreachable,
-    DaemonWentAway,
     ask,
+    ask_through_restarts,
     socket_path,
 )
 from spoold.backends import open_catalog
@@ -36,7 +36,6 @@ from spoold.job import CANCELLED
 # Seconds a cancel may take to be answered: a running attempt gets SIGTERM, then SIGKILL
 # 2 s later, and its record is filed as soon as it has ended.
 CANCEL_TIMEOUT = 30.0
-RECONNECT_EVERY = 1.0  # seconds between tries while a restarting daemon is away
 WAIT_DONE, WAIT_ENDED_BADLY, WAIT_TIMED_OUT, WAIT_UNKNOWN = 0, 1, 2, 3
 
 
@@ -100,27 +99,15 @@ def _wait(config: Config, job_id: str, timeout: float | None) -> StoredJob | Non
 def _wait_asking(config: Config, job_id: str, timeout: float | None) -> StoredJob | None:
     """Ask the daemon to answer when the job ends; through its restarts, till the timeout."""
     path = socket_path(config.spool.dir)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    heard = False  # a daemon took the request once: wait through its restart
-    while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            answer = ask(path, "wait", job_id, left)
-        except TimeoutError:
-            return _as_stored(_show_or_none(path, job_id), job_id)
-        except DaemonUnreachable as exc:
-            heard = heard or isinstance(exc, DaemonWentAway)
-            if not heard:
-                raise  # no daemon: say so rather than wait for one
-            if left is not None and left <= RECONNECT_EVERY:
-                return _as_stored(None, job_id)
-            time.sleep(RECONNECT_EVERY)
-            continue
-        if answer.code == UNKNOWN:
-            return None
-        if not answer.ok:
-            raise CatalogError(answer.error)
-        return _as_stored(answer, job_id)
+    try:
+        answer = ask_through_restarts(path, job_id, timeout)
+    except TimeoutError:
+        return _as_stored(_show_or_none(path, job_id), job_id)
+    if answer.code == UNKNOWN:
+        return None
+    if not answer.ok:
+        raise CatalogError(answer.error)
+    return _as_stored(answer, job_id)
 
 
 def _show_or_none(path: Path, job_id: str) -> Answer | None:

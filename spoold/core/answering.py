@@ -8,11 +8,11 @@ racing. An answer waits in its connection's buffer until the socket takes
 it, so a client that does not read holds nothing up.
 
 Who may: the kernel says who asks (``SO_PEERCRED``). Root and the daemon's
-own user may see, wait for and cancel any job; the watching group (the
-group of ``done/`` when it may read there: ``spoold init --view-group``) may
-see and wait for any; anyone else only for jobs whose ``submitted_by`` is
-their uid. A job that is not the asker's is answered as if there were none,
-so that nobody learns another's ids, params or results.
+own user may see, wait for and cancel any job; the watching group
+(``Engine.view_group``: ``spoold init --view-group``) may see and wait for
+any; anyone else only for jobs whose ``submitted_by`` is their uid. A job
+that is not the asker's is answered as if there were none, so that nobody
+learns another's ids, params or results.
 
 A waiter is answered when this daemon files the job's record (``filed``,
 an ``Events`` hook), or, for a record filed by another daemon of a shared
@@ -29,7 +29,7 @@ import os
 import selectors
 import socket
 import struct
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -43,10 +43,11 @@ from spoold.asking import (
     OPS,
     UNKNOWN,
     Answer,
+    socket_path,
 )
-from spoold.core.backend import CatalogError, NoSuchJob, StoredJob
+from spoold.core.backend import CatalogError, Engine, NoSuchJob, StoredJob
 from spoold.core.events import Listener
-from spoold.job import SUBMITTED_BY
+from spoold.job import submitter_of
 from spoold.live import Live
 
 LOOK_EVERY = 1.0  # seconds between looks at the waited jobs (records filed elsewhere)
@@ -59,8 +60,6 @@ _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 # attempt stops), False if it neither waits nor runs where it can be stopped.
 Cancel = Callable[[str, int, float], bool]
 Find = Callable[[str], StoredJob]
-# The backend's notice of records filed by other daemons (``Engine.follow_records``).
-Follow = Callable[[Collection[str]], list[str]]
 
 
 @dataclass(eq=False)
@@ -86,14 +85,14 @@ class Answering(Listener):
         selector: selectors.BaseSelector,
         find: Find,
         cancel: Cancel,
-        follow: Follow,
+        engine: Engine,
     ) -> None:
         self.live = live
         self.selector = selector
         self.find = find
         self.cancel = cancel
-        self.follow = follow
-        self.path = live.config.spool.dir / "control.sock"
+        self.engine = engine  # who may read everything, and records filed by other daemons
+        self.path = socket_path(live.config.spool.dir)
         self.listener: socket.socket | None = None
         self.connections: set[Connection] = set()
         self.asked: list[Connection] = []  # requests read, to serve at the next turn
@@ -169,15 +168,10 @@ class Answering(Listener):
             self.selector.register(sock, selectors.EVENT_READ, connection)
 
     def _is_viewer(self, pid: int) -> bool:
-        """Whether the asking process is in the watching group (the group that may read
-        done/), by its groups as the kernel lists them."""
-        try:
-            info = os.stat(self.live.config.spool.dir / "done")
-        except OSError:
-            return False
-        if not info.st_mode & 0o040:
-            return False
-        return info.st_gid in _groups_of(pid)
+        """Whether the asking process is in the watching group, by its groups as the kernel
+        lists them (read while it is connected, so the pid is still its own)."""
+        gid = self.engine.view_group()
+        return gid is not None and gid in _groups_of(pid)
 
     def _read(self, connection: Connection) -> None:
         try:
@@ -244,7 +238,7 @@ class Answering(Listener):
             if connection in self.connections and connection.request is not None:
                 op, job_id = connection.request
                 self._serve(connection, op, job_id, now)
-        for job_id in self.follow(self.waiters.keys()):  # filed by another daemon
+        for job_id in self.engine.follow_records(self.waiters.keys()):  # filed elsewhere
             self._look(job_id)
         if self.waiters and now >= self.next_look:
             self.next_look = now + LOOK_EVERY
@@ -345,8 +339,7 @@ def _parse(line: bytes) -> tuple[str, str] | Answer:
 
 
 def _submitter(stored: StoredJob, uid: int) -> bool:
-    said = (stored.document or {}).get(SUBMITTED_BY)
-    return isinstance(said, int) and not isinstance(said, bool) and said == uid
+    return submitter_of(stored.document or {}) == uid
 
 
 def _groups_of(pid: int) -> set[int]:

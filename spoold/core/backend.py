@@ -300,6 +300,10 @@ class Engine(Protocol):
         another daemon since the last call (never: one daemon on a file spool)."""
         ...
 
+    def view_group(self) -> int | None:
+        """The group that may read every job and record (the watching group), if any."""
+        ...
+
     def follow_records(self, job_ids: Collection[str]) -> list[str]:
         """Follow the filing of these jobs' records (and no longer of others'), for those
         who wait for them; return those heard filed since the last call, by any daemon

@@ -140,7 +140,7 @@ class Daemon:
         self.selector = selectors.DefaultSelector()
         # Who asks about a job, on the control socket (not in burst mode: it soon leaves).
         self.answering = (
-            Answering(live, self.selector, catalog.find, self.cancel, engine.follow_records)
+            Answering(live, self.selector, catalog.find, self.cancel, engine)
             if catalog is not None and not burst
             else None
         )

@@ -14,7 +14,15 @@ import os
 
 from spoold.config import Config
 from spoold.core.backend import Accepted, Origin, Refused, Verdict
-from spoold.job import SUBMITTED_BY, Incomplete, Job, Rejected, check_allowed, parse_job
+from spoold.job import (
+    SUBMITTED_BY,
+    Incomplete,
+    Job,
+    Rejected,
+    check_allowed,
+    parse_job,
+    submitter_of,
+)
 from spoold.live import Live
 
 _OWN_UID = os.geteuid()  # the daemon never changes its own uid: asked once, not per file
@@ -52,8 +60,7 @@ def _note_submitter(job: Job, origin: Origin) -> None:
     to Redis), the client's word stands: Redis's access control is the boundary there."""
     if origin.uid is None:
         return
-    said = job.submitted.get(SUBMITTED_BY)
-    if origin.uid == _OWN_UID and isinstance(said, int) and not isinstance(said, bool):
+    if origin.uid == _OWN_UID and submitter_of(job.submitted) is not None:
         return
     job.submitted[SUBMITTED_BY] = origin.uid
 

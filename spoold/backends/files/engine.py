@@ -192,6 +192,9 @@ class FileEngine:
     def cancellations(self) -> list[tuple[str, int]]:
         return []  # one daemon holds the spool: a cancel is asked of it, never of another
 
+    def view_group(self) -> int | None:
+        return self.spool.view_group()  # (this host's folder, on Redis too)
+
     def follow_records(self, job_ids: Collection[str]) -> list[str]:
         return []  # ... and every record is filed by it
 

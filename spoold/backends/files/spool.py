@@ -138,6 +138,15 @@ class Spool:
         marks = _give_file(self.schedules_path, gid)
         return ViewGrant(folders=folders, files=files, stats=stats, marks=marks)
 
+    def view_group(self) -> int | None:
+        """The watching group (``give_to_view_group``): the group of done/ when it may read
+        there; None without one."""
+        try:
+            info = os.stat(self.folder("done"))
+        except OSError:
+            return None
+        return info.st_gid if info.st_mode & 0o040 else None
+
     def job_names(self, state: str) -> list[str]:
         """Names of job files in a state folder, oldest id first."""
         names = self._unsorted_names(state)

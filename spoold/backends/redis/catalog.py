@@ -43,6 +43,7 @@ from spoold.backends.files import admin
 from spoold.backends.files.admin import checked_id, summarize
 from spoold.backends.files.spool import Spool, running_daemon_pid
 from spoold.backends.redis.connection import (
+    FILED,
     READY_AGE_DIGITS,
     READY_SEQ_DIGITS,
     RedisUnavailable,
@@ -137,7 +138,7 @@ class RedisCatalog:
         job_id = checked_id(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._talk(lambda client: client.pubsub(ignore_subscribe_messages=True))
-        channel = f"{self.key}filed:{job_id}"
+        channel = self.key + FILED + job_id
         try:
             self._talk(lambda _client: pubsub.subscribe(channel))
             while True:

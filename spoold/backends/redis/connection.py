@@ -36,6 +36,9 @@ def prefix(spool: SpoolSettings) -> str:
     return f"spoold:{{{spool.name}}}:"
 
 
+FILED = "filed:"  # + a job's id: the channel library.lua's spoold_finish says the filing on
+
+
 def connect(spool: SpoolSettings) -> redis.Redis:
     """A client for ``[spool] url``: calls bounded by ``redis_timeout``, never re-sent."""
     import redis

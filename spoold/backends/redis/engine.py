@@ -39,6 +39,7 @@ from spoold.backends.files.spool import Spool, SpoolLock
 from spoold.backends.files.watcher import Watcher
 from spoold.backends.redis import durability
 from spoold.backends.redis.connection import (
+    FILED,
     READY_AGE_DIGITS,
     READY_SEQ_DIGITS,
     RedisUnavailable,
@@ -281,14 +282,17 @@ class RedisEngine:
                 channel = text(said["channel"])
                 if channel == self.key + "cancel":
                     self.cancel_heard.add(text(said["data"]))
-                elif channel.startswith(self.key + "filed:"):
-                    self.filed_heard.add(channel.removeprefix(self.key + "filed:"))
+                elif channel.startswith(self.key + FILED):
+                    self.filed_heard.add(channel.removeprefix(self.key + FILED))
                 else:
                     self.ready_hint = True
         except OSError as exc:
             logger.debug("lost the subscription to new jobs ({}); listening again", exc)
             self._drop_bell()
             self._subscribe(now)  # says so if it cannot
+
+    def view_group(self) -> int | None:
+        return self.spool.view_group()  # (this host's folder, on Redis too)
 
     def follow_records(self, job_ids: Collection[str]) -> list[str]:
         """Listen on the bell's connection to ``filed:<id>`` of each job waited for. A
@@ -309,7 +313,7 @@ class RedisEngine:
         return heard
 
     def _filed_channels(self, job_ids: Collection[str]) -> list[str]:
-        return [f"{self.key}filed:{job_id}" for job_id in job_ids]
+        return [self.key + FILED + job_id for job_id in job_ids]
 
     def _drop_bell(self) -> None:
         self.followed = set()  # (the subscriptions go with the connection)
