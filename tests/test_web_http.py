@@ -46,6 +46,7 @@ from served import UnixHTTPConnection, servers
 from test_prometheus import parse, value
 from web_harness import Web
 
+from spoold.client import cancel
 from spoold.ids import new_job_id
 from spoold.prometheus import CONTENT_TYPE
 from spoold.web.redact import MASK
@@ -656,6 +657,22 @@ def test_purge_removes_the_done_records_and_says_how_many(site: Site, actions: W
     assert site.folder_bytes("failed") == failed
     after = fetch(actions.base + answer.headers["Location"], bearer())
     assert after.page.text("notice") == f"removed {len(done)} record(s)"
+
+
+def test_cancelled_jobs_have_a_list_of_their_own_not_mixed_into_failed(
+    site: Site, readonly: Web
+) -> None:
+    """failed/ holds failed, rejected and cancelled records; each has its own list, and a
+    job cancelled with the client shows in Cancelled and nowhere else."""
+    cancelled = site.run("cancel", job("Noop", run_at=time.time() + 3600))
+    wait_for(lambda: cancelled in site.spool.job_ids("scheduled"), 10, "the delayed job waiting")
+    assert cancel(cancelled, spool=site.spool.root) is True
+    failed = failed_flaky(site, "not-cancelled", failures=1)
+    lists = {view: fetch(readonly.base + f"/jobs/{view}", bearer()).page.rows
+             for view in ("cancelled", "failed", "rejected")}  # fmt: skip
+    assert cancelled in lists["cancelled"] and failed not in lists["cancelled"], lists
+    assert cancelled not in lists["failed"] + lists["rejected"] and failed in lists["failed"]
+    assert "cancelled by " in fetch(readonly.base + "/jobs/cancelled", bearer()).html
 
 
 # -- 7. lists --

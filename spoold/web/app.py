@@ -281,8 +281,8 @@ class App:
     ) -> tuple[str, browse.Filters, list[str]]:
         """The failed jobs a bulk retry means: the newest RETRY_CAP matching the filters."""
         view = fields.get("view", "failed")
-        if view not in ("failed", "rejected"):
-            raise Problem(400, "only failed or rejected jobs can be retried")
+        if view not in browse.VIEW_STATUS:
+            raise Problem(400, "only failed, rejected or cancelled jobs can be retried")
         filters, errors = read_filters(fields, text_allowed=viewer.signed_in,
                                        redact=self.config.web.redact)  # fmt: skip
         if errors:

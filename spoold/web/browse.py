@@ -35,11 +35,13 @@ VIEWS = {
     "done": "done",
     "failed": "failed",
     "rejected": "failed",
+    "cancelled": "failed",
 }
-RECORD_VIEWS = ("done", "failed", "rejected")
+RECORD_VIEWS = ("done", "failed", "rejected", "cancelled")
 STATUSES = ("done", "failed", "rejected", "cancelled")
 OUTCOMES = ("ok", "error", "timeout", "crashed", "interrupted", "cancelled")
-VIEW_STATUS = {"failed": "failed", "rejected": "rejected"}  # failed/ holds both
+# failed/ holds the three: each of its views shows one status
+VIEW_STATUS = {"failed": "failed", "rejected": "rejected", "cancelled": "cancelled"}
 
 
 @dataclass(frozen=True)
