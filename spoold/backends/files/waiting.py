@@ -10,13 +10,14 @@ be imported: the watchers' commands need nothing but the standard library).
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from spoold.backends.files.admin import find_job
+from spoold.backends.files.admin import AdminError, find_job
 from spoold.backends.files.spool import Spool
 from spoold.core.backend import StoredJob
 
@@ -31,8 +32,12 @@ def wait_for_record(spool: Spool, job_id: str, timeout: float | None) -> StoredJ
     """The job's record once it is filed; the job as it is when ``timeout`` runs out.
 
     AdminError (a CatalogError) if there is no such job, or the caller may not look
-    where it is, at the start or later (a record purged meanwhile).
+    where it is, or may not read the records at all, at the start or later (a record
+    purged meanwhile): then it is the daemon's to answer.
     """
+    for state in RECORD_STATES:
+        if not os.access(spool.folder(state), os.R_OK | os.X_OK):
+            raise AdminError(f"cannot wait on {spool.folder(state)}: permission denied")
     stored = find_job(spool, job_id)  # first: a record, or a job the caller cannot see
     if stored.state in RECORD_STATES:
         return stored
