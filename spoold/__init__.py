@@ -11,16 +11,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from spoold.client import cancel, run_background_job, runBackgroundJob, wait
+    from spoold.client import (
+        cancel,
+        follow_up,
+        run_background_job,
+        runBackgroundJob,
+        unique_key_for,
+        wait,
+    )
 
-__all__ = ["__version__", "cancel", "runBackgroundJob", "run_background_job", "wait"]
+__all__ = [
+    "__version__",
+    "cancel",
+    "follow_up",
+    "runBackgroundJob",
+    "run_background_job",
+    "unique_key_for",
+    "wait",
+]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     # Loaded on first use: the daemon's launcher imports this package too, and
     # every module it holds makes each fork of it dearer.
-    if name in ("run_background_job", "runBackgroundJob", "wait", "cancel"):
+    if name in __all__ and name != "__version__":
         from spoold import client
 
         return getattr(client, name)

@@ -10,6 +10,7 @@ importing loguru here would cost every caller about 55 ms.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -46,6 +47,10 @@ def run_background_job(  # noqa: PLR0913 - the signature is SPEC.md's API
     retry_delay: float | None = None,
     timeout: float | None = None,
     durable: bool = True,
+    unique: bool = False,
+    unique_key: str | None = None,
+    on_success: dict[str, Any] | None = None,
+    on_failure: dict[str, Any] | None = None,
 ) -> str:
     """Ask for ``class_path.method(*params)`` (or ``**params``) to run later; return the job id.
 
@@ -54,14 +59,25 @@ def run_background_job(  # noqa: PLR0913 - the signature is SPEC.md's API
     written. ``delay`` (seconds) and ``run_at`` (Unix seconds or an aware
     datetime) hold the job back. ``durable=False`` skips the fsyncs, for bulk
     producers that accept losing the last jobs to a power cut.
+
+    ``unique=True`` (or a ``unique_key`` of the caller's): while a job with the
+    same key waits or runs, this one is filed rejected as a duplicate of it
+    (``unique=True`` derives the key from class, method and params:
+    ``unique_key_for``). ``on_success`` / ``on_failure``: a job document
+    (``follow_up(...)``) submitted when this job's record is filed done / failed.
     """
     now = time.time()
+    if unique and unique_key is None:
+        unique_key = unique_key_for(class_path, method, params)
     options = {
         "priority": priority or None,
         "run_at": _start_time(now, delay, run_at),
         "max_retries": max_retries,
         "retry_delay": retry_delay,
         "timeout": timeout,
+        "unique_key": unique_key,
+        "on_success": on_success,
+        "on_failure": on_failure,
     }
     payload = job_payload(class_path, method, params, now=now, **options)
     return _submitter(spool, durable).submit(payload, now=now)
@@ -75,6 +91,30 @@ def job_payload(class_path: str, method: str, params: Any, *, now: float, **opti
     document = _job_document(class_path, method, params, now=now)
     document.update({key: value for key, value in options.items() if value is not None})
     return _encode(document)
+
+
+def unique_key_for(class_path: str, method: str, params: Any = None) -> str:
+    """The ``unique_key`` that ``unique=True`` derives: the SHA-256, in hex, of the UTF-8
+    JSON of ``{"class", "method", "params"}`` with sorted keys and no spaces (non-ASCII
+    characters as they are, not escaped), so that a producer in any language can make
+    the same key."""
+    document = _job_document(class_path, method, params, now=0.0)
+    canonical = {key: document[key] for key in ("class", "method", "params")}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)  # fmt: skip
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def follow_up(class_path: str, method: str, params: Any = None, **options: Any) -> dict[str, Any]:
+    """A job document for ``on_success`` / ``on_failure``: class, method, params and any of
+    the job fields (``priority``, ``max_retries``, ``timeout``, ``unique_key``, and its own
+    ``on_success`` / ``on_failure``, for a chain). It knows its parent by its ``parent``
+    field and, while it runs, ``$SPOOLD_PARENT``."""
+    document = _job_document(class_path, method, params, now=0.0)
+    del document["enqueued_at"], document["submitted_by"]  # set when it is submitted
+    document.update({key: value for key, value in options.items() if value is not None})
+    _encode(document)  # TypeError now, not at the parent's filing
+    return document
 
 
 def submitter_for(config: Config, *, durable: bool) -> Submitter:

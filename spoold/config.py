@@ -13,10 +13,11 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spoold.limits import ClassLimit, parse_limit
 from spoold.names import is_class_path, is_identifier, is_private
 from spoold.schedules import Schedule, parse_schedules
 
@@ -128,6 +129,7 @@ class Config:
     metrics: MetricsSettings = MetricsSettings(5.0, 60.0, "127.0.0.1:9464", None, None)
     web: WebSettings = DEFAULT_WEB
     schedules: tuple[Schedule, ...] = ()  # [[schedule]] tables (spoold/schedules.py)
+    limits: Mapping[str, ClassLimit] = field(default_factory=dict)  # [limits], by class
 
     def is_allowed(self, class_path: str, method: str) -> bool:
         return method in self.allow.get(class_path, frozenset()) and not is_private(method)
@@ -361,7 +363,7 @@ def load_config(path: Path) -> Config:
 
 def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
     """Build a Config from parsed TOML; relative paths resolve against ``base``."""
-    unknown = set(data) - set(_SCHEMA) - {"allow", "schedule"}
+    unknown = set(data) - set(_SCHEMA) - {"allow", "schedule", "limits"}
     if unknown:
         raise ConfigError(f"[{sorted(unknown)[0]}]: unknown section")
     spool = _section(data, "spool")
@@ -381,6 +383,7 @@ def config_from_mapping(data: Mapping[str, Any], base: Path, path: Path | None =
         metrics=_metrics(_section(data, "metrics"), base),
         web=_web(_section(data, "web"), base),
         schedules=_schedules(data.get("schedule", []), allow),
+        limits=_limits(data.get("limits", {}), allow),
     )
 
 
@@ -427,6 +430,20 @@ def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
 def _resolve(base: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return Path(os.path.normpath(path if path.is_absolute() else base / path))
+
+
+def _limits(table: Any, allow: Mapping[str, frozenset[str]]) -> dict[str, ClassLimit]:
+    if not isinstance(table, dict):
+        raise ConfigError('[limits]: expected a table of "module.Class" = { concurrency = N }')
+    limits = {}
+    for class_path, entry in table.items():
+        if class_path not in allow:
+            raise ConfigError(f'[limits] "{class_path}": not a class of [allow]')
+        try:
+            limits[class_path] = parse_limit(entry)
+        except ValueError as exc:
+            raise ConfigError(f'[limits] "{class_path}": {exc}') from None
+    return limits
 
 
 def _allowlist(table: Any) -> dict[str, frozenset[str]]:

@@ -10,6 +10,7 @@ no-clobber renames catch even that.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import time
@@ -21,6 +22,14 @@ def new_job_id(now: float | None = None) -> str:
     """Return a fresh id for a job made at ``now`` (Unix seconds)."""
     millis = int((time.time() if now is None else now) * 1000)
     return f"{_utc_stamp(millis // 1000)}.{millis % 1000:03d}Z-{os.urandom(5).hex()}"
+
+
+def derived_job_id(at: float, seed: str) -> str:
+    """The id of a job made at ``at`` that is derived from ``seed`` (a follow-up from its
+    parent's id): the same for the same two, so that doing it twice makes one job."""
+    millis = int(at * 1000)
+    digest = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:10]
+    return f"{_utc_stamp(millis // 1000)}.{millis % 1000:03d}Z-{digest}"
 
 
 @functools.lru_cache(maxsize=1)  # ids made in a burst share their second

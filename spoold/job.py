@@ -49,7 +49,15 @@ _OPTIONAL_FIELDS = (
     "timeout",
     "memory_limit",
     "enqueued_at",
+    "unique_key",
+    "on_success",
+    "on_failure",
 )
+# The follow-up fields (``spoold/followups.py``): each a job document of its own.
+FOLLOW_UP_FIELDS = ("on_success", "on_failure")
+# How deep follow-ups may nest (a chain of 17 is one job with 16 follow-ups inside it).
+FOLLOW_UP_DEPTH = 16
+UNIQUE_KEY_MAX = 256  # characters of a unique_key
 
 
 # A job's status beyond SPEC.md's done, failed and rejected: cancelled by ``spoold cancel``
@@ -79,6 +87,7 @@ REJECTION_KINDS = (
     "unreadable",  # could not be read (its permissions)
     "damaged",  # the daemon's own file, damaged
     "incomplete",  # cut short: a daemon or a client died while writing it
+    "duplicate",  # its unique_key is held by a job that waits or runs
 )
 
 
@@ -114,6 +123,9 @@ class Job:
     backoff: str | None = None
     timeout: float | None = None
     memory_limit: int | None = None
+    unique_key: str | None = None
+    on_success: dict[str, Any] | None = None  # a follow-up's job document
+    on_failure: dict[str, Any] | None = None
     history: tuple[Attempt, ...] = field(default=())  # as the daemon wrote it, oldest first
     due_at: float | None = None
     clean: bool = True  # False: the submitted file carried daemon-owned fields (dropped here)
@@ -198,7 +210,7 @@ def constant_refuser(wording: str) -> Callable[[str], NoReturn]:
 _DECODER = json.JSONDecoder(parse_constant=constant_refuser("is not allowed"))
 
 
-def _check_fields(doc: Mapping[str, Any], mtime: float) -> dict[str, Any]:
+def _check_fields(doc: Mapping[str, Any], mtime: float, depth: int = 0) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "class_path": _class_path(doc.get("class")),
         "method": _method(doc.get("method")),
@@ -206,9 +218,26 @@ def _check_fields(doc: Mapping[str, Any], mtime: float) -> dict[str, Any]:
         "enqueued_at": mtime,
     }
     for name in _OPTIONAL_FIELDS:
-        if doc.get(name) is not None:
+        if doc.get(name) is None:
+            continue
+        if name in FOLLOW_UP_FIELDS:
+            fields[name] = _follow_up(name, doc[name], depth)
+        else:
             fields[name] = _FIELD_CHECKS[name](doc[name])
     return fields
+
+
+def _follow_up(name: str, value: Any, depth: int) -> dict[str, Any]:
+    """A follow-up's job document, checked as a job of its own (its own follow-ups too)."""
+    if not isinstance(value, dict):
+        raise Rejected(f'field "{name}" must be a job object, not {_json_type(value)}')
+    if depth >= FOLLOW_UP_DEPTH:
+        raise Rejected(f"follow-ups nest more than {FOLLOW_UP_DEPTH} deep")
+    try:
+        _check_fields(value, 0.0, depth + 1)
+    except Rejected as exc:
+        raise Rejected(f"{name}: {exc}", exc.kind) from None
+    return value
 
 
 def _required_string(name: str, value: Any) -> str:
@@ -289,7 +318,16 @@ def parse_time(value: Any) -> float:
     return moment.timestamp()
 
 
+def _unique_key(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Rejected(f'field "unique_key" must be a string, not {_json_type(value)}')
+    if not 0 < len(value) <= UNIQUE_KEY_MAX:
+        raise Rejected(f'field "unique_key" must be 1 to {UNIQUE_KEY_MAX} characters long')
+    return value
+
+
 _FIELD_CHECKS: dict[str, Any] = {
+    "unique_key": _unique_key,
     "priority": _int_field("priority", None),
     "run_at": parse_time,
     "max_retries": _int_field("max_retries", 0),
@@ -326,16 +364,33 @@ def _json_type(value: Any) -> str:
 
 
 def check_allowed(job: Job, config: Config) -> None:
-    """Raise Rejected unless the job's class and method are on the allowlist."""
-    if job.class_path not in config.allow:
+    """Raise Rejected unless the job's class and method are on the allowlist, and those
+    of every follow-up it carries (``on_success: class "x" is not on the allowlist``)."""
+    check_names_allowed(job.class_path, job.method, config)
+    for name in FOLLOW_UP_FIELDS:
+        follow_up = getattr(job, name)
+        if follow_up is not None:
+            check_document_allowed(follow_up, config, prefix=f"{name}: ")
+
+
+def check_document_allowed(document: Mapping[str, Any], config: Config, prefix: str = "") -> None:
+    """``check_allowed`` for a (checked) job document: its names, then its follow-ups'."""
+    try:
+        check_names_allowed(str(document.get("class")), str(document.get("method")), config)
+    except Rejected as exc:
+        raise Rejected(f"{prefix}{exc}", exc.kind) from None
+    for name in FOLLOW_UP_FIELDS:
+        follow_up = document.get(name)
+        if isinstance(follow_up, dict):
+            check_document_allowed(follow_up, config, prefix=f"{prefix}{name}: ")
+
+
+def check_names_allowed(class_path: str, method: str, config: Config) -> None:
+    if class_path not in config.allow:
+        raise Rejected(f'class "{class_path}" is not on the allowlist', "not_allowed")
+    if not config.is_allowed(class_path, method):
         raise Rejected(
-            f'class "{job.class_path}" is not on the allowlist',
-            "not_allowed",
-        )
-    if not config.is_allowed(job.class_path, job.method):
-        raise Rejected(
-            f'method "{job.method}" of class "{job.class_path}" is not on the allowlist',
-            "not_allowed",
+            f'method "{method}" of class "{class_path}" is not on the allowlist', "not_allowed"
         )
 
 

@@ -81,6 +81,8 @@ HELP = {
     " failed: the records kept).",
     "spoold_oldest_waiting_job_age_seconds": "How long the oldest job that is due and not"
     " started has waited, as the daemons last measured it; 0 when none waits.",
+    "spoold_jobs_held_back": "Ready jobs passed over because their class is at its [limits]"
+    f" (concurrency or rate), by class ({SNAPSHOTS}).",
     "spoold_jobs_received_total": "Jobs accepted at intake, by class.",
     "spoold_jobs_rejected_total": "Job files refused at intake, by a fixed reason (never by"
     " the class a refused file names).",
@@ -121,12 +123,22 @@ def render(
         _gauge("spoold_jobs", [(_one("state", state), counts[state])
                                for state in STATES if state in counts]),
         _gauge("spoold_oldest_waiting_job_age_seconds", [((), oldest_wait or 0.0)]),
+        _held_back(snapshots, allowed, now),
         *_counter_families(snapshots, allowed),
         _duration(snapshots, allowed),
         _pickup(snapshots),
         _last_success(snapshots, allowed),
     ]  # fmt: skip
     return "".join(family.text() for family in families)
+
+
+def _held_back(snapshots: Sequence[Snapshot], allowed: list[str], now: float) -> Family:
+    """Ready jobs passed over because their class is at its [limits]: as the live daemons
+    last counted them (on Redis each counts the whole spool: the largest count, not a sum)."""
+    live = [snapshot for snapshot in snapshots if not snapshot.stale(now)]
+    return _gauge("spoold_jobs_held_back", [
+        (_one("class", c), max((s.held_back.get(c, 0) for s in live), default=0)) for c in allowed
+    ])  # fmt: skip
 
 
 def waiting_age(

@@ -116,6 +116,7 @@ class Snapshot:
     ready: int  # due and waiting for a slot
     scheduled: int  # waiting for a time (run_at, a retry)
     oldest_wait: float | None  # how long the oldest due job has waited, None: none waits
+    held_back: dict[str, int] = field(default_factory=dict)  # class -> ready jobs at its limit
     received: dict[str, int] = field(default_factory=dict)  # class -> jobs accepted
     rejected: dict[str, int] = field(default_factory=dict)  # kind -> files refused
     attempts_started: dict[str, int] = field(default_factory=dict)  # class -> n

@@ -35,6 +35,8 @@ Record = dict[str, Any]
 TESTJOBS_ALLOW: dict[str, list[str]] = {
     "testjobs.Noop": ["run"],
     "testjobs.Recorder": ["run"],
+    "testjobs.Span": ["run"],
+    "testjobs.Heir": ["run"],
     "testjobs.Flaky": ["run"],
     "testjobs.Sleeper": ["run"],
     "testjobs.SlowFirst": ["run"],

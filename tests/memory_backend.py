@@ -24,6 +24,12 @@ Beyond the Protocol a test has:
 * ``marks``: each schedule's mark, by name (a test may drop one, as a lost
   ``schedules.json`` would).
 
+Flow control follows the file spool: a unique key is held from acceptance
+to the record (``spoold/backends/files/unique.py``), ``limits`` (set by a
+test; the file spool reads ``[limits]``) pass over the jobs of a class at its
+limit (``spoold.limits.Gate``), and a record's follow-up is handed in as a
+submission of the daemon's own user when the record is filed.
+
 Periodic jobs follow ``spoold/backends/files/firings.py``: a firing is handed
 in as a submission under its derived id (judged at the next ``receive`` like
 any other, as written by the daemon's own user), the mark moves after.
@@ -42,6 +48,7 @@ from collections.abc import Collection, Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from spoold.backends.files.unique import UniqueKeys
 from spoold.core.backend import (
     ALREADY,
     FIRED,
@@ -63,8 +70,10 @@ from spoold.core.backend import (
     Taken,
     Unavailable,
 )
+from spoold.followups import children
 from spoold.ids import new_job_id
 from spoold.job import Job, encode
+from spoold.limits import ClassLimit, Gate
 
 RECORD_STATUSES = ("done", "failed")
 
@@ -124,6 +133,9 @@ class MemoryEngine:
         self._claimed: dict[str, _Held] = {}
         self.published: list[tuple[bytes, float]] = []  # each stats snapshot, with its keep_for
         self.marks: dict[str, Mark] = {}  # each schedule's mark, by name
+        self.limits: dict[str, ClassLimit] = {}  # a test's [limits]
+        self.gate = Gate()
+        self.unique = UniqueKeys()
 
     # -- the test's side --
 
@@ -233,7 +245,13 @@ class MemoryEngine:
         unread, self._unread = self._unread, []
         for submission in unread:
             origin = Origin(submission.job_id, now, submission.uid, submission.gid, trusted=False)
-            arrival = Arrival(submission.job_id, self._judge(submission.payload, origin), now)
+            verdict = self._judge(submission.payload, origin)
+            if isinstance(verdict, Accepted) and verdict.job.unique_key is not None:
+                holder = self.unique.hold(verdict.job.unique_key, verdict.job.id)
+                if holder is not None:
+                    verdict = Refused(verdict.job.id, f"duplicate of {holder}",
+                                      submission.payload, kind="duplicate")  # fmt: skip
+            arrival = Arrival(submission.job_id, verdict, now)
             self._arrived[arrival.ref] = (submission, arrival)
             arrivals.append(arrival)
         while self._waiting_heap and self._waiting_heap[0][0] <= now:
@@ -260,12 +278,27 @@ class MemoryEngine:
         return Taken(held.claim, verdict.job, source=arrival.ref)
 
     def take_ready(self, now: float) -> Taken | Refusal | None:
-        if not self._ready_heap:
+        free = [
+            key
+            for key in sorted(self._ready_heap)
+            if not self.gate.blocked(self.limits, self._ready[key[-1]][0].class_path, now)
+        ]
+        if not free:
             return None
-        *_, job_id = heapq.heappop(self._ready_heap)
+        job_id = free[0][-1]
+        self._ready_heap.remove(free[0])
+        heapq.heapify(self._ready_heap)
         job, source = self._ready.pop(job_id)
         held = self._claim(job.id, job, source, now)
+        self.gate.started(self.limits, job.class_path, job.id, now)
         return Taken(held.claim, job, source=source)
+
+    def held_back(self, now: float) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for job, _source in self._ready.values():
+            if self.gate.blocked(self.limits, job.class_path, now):
+                counted[job.class_path] = counted.get(job.class_path, 0) + 1
+        return counted
 
     def cancel(self, job_id: str, by: int, now: float) -> Taken | Refusal | bool:
         if job_id in self._ready:
@@ -311,6 +344,12 @@ class MemoryEngine:
         # Stored as the file spool would read it back: JSON, a copy of its own.
         self.records[status][filed_as] = json.loads(encode({**record, "id": filed_as}))
         del self._claimed[claim.job_id]
+        self.gate.ended(claim.job_id)
+        self.unique.release(claim.job_id)
+        for follow_up in children(self.records[status][filed_as]):
+            if not self._in_use(follow_up.job_id):  # written by the daemon's own user
+                self._unread.append(_Submission(follow_up.job_id, follow_up.payload,
+                                                os.geteuid(), os.getegid()))  # fmt: skip
         return filed_as
 
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
@@ -345,7 +384,8 @@ class MemoryEngine:
 
     def counts(self) -> Counts:
         again = sum(waiting.again for waiting in self._waiting.values())
-        return Counts(len(self._ready), len(self._waiting), again, bool(self._unread))
+        return Counts(len(self._ready), len(self._waiting), again, bool(self._unread),
+                      self.held_back(self.now))  # fmt: skip
 
     # -- periodic jobs (as spoold/backends/files/firings.py) --
 
@@ -411,6 +451,7 @@ class MemoryEngine:
 
     def _wait(self, job: Job, source: str, due_at: float, *, again: bool) -> None:
         del self._claimed[job.id]
+        self.gate.ended(job.id)
         self._waiting[job.id] = _Waiting(job, source, due_at, again)
         heapq.heappush(self._waiting_heap, (due_at, next(self._order), job.id))
 

@@ -56,7 +56,7 @@ class Rig:
         self.store = self.engine.store
         self.tally = Tally()
         events = Events(self.tally)
-        self.filer = Filer(self.engine, events)
+        self.filer = Filer(self.engine, events, live)
         self.held_filings = HeldFilings(self.engine.places)
         self.dispatcher = Dispatcher(
             live, self.filer, self.held_filings, events, selectors.DefaultSelector(),

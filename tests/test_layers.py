@@ -34,7 +34,7 @@ THIRD_PARTY = "third-party packages"
 LEAVES = (
     "config", "job", "ids", "identity", "logs", "systemd", "faults", "durations", "names",
     "errors", "live", "backoff", "snapshot", "prometheus", "atomic", "httpd", "schedules",
-    "cron", "asking",
+    "cron", "asking", "followups", "limits",
 )  # fmt: skip
 
 # Each room: the modules in it, as dotted names ("x.*" is everything under x).

@@ -78,6 +78,10 @@ def status(
     for state in STATES:
         # A folder the caller may not list is left out of the counts: unknown, not 0.
         print(f"{state:<10} {report.counts.get(state, '? (not readable by you)')}")
+    if report.held_back:
+        each = ", ".join(f"{name} {count}" for name, count in sorted(report.held_back.items()))
+        print(f"held back  {sum(report.held_back.values())} ready at their class's [limits]: "
+              f"{each}")  # fmt: skip
     if report.oldest_waiting_id:
         age = format_age(report.oldest_waiting_age or 0.0)
         print(f"oldest waiting job: {report.oldest_waiting_id}, submitted {age} ago")

@@ -31,8 +31,8 @@ passes it down as ``now``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,6 +181,8 @@ class Counts:
     waiting: int  # waiting for a time (run_at, retry delay)
     again: int  # of those: put back to wait by this daemon (retries, reruns, put-backs)
     busy: bool  # submissions seen but not yet read or judged
+    # Of the ready: passed over because their class is at its [limits], by class.
+    held_back: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +238,9 @@ class Engine(Protocol):
         ...
 
     def take_ready(self, now: float) -> Taken | Refusal | None:
-        """Claim the best ready job (highest priority, then oldest); None if none is ready."""
+        """Claim the best ready job (highest priority, then oldest) whose class is not at its
+        ``[limits]`` (``spoold.limits``): jobs of a class that is are passed over, and count
+        as held back; None if none is ready."""
         ...
 
     def unclaim(self, claim: Claim, job: Job, due_at: float) -> None:
@@ -248,7 +252,9 @@ class Engine(Protocol):
         ...
 
     def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
-        """File the job's record (``done`` or ``failed``) exactly once; the id filed under."""
+        """File the job's record (``done`` or ``failed``) exactly once; the id filed under.
+        The follow-up the record names (``spoold.followups.children``) is submitted with
+        it, once: a crash between the two neither loses nor doubles it."""
         ...
 
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
@@ -365,6 +371,9 @@ class SpoolStatus:
     oldest_waiting_age: float | None
     daemon_pid: int | None  # -1: a daemon holds the lock but its pid is unreadable
     daemons: tuple[LiveDaemon, ...] = ()  # a shared backend's daemons heard of lately
+    # Ready jobs passed over because their class is at its [limits], by class (for the file
+    # spool, as its daemon last published it in its stats).
+    held_back: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

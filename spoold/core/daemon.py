@@ -53,7 +53,7 @@ from spoold.exec.launcher import KILL_GRACE
 from spoold.exec.launcher_client import LauncherClient
 from spoold.exec.protocol import Outcome
 from spoold.identity import job_identity
-from spoold.job import Job, Rejected, check_allowed
+from spoold.job import Job, Rejected, check_names_allowed
 from spoold.live import Live
 from spoold.logs import job_logger, setup_logging
 from spoold.systemd import Notifier, notify
@@ -147,7 +147,7 @@ class Daemon:
         listeners = [self.tally, self.stats, *([self.answering] if self.answering else [])]
         self.events = Events(*([Broken()] if faults.broken_listener() else []), *listeners)
         self.publisher = Publisher(self.stats, engine, live, self._gauges)
-        self.filer = Filer(engine, self.events)
+        self.filer = Filer(engine, self.events, live)
         # Burst mode runs what is there and leaves: it fires no schedule.
         self.scheduler = None if burst else _scheduler(engine, live)
         self.next_renewal = 0.0  # when the running attempts' leases are renewed next
@@ -259,6 +259,8 @@ class Daemon:
         busy, slots = len(self.dispatcher.running), self.config.worker.concurrency
         status = f"{busy}/{slots} busy, {counts.ready} ready, {counts.waiting} scheduled"
         status += self.publisher.summary()
+        if counts.held_back:  # ready jobs whose class is at its [limits]
+            status += f", {sum(counts.held_back.values())} at their class's limit"
         if self.held:  # outcomes the daemon's own trouble keeps: no attempt starts meanwhile
             status += f", {len(self.held)} held back"
         return status
@@ -270,6 +272,7 @@ class Daemon:
             busy=len(self.dispatcher.running), slots=self.config.worker.concurrency,
             held=len(self.held), ready=counts.ready, scheduled=counts.waiting,
             oldest_ready=self.engine.oldest_ready(now), running=self.dispatcher.attempts(),
+            held_back=counts.held_back,
         )  # fmt: skip
 
     # -- the loop --
@@ -464,7 +467,9 @@ class Daemon:
                 self._reject(taken, now)
                 continue
             try:
-                check_allowed(taken.job, self.config)  # the allowlist may have been reloaded
+                # The allowlist may have been reloaded. Its follow-ups are checked again
+                # when they are submitted, at its filing (``followups.plan``).
+                check_names_allowed(taken.job.class_path, taken.job.method, self.config)
             except Rejected as exc:
                 refused = Refused(taken.job.id, str(exc), b"", kind=exc.kind)
                 self._reject(Refusal(taken.claim, refused, taken.source, now), now)

@@ -13,6 +13,7 @@ processes) goes back to wait unchanged and launches pause for a backoff.
 
 from __future__ import annotations
 
+import json
 import selectors
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from loguru import logger
 
+from spoold import followups
 from spoold.backoff import Backoff
 from spoold.core import policy
 from spoold.core.backend import Claim, Taken
@@ -125,7 +127,7 @@ class Dispatcher:
     def launch(self, taken: Taken, now: float) -> None:
         job = taken.job
         limits = policy.limits_for(job, self.live.config.worker)
-        request: RunRequest = {
+        fields: dict[str, Any] = {
             "job_id": job.id,
             "class": job.class_path,
             "method": job.method,
@@ -135,6 +137,10 @@ class Dispatcher:
             "max_jobs_per_process": self.live.config.worker.max_jobs_per_process,
             **self.live.identity.as_request(),  # its keys, or none
         }
+        parent = job.submitted.get(followups.PARENT)
+        if isinstance(parent, dict):  # a follow-up: its parent, for SPOOLD_PARENT
+            fields["parent"] = json.dumps(parent, ensure_ascii=False, default=repr)
+        request = cast("RunRequest", fields)
         self.running[job.id] = Running(taken.claim, job, limits, now)
         try:
             self.launcher.run(job.id, request, limits.timeout)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import platform
 from collections import Counter, defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from spoold.core.events import Listener
@@ -61,6 +61,7 @@ class Gauges:
     scheduled: int
     oldest_ready: float | None  # when the longest-waiting due job became due
     running: list[RunningAttempt]  # the attempts handed to the launcher, as the dispatcher has them
+    held_back: Mapping[str, int] = field(default_factory=dict)  # class -> ready jobs at [limits]
 
 
 class Stats(Listener):
@@ -145,6 +146,7 @@ class Stats(Listener):
             busy=gauges.busy, slots=gauges.slots, held=gauges.held, ready=gauges.ready,
             scheduled=gauges.scheduled,
             oldest_wait=None if oldest is None else max(0.0, now - oldest),
+            held_back=dict(gauges.held_back),
             received=dict(self.accepted), rejected=dict(self.refused),
             attempts_started=dict(self.attempts_started),
             attempts_finished={name: dict(by) for name, by in self.attempts_finished.items()},

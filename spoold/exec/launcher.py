@@ -369,7 +369,7 @@ def _max_jobs(setup: WorkerSetup) -> int:
     return max(1, int(setup.get("max_jobs_per_process") or 1))
 
 
-JOB_FIELDS = ("job_id", "class", "method", "params")
+JOB_FIELDS = ("job_id", "class", "method", "params", "parent")
 
 
 def _split(request: RunRequest) -> tuple[JobRequest, WorkerSetup]:
@@ -380,6 +380,8 @@ def _split(request: RunRequest) -> tuple[JobRequest, WorkerSetup]:
         "method": request["method"],
         "params": request["params"],
     }
+    if "parent" in request:
+        job["parent"] = request["parent"]
     setup = {key: value for key, value in request.items() if key not in JOB_FIELDS}
     return job, cast("WorkerSetup", setup)
 

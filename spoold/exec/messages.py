@@ -19,7 +19,13 @@ OutcomeName = Literal["ok", "error", "timeout", "crashed", "interrupted", "cance
 # What the worker needs of the job itself ("class" is a keyword, hence this form).
 JobRequest = TypedDict(
     "JobRequest",
-    {"job_id": str, "class": str, "method": str, "params": list[Any] | dict[str, Any]},
+    {
+        "job_id": str,
+        "class": str,
+        "method": str,
+        "params": list[Any] | dict[str, Any],
+        "parent": NotRequired[str],  # a follow-up's parent, as JSON (SPOOLD_PARENT)
+    },
 )
 
 

@@ -160,6 +160,11 @@ def _apply_limits(setup: WorkerSetup) -> None:
 def _call(job: JobRequest) -> WorkerReport:
     """Run the job; its report: ``ok`` with the result, or the error and traceback."""
     os.environ["SPOOLD_JOB_ID"] = str(job.get("job_id", ""))  # for the job's own use
+    # A follow-up's parent (spoold/followups.py); a reused worker's last job's is dropped.
+    if "parent" in job:
+        os.environ["SPOOLD_PARENT"] = job["parent"]
+    else:
+        os.environ.pop("SPOOLD_PARENT", None)
     try:
         result = call_job(job["class"], job["method"], job["params"])
     except BaseException as exc:  # the job's failure, whatever it is, is the report

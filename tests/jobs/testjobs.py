@@ -50,6 +50,28 @@ class Recorder:
         return label
 
 
+class Span:
+    """Records its start and its end (label, pid) in ``log``, sleeping ``sleep`` between:
+    from outside, which attempts overlapped."""
+
+    def run(self, log: str, label: str = "", sleep: float = 0.0) -> str:
+        append_line(log, label=label, event="start")
+        if sleep:
+            time.sleep(sleep)
+        append_line(log, label=label, event="end")
+        return label
+
+
+class Heir:
+    """Records what it was told of its parent ($SPOOLD_PARENT, a follow-up's), and its id."""
+
+    def run(self, log: str, label: str = "") -> str:
+        told = os.environ.get("SPOOLD_PARENT")
+        parent = json.loads(told) if told is not None else None
+        append_line(log, label=label, parent=parent, job=os.environ.get("SPOOLD_JOB_ID"))
+        return label
+
+
 class Flaky:
     """Fails ``failures`` times, then succeeds; each attempt is a line in ``counter``."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
 from spoold.backends.files import admin, maintenance
 from spoold.backends.files.admin import AdminError
@@ -61,7 +62,11 @@ class FileCatalog:
         return self._filed.count(state, since)
 
     def status(self, now: float) -> SpoolStatus:
-        return admin.spool_status(self.spool, now)
+        """The folders' counts; the jobs held back by [limits] as the daemon last said (its
+        stats snapshot: only the daemon knows which class is at its limit)."""
+        status = admin.spool_status(self.spool, now)
+        live = [snapshot for snapshot in self.stats() if not snapshot.stale(now)]
+        return replace(status, held_back=live[0].held_back) if live else status
 
     def running(self, now: float) -> list[RunningJob]:
         return admin.running_jobs(self.spool, now)

@@ -15,7 +15,9 @@ import math
 import os
 import socket
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -29,6 +31,7 @@ from spoold.backends.files.queue import DueQueue, ReadyEntry, ReadyQueue
 from spoold.backends.files.receiver import Receiver
 from spoold.backends.files.spool import Spool, SpoolLock
 from spoold.backends.files.store import JobStore
+from spoold.backends.files.unique import UniqueKeys
 from spoold.backends.files.watcher import Watcher
 from spoold.core.backend import (
     Accepted,
@@ -43,8 +46,10 @@ from spoold.core.backend import (
     Refusal,
     Refused,
     Taken,
+    Verdict,
 )
-from spoold.job import Job
+from spoold.job import Job, encode
+from spoold.limits import ClassLimit, Gate
 from spoold.live import Live
 
 PARSED_CACHE_LIMIT = 1000  # ready jobs kept parsed in memory; the rest are read again at claim
@@ -70,6 +75,8 @@ class FileEngine:
         self.watcher: Watcher | None = None  # started by ``watch``
         self.places = Places("active/", "scheduled/", str(spool.folder("incoming")))
         self.firings = FileFirings(spool, durable=self.store.durable, complain=logger.error)
+        self.unique = UniqueKeys()  # the keys of the jobs that wait or run
+        self.gate = Gate()  # [limits]: each limited class's running attempts and bucket
         self.closed = False
 
     @classmethod
@@ -92,7 +99,12 @@ class FileEngine:
         found = recovery.recover_active(
             self.spool, self.store, self.claims, judge, self.max_bytes, now
         )
-        for name in recovery.load_scheduled(self.spool, judge, self.max_bytes, self.due, now):
+        for recovered in found:
+            self._hold_key(recovered.verdict)
+        scheduled = recovery.load_scheduled(
+            self.spool, judge, self.max_bytes, self.due, self.unique, now
+        )
+        for name in scheduled:
             refusal = self.claims.reject(
                 "scheduled", name, Refused(name[:-5], DAMAGED, b"", kind="damaged"), now
             )
@@ -128,31 +140,52 @@ class FileEngine:
     # -- each turn --
 
     def next_wakeup(self, now: float) -> float | None:
-        due = self.due.next_due()
-        wakeup = self._receiver.next_wakeup()
-        return wakeup if due is None else min(due, wakeup)
+        times = [self._receiver.next_wakeup(), self.due.next_due()]
+        lanes = self.ready.lane_classes()
+        if lanes:  # jobs held back by a rate: the moment the first of them may start
+            times.append(self.gate.next_free(self.live.config.limits, lanes, now))
+        return min(time for time in times if time is not None)
 
     def receive(self, now: float) -> list[Arrival]:
-        arrivals = self._receiver.turn(now)
+        arrivals = [self._unique(arrival) for arrival in self._receiver.turn(now)]
         for entry in self.due.pop_due(now):
-            self.ready.push(
-                "scheduled", entry.name, entry.priority, entry.enqueued_at, None, entry.due_at
-            )
+            self.ready.push("scheduled", entry.name, entry.priority, entry.enqueued_at, None,
+                            entry.due_at, entry.class_path)  # fmt: skip
         return arrivals
+
+    def _unique(self, arrival: Arrival) -> Arrival:
+        """An accepted submission whose unique key another live job holds: refused."""
+        holder = self._hold_key(arrival.verdict)
+        if holder is None:
+            return arrival
+        job = arrival.verdict.job  # type: ignore[union-attr]  # (only an Accepted holds a key)
+        refused = Refused(job.id, f"duplicate of {holder}", encode(job.submitted),
+                          kind="duplicate")  # fmt: skip
+        return replace(arrival, verdict=refused)
+
+    def _hold_key(self, verdict: Verdict) -> str | None:
+        """Let an accepted job hold its unique key: None, or the other job that holds it."""
+        if not isinstance(verdict, Accepted) or verdict.job.unique_key is None:
+            return None
+        return self.unique.hold(verdict.job.unique_key, verdict.job.id)
 
     def accept(self, arrival: Arrival) -> None:
         assert isinstance(arrival.verdict, Accepted)
         job = arrival.verdict.job
         cached = job if len(self.ready) < PARSED_CACHE_LIMIT else None
         since = max(job.enqueued_at, job.run_at or 0.0)
-        self.ready.push("incoming", arrival.ref, job.priority, job.enqueued_at, cached, since)
+        self.ready.push("incoming", arrival.ref, job.priority, job.enqueued_at, cached, since,
+                        job.class_path)  # fmt: skip
 
     def claim_arrival(self, arrival: Arrival, now: float) -> Taken | Refusal | None:
         verdict = arrival.verdict
         try:
             if isinstance(verdict, Refused):
                 return self.claims.reject("incoming", arrival.ref, verdict, now)
-            return self.claims.claim("incoming", arrival.ref, verdict.job)
+            taken = self.claims.claim("incoming", arrival.ref, verdict.job)
+            if taken is not None:
+                self.unique.renamed(verdict.job.id, taken.job.id)
+            return taken
         except RetryUnderWay:
             self._look_again_soon(arrival.ref, now)
             return None
@@ -161,16 +194,28 @@ class FileEngine:
             return None
 
     def take_ready(self, now: float) -> Taken | Refusal | None:
-        while self.ready:
-            entry = self.ready.pop()
+        limits = self.live.config.limits
+        blocked = partial(self._blocked, limits, now) if limits else None
+        while (entry := self.ready.pop(blocked)) is not None:
             try:
                 taken = self.claims.claim_ready(entry, self._judge, self.max_bytes, now)
             except RetryUnderWay:
                 self._look_again_soon(entry.name, now)
                 continue
+            if isinstance(taken, Taken):
+                self.unique.renamed(entry.name.removesuffix(".json"), taken.job.id)
+                self.gate.started(limits, taken.job.class_path, taken.job.id, now)
             if taken is not None:
                 return taken
         return None
+
+    def _blocked(self, limits: Mapping[str, ClassLimit], now: float, class_path: str) -> bool:
+        return self.gate.blocked(limits, class_path, now)
+
+    def held_back(self, now: float) -> dict[str, int]:
+        """The ready jobs set aside because their class is at its limit, by class."""
+        limits = self.live.config.limits
+        return self.ready.held_back(partial(self._blocked, limits, now)) if limits else {}
 
     def cancel(self, job_id: str, by: int, now: float) -> Taken | Refusal | bool:
         """Claim the waiting job ``job_id`` wherever it waits in the order: incoming/ or
@@ -209,21 +254,29 @@ class FileEngine:
     def unclaim(self, claim: Claim, job: Job, due_at: float) -> None:
         self.holds.check(claim)
         self.store.unclaim(job)
-        self.holds.let_go(claim)
-        self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at, again=True)
+        self._let_go(claim)
+        self.due.push(f"{job.id}.json", due_at, job.priority, job.enqueued_at, again=True,
+                      class_path=job.class_path)  # fmt: skip
 
     def schedule(self, claim: Claim, job: Job, *, again: bool) -> None:
         assert job.due_at is not None
         self.holds.check(claim)
         self.store.schedule(job)
-        self.holds.let_go(claim)
-        self.due.push(f"{job.id}.json", job.due_at, job.priority, job.enqueued_at, again=again)
+        self._let_go(claim)
+        self.due.push(f"{job.id}.json", job.due_at, job.priority, job.enqueued_at, again=again,
+                      class_path=job.class_path)  # fmt: skip
 
     def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
+        """File the record, and submit the follow-up it names (``JobStore``)."""
         self.holds.check(claim)
         filed_as = self.store.file_record(claim.job_id, status, record)
-        self.holds.let_go(claim)
+        self._let_go(claim)
+        self.unique.release(claim.job_id)
         return filed_as
+
+    def _let_go(self, claim: Claim) -> None:
+        self.holds.let_go(claim)
+        self.gate.ended(claim.job_id)
 
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
         return []  # one daemon holds the spool: its claims never lapse
@@ -269,4 +322,5 @@ class FileEngine:
 
     def counts(self) -> Counts:
         busy = self.receiver is not None and self.receiver.busy
-        return Counts(len(self.ready), len(self.due), self.due.again, busy)
+        return Counts(len(self.ready), len(self.due), self.due.again, busy,
+                      self.held_back(self.clock()))  # fmt: skip

@@ -21,6 +21,7 @@ from spoold.backends.files.intake import NotYet, Trouble, examine
 from spoold.backends.files.queue import DueQueue
 from spoold.backends.files.spool import Spool
 from spoold.backends.files.store import JobStore
+from spoold.backends.files.unique import UniqueKeys
 from spoold.core.backend import Accepted, Judge, Recovered, Refused
 
 CLIENT_TMP_MAX_AGE = 36 * 3600  # Maildir's rule for abandoned tmp/ files
@@ -85,16 +86,19 @@ def _finish_cut_move(spool: Spool, name: str) -> bool:
 
 
 def load_scheduled(
-    spool: Spool, judge: Judge, max_bytes: int, due: DueQueue, now: float
+    spool: Spool, judge: Judge, max_bytes: int, due: DueQueue, unique: UniqueKeys, now: float
 ) -> list[str]:
-    """Index scheduled/; return the names of files there that are not valid jobs."""
+    """Index scheduled/ (and the unique keys its jobs hold); return the names of files
+    there that are not valid jobs."""
     damaged = []
     for name in spool.job_names("scheduled"):
         verdict = examine(spool, "scheduled", name, judge, max_bytes, now=now, closed=True)
         if isinstance(verdict, Accepted):
             job = verdict.job
             due_at = job.due_at if job.due_at is not None else (job.run_at or 0.0)
-            due.push(name, due_at, job.priority, job.enqueued_at)
+            due.push(name, due_at, job.priority, job.enqueued_at, class_path=job.class_path)
+            if job.unique_key is not None:
+                unique.hold(job.unique_key, job.id)
         elif isinstance(verdict, Trouble):  # unreadable for now: look at it again soon
             due.push(name, now + 1.0, 0, 0.0)
         elif verdict is not None:

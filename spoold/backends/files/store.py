@@ -48,6 +48,7 @@ from spoold.backends.files.fsio import (
 from spoold.backends.files.spool import Spool
 from spoold.core.backend import StaleClaim
 from spoold.faults import crash_point
+from spoold.followups import children
 from spoold.ids import is_valid_id, new_job_id
 from spoold.job import Job, encode
 from spoold.live import Live
@@ -193,6 +194,8 @@ class JobStore:
         # committed the claims too: these folder fsyncs then find nothing left to do.
         self.sync_claims()
         crash_point("after_marker")
+        if state in RECORD_STATES:
+            self.submit_follow_ups(document)
         self._drop_active(job_id)
         crash_point("after_unlink")
         rename_noreplace(marker, self.spool.file(state, f"{new_id or job_id}.json"))
@@ -200,6 +203,21 @@ class JobStore:
         self._unsynced_moves.add(state)
         if not self.defer_moves:
             self.sync_moves()
+
+    def submit_follow_ups(self, record: dict[str, Any]) -> None:
+        """Submit into incoming/ the follow-ups a record names (``spoold.followups``), each
+        once: one whose id is taken (submitted before a crash, or run already) is not
+        submitted again. Done after the record's marker is whole and before its move, so
+        that recovery, which finishes the move, submits what a crash kept from here."""
+        for follow_up in children(record):
+            crash_point("before_follow_up")
+            name = f"{follow_up.job_id}.json"
+            if self.id_taken(follow_up.job_id):
+                continue
+            with contextlib.suppress(FileExistsError):  # in incoming/ already
+                write_new(self.spool.folder("incoming"), name, follow_up.payload,
+                          durable=self.durable)  # fmt: skip
+            crash_point("after_follow_up")
 
     def unclaim(self, job: Job) -> None:
         """Put a claimed job that never started back to wait in scheduled/, as it was."""
@@ -279,6 +297,8 @@ class JobStore:
                 marker.unlink()  # cut short while being written: the move never began
                 report.append(f"removed {marker.name}: written only in part; {job_id} stays")
                 continue
+            if document is not None and state in RECORD_STATES:
+                self.submit_follow_ups(document)
             self._drop_active(job_id)
             target = self.spool.path(state, f"{_filed_id(document, job_id)}.json")
             try:
@@ -300,6 +320,7 @@ class JobStore:
 
 
 MOVE_STATES = ("scheduled", "done", "failed")
+RECORD_STATES = ("done", "failed")
 
 
 def marker_name(job_id: str, state: str) -> str:

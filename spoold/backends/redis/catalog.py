@@ -49,6 +49,7 @@ from spoold.backends.redis.connection import (
     RedisUnavailable,
     connect,
     fcall,
+    held_back_in,
     prefix,
     safe_url,
     shorter,
@@ -213,6 +214,8 @@ class RedisCatalog:
 
         for state, number in zip(STATE_SET, self._talk(count), strict=True):
             counts[state] += number
+        held_back = self._talk(lambda client: held_back_in(client, self.key))
+        counts["incoming"] += sum(held_back.values())  # ready too, set aside in their lanes
         oldest = self._oldest_waiting(now)
         return SpoolStatus(
             root=self.spool.root,
@@ -222,6 +225,7 @@ class RedisCatalog:
             oldest_waiting_age=oldest.age if oldest else None,
             daemon_pid=running_daemon_pid(self.spool),
             daemons=self._live_daemons(),
+            held_back=held_back,
         )
 
     def _live_daemons(self) -> tuple[LiveDaemon, ...]:
@@ -350,11 +354,23 @@ class RedisCatalog:
 
     def _ids(self, state: str) -> list[str]:
         """The ids in the sorted set of CLI ``state`` (ready members carry their seq)."""
-        members = self._talk(lambda client: client.zrange(self.key + STATE_SET[state], 0, -1))
-        ids = [text(member) for member in members]
         if state == "incoming":
-            return [member[READY_AGE_DIGITS + READY_SEQ_DIGITS + 1 :] for member in ids]
-        return ids
+            ready = self._ready_members()
+            return sorted(member[READY_AGE_DIGITS + READY_SEQ_DIGITS + 1 :] for member in ready)
+        members = self._talk(lambda client: client.zrange(self.key + STATE_SET[state], 0, -1))
+        return [text(member) for member in members]
+
+    def _ready_members(self) -> list[str]:
+        """The members of ready and of every class's lane (ready jobs set aside by a limit)."""
+
+        def read(client: redis.Redis) -> list[Any]:
+            lanes = [f"{self.key}lane:{text(c)}" for c in client.smembers(self.key + "lanes")]
+            pipe = client.pipeline(transaction=False)
+            for name in (self.key + "ready", *lanes):
+                pipe.zrange(name, 0, -1)
+            return [member for members in pipe.execute() for member in members]
+
+        return [text(member) for member in self._talk(read)]
 
     def _stored_in(self, state: str) -> list[StoredJob]:
         """The jobs of CLI ``state`` in Redis; one that moved on meanwhile is skipped."""
@@ -403,9 +419,8 @@ class RedisCatalog:
 
     def _lowest_seq(self) -> str | None:
         """The id of the waiting job (ready or due) with the lowest seq: the first submitted."""
-        ready = self._talk(lambda client: client.zrange(self.key + "ready", 0, -1))
         best: tuple[int, str] | None = None
-        for member in map(text, ready):
+        for member in self._ready_members():
             order = member[READY_AGE_DIGITS : READY_AGE_DIGITS + READY_SEQ_DIGITS]
             seq, job_id = int(order), member[READY_AGE_DIGITS + READY_SEQ_DIGITS + 1 :]
             best = min(best, (seq, job_id)) if best else (seq, job_id)

@@ -121,3 +121,13 @@ def shorter(said: str) -> str:
 def text(value: Any) -> str:
     """A reply's bytes (or number) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def held_back_in(client: redis.Redis, key: str) -> dict[str, int]:
+    """The ready jobs set aside in their class's lane (its class was at its limit)."""
+    classes = [text(name) for name in call(client.smembers, key + "lanes")]
+    pipe = client.pipeline(transaction=False)
+    for class_path in classes:
+        pipe.zcard(f"{key}lane:{class_path}")
+    sizes = call(pipe.execute) if classes else []
+    return {name: size for name, size in zip(classes, sizes, strict=True) if size}

@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from spoold.backends.redis.connection import (
     call,
     connect,
     fcall,
+    held_back_in,
     load_library,
     prefix,
     safe_url,
@@ -72,8 +73,10 @@ from spoold.core.backend import (
 )
 from spoold.durations import seconds
 from spoold.faults import crash_point
+from spoold.followups import children
 from spoold.ids import new_job_id
 from spoold.job import Job, encode
+from spoold.limits import ClassLimit
 from spoold.live import Live
 
 if TYPE_CHECKING:
@@ -112,6 +115,7 @@ class RedisEngine:
         self.ready_hint = True  # a job may be ready: worth a claim call
         self.next_sweep = 0.0
         self.next_due: float | None = None
+        self.next_token: float | None = None  # when a job held back by its rate may start
         self.again: set[str] = set()  # put back to wait by this daemon, not taken since
         self.received_here: dict[str, None] = {}  # submitted from incoming/ by this daemon
         # The claims this daemon holds, by job: a move by any other claim is stale here
@@ -328,15 +332,15 @@ class RedisEngine:
         times = [self.next_sweep]
         if self.receiver is not None:
             times.append(self.receiver.next_wakeup())
-        if self.next_due is not None:
-            times.append(self.next_due)
+        times.extend(t for t in (self.next_due, self.next_token) if t is not None)
         if self.bell is None:
             times.append(self.bell_trouble.until or now + SWEEP_EVERY)
         return min(times)
 
     def receive(self, now: float) -> list[Arrival]:
         self._ring(now)
-        if now >= self.next_sweep or (self.next_due is not None and now >= self.next_due):
+        due = [t for t in (self.next_due, self.next_token) if t is not None]
+        if now >= self.next_sweep or any(now >= t for t in due):
             self.ready_hint = True
             self.next_sweep = now + SWEEP_EVERY
         assert self.receiver is not None, "open() comes first"
@@ -366,8 +370,10 @@ class RedisEngine:
             job_id, payload = verdict.job_id, verdict.raw
         else:
             job_id, payload = verdict.job.id, encode(verdict.job.submitted)
+        refused = "1" if isinstance(verdict, Refused) else "0"  # (holds no unique key)
         while True:
-            answer = self._fcall("spoold_adopt", job_id, payload, self.owner, self.lease_ms)
+            answer = self._fcall("spoold_adopt", job_id, payload, self.owner, self.lease_ms,
+                                 refused)  # fmt: skip
             if not isinstance(answer, bytes | str) or text(answer) != "taken":
                 break
             job_id = new_job_id()
@@ -392,24 +398,32 @@ class RedisEngine:
             self._settle()
         if not self.ready_hint:
             return None
-        answer = self._fcall("spoold_claim", self.owner, self.lease_ms, PROMOTE_BATCH)
-        next_due = answer[-1]
-        self.next_due = next_due / 1000 if next_due >= 0 else None  # the server's clock
-        if not answer[0]:
-            self._seen(answer[1])
-            self.ready_hint = False
-            return None
-        return self._taken(answer, now)
+        limits = _limit_args(self.live.config.limits)
+        while True:
+            answer = self._fcall("spoold_claim", self.owner, self.lease_ms, PROMOTE_BATCH,
+                                 *limits)  # fmt: skip
+            *handout, next_due, next_token, more = answer
+            # On the server's clock: when the next due job, or held-back job, may start.
+            self.next_due = next_due / 1000 if next_due >= 0 else None
+            self.next_token = next_token / 1000 if next_token >= 0 else None
+            if handout[0]:
+                return self._taken(handout, now)
+            self._seen(handout[1])
+            if not more:  # (more: a claim set jobs aside and stopped; there may be others)
+                self.ready_hint = False
+                return None
 
     def _taken(self, answer: list[Any], now: float) -> Taken | Refusal:
         """A handout of ``spoold_claim`` or ``spoold_cancel``, judged."""
-        job_id, epoch, document, trusted, claimed_ms, server_ms, cancelled_by = answer[:7]
+        job_id, epoch, document, trusted, claimed_ms, server_ms, cancelled_by, dup = answer[:8]
         job_id = text(job_id)
         self._seen(server_ms)
         self.again.discard(job_id)
         claimed = claimed_ms / 1000
         claim = self._hold(job_id, int(epoch), claimed + self.lease)
         verdict = self._judge_stored(job_id, document, bool(trusted), claimed)
+        if dup and not isinstance(verdict, Refused):  # its unique_key was held when it came
+            verdict = Refused(job_id, f"duplicate of {text(dup)}", document, kind="duplicate")
         if isinstance(verdict, Refused):
             return Refusal(claim, verdict, job_id, now)
         at_intake = job_id in self.received_here
@@ -475,8 +489,10 @@ class RedisEngine:
 
     def finish(self, claim: Claim, status: str, record: dict[str, Any]) -> str:
         self._check(claim)
-        document = encode({**record, "id": claim.job_id})
-        answer = self._fcall("spoold_finish", claim.job_id, claim.token, status, document)
+        record = {**record, "id": claim.job_id}
+        follow_ups = [part for child in children(record) for part in (child.job_id, child.payload)]
+        answer = self._fcall("spoold_finish", claim.job_id, claim.token, status, encode(record),
+                             *follow_ups)  # fmt: skip
         self._let_go(claim, answer)  # "already": filed by this call's earlier, unanswered send
         return claim.job_id
 
@@ -574,8 +590,21 @@ class RedisEngine:
                 pipe.zcard(self.key + "ready")
                 pipe.zcard(self.key + "due")
                 ready, due = call(pipe.execute)
-                self.counted = Counts(ready, due, 0, False)
-        return Counts(self.counted.ready, self.counted.waiting, len(self.again), busy)
+                held_back = held_back_in(self.client, self.key)
+                ready += sum(held_back.values())
+                self.counted = Counts(ready, due, 0, False, held_back)
+        counted = self.counted
+        return Counts(counted.ready, counted.waiting, len(self.again), busy, counted.held_back)
+
+
+def _limit_args(limits: Mapping[str, ClassLimit]) -> list[Any]:
+    """``[limits]`` as the library's claim reads them: class, concurrency, count, period."""
+    args: list[Any] = []
+    for class_path, limit in limits.items():
+        rate = limit.rate
+        args += [class_path, limit.concurrency or 0, rate.count if rate else 0,
+                 round(rate.per * 1000) if rate else 0]  # fmt: skip
+    return args
 
 
 def _refuse_if_fenced(answer: Any, claim: Claim) -> None:

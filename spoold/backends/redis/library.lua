@@ -10,7 +10,9 @@ every key is derived from it and so stays in one Cluster slot (the hash tag).
                 age (the job's enqueued_at in ms: its place among equals), epoch
                 (the fencing token), owner, enq, claimed, due, finished,
                 final_epoch, record (the done/failed record, JSON), cancel (the uid
-                that cancelled it while it ran)
+                that cancelled it while it ran), class (as submitted, for [limits]),
+                ukey (the unique_key it holds), dup_of (the job that held its
+                unique_key when it came: it is filed rejected as a duplicate)
   seq           counter: the order of submission, server-side
   ready         zset, score -priority, member "<age, 16 digits><seq, 20 digits>:<id>":
                 highest priority first, then oldest enqueued_at (as on the file
@@ -23,6 +25,11 @@ every key is derived from it and so stays in one Cluster slot (the hash tag).
   cancel        pub/sub channel: "the job <id> you run was cancelled" (its hash says by whom)
   filed:<id>    pub/sub channel: the job's record was filed (for `spoold wait`)
   schedules     hash, schedule name -> its mark (periodic jobs; see spoold_fire)
+  unique        hash, unique_key -> the id of the job that holds it (while it waits or runs)
+  lane:<class>  zset, as ready: ready jobs of a class at its [limits], set aside by a claim
+  lanes         set of the classes that have a lane
+  running:<class> set of the ids of a limited class's jobs claimed to run
+  bucket:<class>  hash: tokens, at (ms): a limited class's rate, as a token bucket
 
 Times are the server's (TIME), in milliseconds. A stale claim is answered
 "fenced" and changes nothing.
@@ -56,8 +63,10 @@ end
 -- the daemon will reject still gets queued, so that its rejection is recorded.
 local function read_spec(spec)
   local ok, doc = pcall(cjson.decode, spec)
-  local prio, run_at, age = 0, nil, nil
+  local prio, run_at, age, class, ukey = 0, nil, nil, '', nil
   if ok and type(doc) == 'table' then
+    if type(doc.class) == 'string' then class = doc.class end
+    if type(doc.unique_key) == 'string' and #doc.unique_key > 0 then ukey = doc.unique_key end
     if type(doc.priority) == 'number' and doc.priority == math.floor(doc.priority)
        and math.abs(doc.priority) < 1e15 then
       prio = doc.priority
@@ -68,7 +77,7 @@ local function read_spec(spec)
       age = math.floor(doc.enqueued_at * 1000)
     end
   end
-  return prio, run_at, age
+  return prio, run_at, age, class, ukey
 end
 
 local function promote(p, now, batch)
@@ -82,13 +91,14 @@ local function promote(p, now, batch)
   return -1
 end
 
--- What a claim hands back: id, epoch, document, trusted, claimed-at, server now, and
--- the uid that cancelled it meanwhile (or false).
+-- What a claim hands back: id, epoch, document, trusted, claimed-at, server now, the
+-- uid that cancelled it meanwhile (or false), and the job whose duplicate it is (or false).
 local function handout(p, id, now, claimed)
-  local fields = redis.call('HMGET', job_key(p, id), 'doc', 'spec', 'epoch', 'cancel')
+  local fields = redis.call('HMGET', job_key(p, id), 'doc', 'spec', 'epoch', 'cancel', 'dup_of')
   local doc, trusted = fields[1], 1
   if not doc then doc, trusted = fields[2], 0 end
-  return {id, tonumber(fields[3]), doc, trusted, claimed, now, fields[4] or false}
+  return {id, tonumber(fields[3]), doc, trusted, claimed, now, fields[4] or false,
+          fields[5] or false}
 end
 
 local function take(p, id, owner, lease, now)
@@ -99,18 +109,57 @@ local function take(p, id, owner, lease, now)
   return epoch
 end
 
+-- The job leaves active: its lease, and its place among its class's running attempts;
+-- a daemon waiting for a slot of that class is rung.
+local function leave_active(p, id)
+  redis.call('ZREM', p .. 'active', id)
+  local class = redis.call('HGET', job_key(p, id), 'class')
+  if class and redis.call('SREM', p .. 'running:' .. class, id) == 1
+     and redis.call('ZCARD', p .. 'lane:' .. class) > 0 then
+    redis.call('PUBLISH', p .. 'bell', id)
+  end
+end
+
 -- Is ``epoch`` the job's current claim, still active? (else: fenced)
 local function holds(p, id, epoch)
   local fields = redis.call('HMGET', job_key(p, id), 'state', 'epoch')
   return fields[1] == 'active' and tonumber(fields[2]) == tonumber(epoch)
 end
 
-local function new_job(p, id, spec, now)
+-- Let the job hold its unique key: nil, or the id of the live job (waiting or
+-- running) that holds it, in which case the job is marked a duplicate of it.
+local function hold_key(p, id, ukey)
+  if not ukey then return nil end
+  local holder = redis.call('HGET', p .. 'unique', ukey)
+  if holder and holder ~= id then
+    local state = redis.call('HGET', job_key(p, holder), 'state')
+    if state == 'ready' or state == 'due' or state == 'active' then
+      redis.call('HSET', job_key(p, id), 'dup_of', holder)
+      return holder
+    end
+  end
+  redis.call('HSET', p .. 'unique', ukey, id)
+  redis.call('HSET', job_key(p, id), 'ukey', ukey)
+  return nil
+end
+
+local function release_key(p, id)
+  local ukey = redis.call('HGET', job_key(p, id), 'ukey')
+  if ukey and redis.call('HGET', p .. 'unique', ukey) == id then
+    redis.call('HDEL', p .. 'unique', ukey)
+  end
+end
+
+-- A new job's hash; ``refused``: the daemon refuses it (it holds no unique key).
+local function new_job(p, id, spec, now, refused)
   local seq = redis.call('INCR', p .. 'seq')
-  local prio, run_at, age = read_spec(spec)
+  local prio, run_at, age, class, ukey = read_spec(spec)
   age = age or now
   redis.call('HSET', job_key(p, id), 'spec', spec, 'prio', prio, 'seq', seq, 'age', age,
-             'enq', now, 'epoch', 0)
+             'enq', now, 'epoch', 0, 'class', class)
+  local dup = nil
+  if not refused then dup = hold_key(p, id, ukey) end
+  if dup then run_at = nil end  -- a duplicate is filed rejected at once, not at its run_at
   return prio, seq, run_at, age
 end
 
@@ -202,7 +251,7 @@ redis.register_function('spoold_skip_firings', function(keys, args)
   return 'ok'
 end)
 
--- adopt(id, spec, owner, lease_ms): submit a job already claimed by ``owner``
+-- adopt(id, spec, owner, lease_ms, refused): submit a job already claimed by ``owner``
 -- (a file from incoming/ the daemon refuses, or sends to wait): {epoch, now},
 -- or 'dup' / 'taken' as for submit.
 redis.register_function('spoold_adopt', function(keys, args)
@@ -210,28 +259,132 @@ redis.register_function('spoold_adopt', function(keys, args)
   local seen = existing(p, id, spec)
   if seen then return seen end
   local now = now_ms()
-  new_job(p, id, spec, now)
+  new_job(p, id, spec, now, args[5] == '1')
   return {take(p, id, owner, lease, now), now}
 end)
 
--- claim(owner, lease_ms, batch): release what is due, then take the best ready
--- job: {id, epoch, doc, trusted, claimed, now, next_due}, or {false, now, next_due}.
+-- [limits]: the claiming daemon's, handed to each claim as (class, concurrency or 0,
+-- rate count or 0, rate period in ms) quads; every daemon of a spool should have the same.
+local function read_limits(args, from)
+  local limits = {}
+  for i = from, #args, 4 do
+    limits[args[i]] = {conc = tonumber(args[i + 1]), count = tonumber(args[i + 2]),
+                       per = tonumber(args[i + 3])}
+  end
+  return limits
+end
+
+-- The tokens in a class's bucket at ``now`` (full when it was never used).
+local function bucket_level(p, class, limit, now)
+  local b = redis.call('HMGET', p .. 'bucket:' .. class, 'tokens', 'at')
+  if not b[1] then return limit.count end
+  local level = tonumber(b[1]) + (now - tonumber(b[2])) * limit.count / limit.per
+  if level > limit.count then level = limit.count end
+  return level
+end
+
+local function full(p, class, limit)
+  return limit.conc > 0 and redis.call('SCARD', p .. 'running:' .. class) >= limit.conc
+end
+
+-- Is the class at its limit, so that nothing of it may start now?
+local function blocked(p, class, limits, now)
+  local limit = limits[class]
+  if not limit then return false end
+  if full(p, class, limit) then return true end
+  return limit.count > 0 and bucket_level(p, class, limit, now) < 1
+end
+
+local function started(p, class, id, limits, now)
+  local limit = limits[class]
+  if not limit then return end
+  redis.call('SADD', p .. 'running:' .. class, id)
+  if limit.count > 0 then
+    local level = bucket_level(p, class, limit, now) - 1
+    redis.call('HSET', p .. 'bucket:' .. class, 'tokens', tostring(level), 'at', now)
+  end
+end
+
+local ASIDE_BATCH = 1000  -- jobs set aside by one claim at most ('more' if there may be others)
+
+-- The best ready job whose class is not at its limit: {zset, member, class} or nil, and
+-- whether the claim stopped setting jobs aside before it saw all it could. The first
+-- jobs of ready whose class is blocked are moved to their class's lane, in order; a
+-- lane's first job competes with ready's as soon as its class is free.
+local function best_ready(p, limits, now)
+  local more = false
+  for i = 1, ASIDE_BATCH + 1 do
+    local head = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
+    if not head[1] then break end
+    if i > ASIDE_BATCH then more = true; break end
+    local f = redis.call('HMGET', job_key(p, string.sub(head[1], MEMBER_PREFIX + 1)),
+                         'class', 'dup_of')
+    if f[2] or not blocked(p, f[1] or '', limits, now) then break end
+    redis.call('ZREM', p .. 'ready', head[1])
+    redis.call('ZADD', p .. 'lane:' .. f[1], head[2], head[1])
+    redis.call('SADD', p .. 'lanes', f[1])
+  end
+  local best = nil
+  local head = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
+  if head[1] then best = {p .. 'ready', head[1], tonumber(head[2])} end
+  for _, class in ipairs(redis.call('SMEMBERS', p .. 'lanes')) do
+    local first = redis.call('ZRANGE', p .. 'lane:' .. class, 0, 0, 'WITHSCORES')
+    if not first[1] then
+      redis.call('SREM', p .. 'lanes', class)
+    elseif not blocked(p, class, limits, now) then
+      local score = tonumber(first[2])
+      if not best or score < best[3] or (score == best[3] and first[1] < best[2]) then
+        best = {p .. 'lane:' .. class, first[1], score}
+      end
+    end
+  end
+  return best, more
+end
+
+-- When the first lane held back by its rate alone gets a token (ms), or -1.
+local function next_token(p, limits, now)
+  local soonest = -1
+  for _, class in ipairs(redis.call('SMEMBERS', p .. 'lanes')) do
+    local limit = limits[class]
+    if limit and limit.count > 0 and not full(p, class, limit) then
+      local missing = 1 - bucket_level(p, class, limit, now)
+      local at = now
+      if missing > 0 then at = now + math.ceil(missing * limit.per / limit.count) end
+      if soonest < 0 or at < soonest then soonest = at end
+    end
+  end
+  return soonest
+end
+
+-- claim(owner, lease_ms, batch, limits...): release what is due, then take the best
+-- ready job whose class is not at its limit: {handout..., next_due, next_token, more},
+-- or {false, now, next_due, next_token, more} (more: call again, jobs were left unseen).
 redis.register_function('spoold_claim', function(keys, args)
   local p, owner, lease, batch = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
+  local limits = read_limits(args, 4)
   local now = now_ms()
   local next_due = promote(p, now, batch)
-  local best = redis.call('ZPOPMIN', p .. 'ready')
-  if not best[1] then return {false, now, next_due} end
-  local id = string.sub(best[1], MEMBER_PREFIX + 1)
-  take(p, id, owner, lease, now)
-  local out = handout(p, id, now, now)
+  local best, more = best_ready(p, limits, now)
+  local out = {false, now}
+  if best then
+    redis.call('ZREM', best[1], best[2])
+    local id = string.sub(best[2], MEMBER_PREFIX + 1)
+    take(p, id, owner, lease, now)
+    if redis.call('HEXISTS', job_key(p, id), 'dup_of') == 0 then
+      started(p, redis.call('HGET', job_key(p, id), 'class'), id, limits, now)
+    end
+    out = handout(p, id, now, now)
+  end
   table.insert(out, next_due)
+  table.insert(out, next_token(p, limits, now))
+  table.insert(out, more and 1 or 0)
   return out
 end)
 
--- finish(id, epoch, status, record): 'ok', 'already' (this claim filed this very
--- record: a finish re-sent after its answer was lost) or 'fenced' (a stale claim,
--- or another record: nothing changed).
+-- finish(id, epoch, status, record, follow-up id, its spec, ...): 'ok', 'already'
+-- (this claim filed this very record: a finish re-sent after its answer was lost) or
+-- 'fenced' (a stale claim, or another record: nothing changed). The follow-ups are
+-- submitted with the record, in this one function: exactly once.
 redis.register_function('spoold_finish', function(keys, args)
   local p, id, epoch, status, record = keys[1], args[1], args[2], args[3], args[4]
   local key = job_key(p, id)
@@ -244,9 +397,13 @@ redis.register_function('spoold_finish', function(keys, args)
   redis.call('HSET', key, 'state', status, 'record', record, 'finished', now,
              'final_epoch', epoch)
   redis.call('HDEL', key, 'owner', 'doc', 'cancel')
-  redis.call('ZREM', p .. 'active', id)
+  leave_active(p, id)
+  release_key(p, id)
   redis.call('ZADD', p .. 'idx:' .. status, now, id)
   redis.call('PUBLISH', p .. 'filed:' .. id, status)
+  for i = 5, #args, 2 do  -- the follow-ups the record names, each submitted once
+    if redis.call('EXISTS', job_key(p, args[i])) == 0 then enqueue(p, args[i], args[i + 1]) end
+  end
   return 'ok'
 end)
 
@@ -260,7 +417,7 @@ redis.register_function('spoold_schedule', function(keys, args)
   if doc ~= '' then redis.call('HSET', key, 'doc', doc) end
   redis.call('HSET', key, 'state', 'due', 'due', due)
   redis.call('HDEL', key, 'owner')
-  redis.call('ZREM', p .. 'active', id)
+  leave_active(p, id)
   redis.call('ZADD', p .. 'due', due, id)
   if due <= now_ms() then redis.call('PUBLISH', p .. 'bell', id) end
   return 'ok'
@@ -337,8 +494,10 @@ redis.register_function('spoold_retry', function(keys, args)
   if not state then return 'missing' end
   if state ~= 'failed' then return state end
   redis.call('HDEL', key, 'doc', 'record', 'finished', 'final_epoch', 'owner', 'claimed',
-             'cancel')
+             'cancel', 'dup_of', 'ukey')
   redis.call('ZREM', p .. 'idx:failed', id)
+  local _, _, _, _, ukey = read_spec(redis.call('HGET', key, 'spec'))
+  hold_key(p, id, ukey)  -- live again: its key, or a duplicate of who holds it now
   ready_again(p, id)
   redis.call('PUBLISH', p .. 'bell', id)
   return 'ok'
@@ -360,7 +519,9 @@ redis.register_function('spoold_cancel', function(keys, args)
     return 'marked'
   end
   if state == 'ready' then
-    redis.call('ZREM', p .. 'ready', ready_member(tonumber(f[2]), tonumber(f[3]), id))
+    local member = ready_member(tonumber(f[2]), tonumber(f[3]), id)
+    redis.call('ZREM', p .. 'ready', member)
+    redis.call('ZREM', p .. 'lane:' .. (redis.call('HGET', key, 'class') or ''), member)
   elseif state == 'due' then
     redis.call('ZREM', p .. 'due', id)
   else
@@ -398,7 +559,7 @@ redis.register_function('spoold_release', function(keys, args)
     if not held[id] and redis.call('HGET', key, 'owner') == owner then
       redis.call('HINCRBY', key, 'epoch', 1)
       redis.call('HDEL', key, 'owner')
-      redis.call('ZREM', p .. 'active', id)
+      leave_active(p, id)
       local _, run_at = read_spec(redis.call('HGET', key, 'spec'))
       if not redis.call('HEXISTS', key, 'doc') and run_at and run_at * 1000 > now then
         redis.call('ZADD', p .. 'due', math.floor(run_at * 1000), id)
