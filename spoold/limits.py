@@ -152,7 +152,9 @@ class Gate:
             bucket = self.buckets.get(class_path)
             if limit is None or limit.rate is None or bucket is None:
                 continue
-            if not self._full(limit, class_path):
+            # A class with a token is not held back by its rate: nothing to wake for (a
+            # time of now would spin the loop while every slot is busy).
+            if not self._full(limit, class_path) and bucket.level(limit.rate, now) < 1.0:
                 times.append(bucket.next_token(limit.rate, now))
         return min(times, default=None)
 

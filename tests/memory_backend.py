@@ -236,7 +236,10 @@ class MemoryEngine:
     def next_wakeup(self, now: float) -> float | None:
         if self._unread:
             return now
-        return self._waiting_heap[0][0] if self._waiting_heap else None
+        classes = {job.class_path for job, _source in self._ready.values()}
+        times = [self.gate.next_free(self.limits, classes, now)]
+        times.append(self._waiting_heap[0][0] if self._waiting_heap else None)
+        return min((time for time in times if time is not None), default=None)
 
     def receive(self, now: float) -> list[Arrival]:
         if self._judge is None:

@@ -47,9 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
-from harness import Spool, wait_for, write_config
+from harness import TESTJOBS_ALLOW, Spool, wait_for, write_config
 from memory_backend import MemoryEngine
 
+from spoold import followups
 from spoold.backends import open_engine
 from spoold.client import (
     _encode,
@@ -58,7 +59,7 @@ from spoold.client import (
     job_payload,
     run_background_job,
 )
-from spoold.config import load_config
+from spoold.config import config_from_mapping, load_config
 from spoold.core.backend import (
     ALREADY,
     FIRED,
@@ -79,6 +80,7 @@ from spoold.core.judge import Judge
 from spoold.identity import JobIdentity
 from spoold.ids import new_job_id
 from spoold.job import Job, rejection_record
+from spoold.limits import parse_limit
 from spoold.live import Live
 from spoold.schedules import firing_id
 
@@ -1099,3 +1101,136 @@ def test_the_memory_engine_never_replaces_a_record(tmp_path: Path) -> None:
     assert filed_as != job_id
     assert memory.records["done"] == {filed_as: {"status": "done", "id": filed_as}}
     assert memory.record(job_id) == {"id": job_id, "status": "failed"}
+
+
+# -- flow control (issue 20): unique keys, [limits], follow-ups --
+
+
+def set_limits(backend: Backend, limits: dict[str, Any]) -> None:
+    """Put ``[limits]`` (``{class: {"concurrency": n, "rate": "n/s"}}``) in force."""
+    parsed = {class_path: parse_limit(table) for class_path, table in limits.items()}
+    if isinstance(backend.engine, MemoryEngine):
+        backend.engine.limits = parsed
+        return
+    live: Live = backend.engine.live  # type: ignore[attr-defined]
+    live.swap(replace(live.config, limits=parsed), live.identity)
+
+
+def document(class_path: str = "testjobs.Noop", **fields: Any) -> bytes:
+    """A job document as a client writes it, with ``fields`` added."""
+    return _encode({**_job_document(class_path, "run", None, now=time.time()), **fields})
+
+
+def decide_all(backend: Backend) -> dict[str, Refusal]:
+    """What the core does with a turn's arrivals: a refused one is claimed (its refusal
+    returned by id), an accepted one is made ready."""
+    refused = {}
+    for job_id, arrival in arrive(backend).items():
+        if isinstance(arrival.verdict, Refused):
+            claimed = backend.engine.claim_arrival(arrival, backend.now)
+            assert isinstance(claimed, Refusal), claimed
+            refused[job_id] = claimed
+        else:
+            backend.engine.accept(arrival)
+    return refused
+
+
+def take_everything(backend: Backend, now: float | None = None) -> list[Taken | Refusal]:
+    """``take_ready`` until it hands out nothing more."""
+    handed: list[Taken | Refusal] = []
+    while (taken := backend.engine.take_ready(backend.now if now is None else now)) is not None:
+        handed.append(taken)
+    return handed
+
+
+def test_a_unique_key_is_held_from_acceptance_to_the_record(backend: Backend) -> None:
+    """Of two submissions with one key, the second is refused as a duplicate of the first
+    (at intake on a spool one daemon holds, at its claim on Redis); once the first is
+    filed, the key is free for a third."""
+    first = backend.submit_raw(document(unique_key="report-7"))
+    refused = decide_all(backend)
+    second = backend.submit_raw(document(unique_key="report-7"))
+    other = backend.submit_raw(document(unique_key="report-8"))
+    refused.update(decide_all(backend))
+    handed = take_everything(backend)
+    refused.update({r.refused.job_id: r for r in handed if isinstance(r, Refusal)})
+    taken = {t.job.id: t for t in handed if isinstance(t, Taken)}
+    assert sorted(taken) == sorted([first, other])
+    assert list(refused) == [second]
+    assert refused[second].refused.reason == f"duplicate of {first}"
+    assert refused[second].refused.kind == "duplicate"
+
+    claim = taken[first].claim
+    backend.engine.finish(claim, "done", done_record(taken[first].job, backend.now))
+    third = backend.submit_raw(document(unique_key="report-7"))
+    assert decide_all(backend) == {}
+    assert [t.job.id for t in take_everything(backend) if isinstance(t, Taken)] == [third]
+
+
+def test_a_class_at_its_concurrency_is_passed_over_for_other_classes(backend: Backend) -> None:
+    """concurrency = 1: the limited class's second job is passed over, even with the top
+    priority, for another class's; counted as held back; the first's end frees it."""
+    set_limits(backend, {"testjobs.Noop": {"concurrency": 1}})
+    limited = [backend.submit("testjobs.Noop", priority=9) for _ in range(3)]
+    other = backend.submit("testjobs.Echo")
+    accept_all(backend)
+    handed = [t for t in take_everything(backend) if isinstance(t, Taken)]
+    assert [t.job.id for t in handed] == [limited[0], other]
+    assert dict(backend.counts().held_back) == {"testjobs.Noop": 2}
+    assert backend.counts().ready == 2
+
+    taken = handed[0]
+    backend.engine.finish(taken.claim, "done", done_record(taken.job, backend.now))
+    assert [t.job.id for t in take_everything(backend) if isinstance(t, Taken)] == [limited[1]]
+
+
+def test_a_class_at_its_rate_waits_for_its_next_token(backend: Backend) -> None:
+    """rate = "2/s": two start at once (the bucket's burst), the third only once half a
+    second has refilled a token; next_wakeup says when."""
+    set_limits(backend, {"testjobs.Noop": {"rate": "2/s"}})
+    ids = [backend.submit() for _ in range(3)]
+    accept_all(backend)
+    start = backend.current()
+    assert [t.job.id for t in take_everything(backend, start) if isinstance(t, Taken)] == ids[:2]
+    wakeup = backend.engine.next_wakeup(start)
+    assert wakeup is not None and wakeup <= start + 0.5 + backend.tolerance
+    assert backend.engine.take_ready(backend.before(start + 0.5, by=0.1)) is None
+
+    def next_turn(now: float) -> Taken | Refusal | None:  # as the loop's turn: receive, take
+        assert backend.engine.receive(now) == []
+        return backend.engine.take_ready(now)
+
+    taken, _ = backend.first(next_turn, backend.at(start + 0.5))
+    assert isinstance(taken, Taken) and taken.job.id == ids[2]
+
+
+def test_a_record_starts_its_follow_up_once(backend: Backend) -> None:
+    """A record that names a follow-up (``followups.plan``) submits it with the filing,
+    under the derived id, with its parent's id, status and result; the parent's
+    submitter is the child's. A failed record starts on_failure, not on_success."""
+    parent_id = backend.submit_raw(document(
+        on_success={"class": "testjobs.Echo", "method": "run", "params": [1]},
+        on_failure={"class": "testjobs.Boom", "method": "run"},
+    ))  # fmt: skip
+    accept_all(backend)
+    taken = take(backend)
+    assert taken.job.id == parent_id
+    allowing = config_from_mapping({"allow": TESTJOBS_ALLOW}, Path("/"))
+    record = {**done_record(taken.job, backend.now), "result": 42}
+    record = followups.plan(parent_id, record, allowing)
+    child_id = record[followups.FOLLOW_UPS][0]
+    backend.engine.finish(taken.claim, "done", record)
+
+    def child_taken(now: float) -> Taken | None:
+        for arrival in backend.engine.receive(now):
+            backend.engine.accept(arrival)
+        found = backend.engine.take_ready(now)
+        return found if isinstance(found, Taken) else None
+
+    child, _ = backend.first(child_taken, backend.current())
+    assert child.job.id == child_id
+    assert (child.job.class_path, child.job.params) == ("testjobs.Echo", [1])
+    assert child.job.submitted["parent"] == {"id": parent_id, "status": "done", "result": 42}
+    assert child.job.submitted["submitted_by"] == taken.job.submitted["submitted_by"]
+    backend.engine.finish(child.claim, "done", done_record(child.job, backend.now))
+    assert backend.engine.take_ready(backend.current()) is None  # started once

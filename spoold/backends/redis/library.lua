@@ -348,9 +348,10 @@ local function next_token(p, limits, now)
     local limit = limits[class]
     if limit and limit.count > 0 and not full(p, class, limit) then
       local missing = 1 - bucket_level(p, class, limit, now)
-      local at = now
-      if missing > 0 then at = now + math.ceil(missing * limit.per / limit.count) end
-      if soonest < 0 or at < soonest then soonest = at end
+      if missing > 0 then  -- (a class with a token is not held back by its rate)
+        local at = now + math.ceil(missing * limit.per / limit.count)
+        if soonest < 0 or at < soonest then soonest = at end
+      end
     end
   end
   return soonest
