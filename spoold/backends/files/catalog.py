@@ -65,6 +65,8 @@ class FileCatalog:
         """The folders' counts; the jobs held back by [limits] as the daemon last said (its
         stats snapshot: only the daemon knows which class is at its limit)."""
         status = admin.spool_status(self.spool, now)
+        if status.daemon_pid is None:  # stopped: nothing is held back, its last word aside
+            return status
         live = [snapshot for snapshot in self.stats() if not snapshot.stale(now)]
         return replace(status, held_back=live[0].held_back) if live else status
 

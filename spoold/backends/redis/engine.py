@@ -382,9 +382,11 @@ class RedisEngine:
         if isinstance(answer, bytes | str):  # "dup": adopted before a crash, or an answer lost
             self.unsure = True  # (then it is ours, unknown: ``_settle`` puts it back)
             return None
-        epoch, server_ms = answer
+        epoch, server_ms, dup = answer
         claimed = self._seen(server_ms)
         claim = self._hold(job_id, int(epoch), claimed + self.lease)
+        if dup:  # its unique_key is held: filed rejected now, not at its run_at
+            verdict = Refused(job_id, f"duplicate of {text(dup)}", payload, kind="duplicate")
         if isinstance(verdict, Refused):
             return Refusal(claim, replace(verdict, job_id=job_id), arrival.ref, now)
         return Taken(claim, _with_id(verdict.job, job_id), source=arrival.ref)

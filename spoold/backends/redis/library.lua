@@ -252,15 +252,16 @@ redis.register_function('spoold_skip_firings', function(keys, args)
 end)
 
 -- adopt(id, spec, owner, lease_ms, refused): submit a job already claimed by ``owner``
--- (a file from incoming/ the daemon refuses, or sends to wait): {epoch, now},
--- or 'dup' / 'taken' as for submit.
+-- (a file from incoming/ the daemon refuses, or sends to wait): {epoch, now, the job
+-- whose duplicate it is or false}, or 'dup' / 'taken' as for submit.
 redis.register_function('spoold_adopt', function(keys, args)
   local p, id, spec, owner, lease = keys[1], args[1], args[2], args[3], tonumber(args[4])
   local seen = existing(p, id, spec)
   if seen then return seen end
   local now = now_ms()
   new_job(p, id, spec, now, args[5] == '1')
-  return {take(p, id, owner, lease, now), now}
+  local epoch = take(p, id, owner, lease, now)
+  return {epoch, now, redis.call('HGET', job_key(p, id), 'dup_of') or false}
 end)
 
 -- [limits]: the claiming daemon's, handed to each claim as (class, concurrency or 0,
