@@ -37,8 +37,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m 'not slow'
 
+# Two workers (pytest-xdist): every test brings its own spool, daemon, ports and
+# redis-server, so they run side by side; one worker took 10 minutes on 2 cores.
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # spoold under a real systemd: the README's install in a Debian 12 container booted
 # with systemd-nspawn (root; apt-get install systemd-container debootstrap). The root

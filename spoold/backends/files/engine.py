@@ -155,10 +155,11 @@ class FileEngine:
 
     def _unique(self, arrival: Arrival) -> Arrival:
         """An accepted submission whose unique key another live job holds: refused."""
-        holder = self._hold_key(arrival.verdict)
-        if holder is None:
+        verdict = arrival.verdict
+        holder = self._hold_key(verdict)
+        if holder is None or not isinstance(verdict, Accepted):
             return arrival
-        job = arrival.verdict.job  # type: ignore[union-attr]  # (only an Accepted holds a key)
+        job = verdict.job
         refused = Refused(job.id, f"duplicate of {holder}", encode(job.submitted),
                           kind="duplicate")  # fmt: skip
         return replace(arrival, verdict=refused)
