@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CONFIG := config/spoold.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-systemd lint typecheck unit burst chaos bench bench-quick bench-fallback bench-web clean
+.PHONY: run test test-systemd lint typecheck unit burst chaos bench bench-quick bench-peers bench-fallback bench-web clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# spoold beside RQ, Celery and Huey: W1..W3, 2 workers each, median of 3 runs (about
+# 20 minutes). The peers are pip-installed into a venv of their own in the bench's temp
+# folder; a private redis-server serves spoold's Redis backend, RQ and Celery alike.
+bench-peers: $(STAMP)
+	$(BIN)/python -m bench.peers
 
 # What the link + unlink fallback costs on a filesystem without RENAME_NOREPLACE
 # (bindfs; needs root and the bindfs package).

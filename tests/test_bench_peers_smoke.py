@@ -1,0 +1,73 @@
+"""Smoke test of ``python -m bench.peers`` (spoold beside RQ, Celery and Huey) on a tiny N.
+
+Only spoold's default system runs (``--systems spoold-files``): the peers need
+their own venv from PyPI, which a test does not install. What it checks is the
+harness and its document: W1..W3 each reported with positive figures, every
+job's line checked, spoold's records counted, the system's version and config,
+the table on stderr with its "keeps a record of a no-op" column, the results
+written to ``--out``, and the temp folder removed. The daemons carry the leak
+check's token, so one left behind fails the test. No timing assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from numbers import Real
+from pathlib import Path
+
+import pytest
+from harness import ROOT
+
+DEADLINE = 120.0  # seconds; it takes about 7
+
+
+@pytest.mark.slow
+def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: str) -> None:
+    work, out = tmp_path / "work", tmp_path / "results"
+    work.mkdir()
+    command = [sys.executable, "-m", "bench.peers", "--systems", "spoold-files", "--runs", "1",
+               "--size", "W1=5", "--size", "W2=5", "--size", "W3=4",
+               "--tmp", str(work), "--out", str(out)]  # fmt: skip
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "SPOOLD_TEST_TOKEN": leak_check},
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    document = json.loads(done.stdout)
+    assert document == json.loads((out / "peers-latest.json").read_text())
+    assert len(list(out.glob("peers-*.json"))) == 2  # latest and the timestamped one
+    assert document["all_ran"] is True and document["runs"] == 1
+    assert document["sizes"] == {"W1": 5, "W2": 5, "W3": 4}
+    assert document["machine"]["cpus"] and document["peers_venv"] is None
+    assert document["redis"] is None  # no system here needs it
+
+    (name,) = document["systems"]
+    system = document["systems"][name]
+    assert name == "spoold-files" and system["workers"] == 2
+    assert system["keeps_record_of_noop"] is True and system["version"]["spoold"]
+    assert system["config"]["spoold.toml"]["worker"]["max_jobs_per_process"] == 1
+
+    results = {r["workload"]: r for r in document["results"]}
+    assert set(results) == {"W1", "W2", "W3"}
+    for workload, result in results.items():
+        assert result["system"] == "spoold-files" and result["every_job_done"] is True
+        assert result["records_kept_runs"] == [result["n"]], workload
+    for workload in ("W1", "W3"):
+        rate = results[workload]["jobs_per_s"]
+        assert all(isinstance(rate[k], Real) and rate[k] > 0 for k in ("median", "min", "max"))
+    assert results["W3"]["ideal_jobs_per_s"] == 40
+    latency = results["W2"]["latency_ms"]
+    assert list(latency) == ["p50", "p90", "p99", "max"]
+    assert 0 < latency["p50"]["median"] <= latency["max"]["median"]
+
+    assert "keeps a record of a no-op" in done.stderr
+    assert "| spoold-files |" in done.stderr and "yes (done record; W1 kept 5 of 5)" in done.stderr
+    assert not list(work.iterdir()), "the temp folder was left behind"
