@@ -1,5 +1,5 @@
 """spoold beside its peers: ``python -m bench.peers [--runs N] [--quick] [--only W1,W2,W3]
-[--systems ...] [--keep]`` (``make bench-peers``).
+[--systems ...] [--no-ceilings] [--keep]`` (``make bench-peers``).
 
 Installs RQ, Celery (Redis broker) and Huey into a venv of their own in the
 bench's temp folder, starts a private redis-server, and runs W1, W2 and W3
@@ -7,7 +7,12 @@ on each system beside spoold in the same invocation, 2 workers everywhere.
 Every system runs the same job body (bench/peerjobs.py), which appends one
 line (enqueue time, start, end, pid) with one O_APPEND write; every figure
 comes from those lines, never from a system's own log, and every run checks
-that each enqueued job wrote exactly one line. See bench/README.md.
+that each enqueued job wrote exactly one line. In the same invocation, once
+per run: the W1 and W2 ceilings of ``make bench`` (bench/workloads.py's
+``dispatch_ceiling`` and ``w2_ceiling``; ``--no-ceilings`` skips them), with
+spoold-files' ratio to each; and ``spoold-redis-4daemons`` runs W3 (2 x N
+jobs) on 4 daemons sharing one Redis queue, with the CPU of their process
+trees and of the redis-server. See bench/README.md.
 
 Prints one JSON document on stdout (progress and a table on stderr) and
 writes it to bench/results/peers-latest.json and peers-<UTC time>.json.
@@ -58,7 +63,14 @@ from bench.peersystems import (
 )
 from bench.redisserver import unavailable
 from bench.run import _stop_on_sigterm, start_redis, stop_redis
-from bench.workloads import W2_INTERVAL, W3_IDEAL, W3_SLEEP, Context, median
+from bench.workloads import (
+    W2_INTERVAL,
+    W3_SLEEP,
+    Context,
+    dispatch_ceiling,
+    median,
+    w2_ceiling,
+)
 
 WORKLOADS = ("W1", "W2", "W3")
 FULL = {"W1": 5000, "W2": 300, "W3": 400}
@@ -72,7 +84,33 @@ WHAT = {
     "W2": "one job every 20 ms into idle workers; latency = the job's own start - its enqueue "
     "time (taken right before the enqueue call, so the call counts)",
     "W3": "N jobs that each sleep 50 ms, enqueued as fast as the client can; jobs/s as W1, "
-    f"against the ideal {W3_IDEAL:g} (2 workers x 1 / 0.05 s)",
+    "against the ideal: slots x 1 / 0.05 s (40 with 2 workers; 160 for spoold-redis-4daemons, "
+    "4 daemons x 2, which runs 2 x N jobs and also reports the CPU of its 4 daemons' process "
+    "trees and of the redis-server over the run)",
+}
+CEILING_OF = "spoold-files"  # spoold's default: the system the ceilings are compared with
+CEILINGS = {
+    "W1": {
+        "what": "bench/ceilings.py dispatch --fork --fsync, as make bench's W1 ceiling "
+        "(bench.workloads.dispatch_ceiling): N no-op jobs waiting in incoming/ (written untimed); "
+        "one fresh process lists incoming/, per job read + json.loads + rename into active/, "
+        "forks a child that exits at once (2 at a time), files done/<id>.json (tmp, fsync, "
+        "rename) after the reap; jobs/s over its own loop",
+        "target": ">= 0.6",
+        "ratio_meaning": "spoold-files' W1 jobs/s over the ceiling's (the same run)",
+    },
+    "W2": {
+        "what": "bench/ceilings.py poll, as make bench's W2 ceiling (bench.workloads.w2_ceiling): "
+        "the file client (durable=False) feeds one job every 20 ms; one fresh process lists "
+        "incoming/ every 0.1 ms, reads + json.loads + renames each new job into active/ and forks "
+        "a child that records its start time; records filed with fsync after the reap; latency = "
+        "the child's start - the moment the client call returned",
+        "target": "<= 1.3",
+        "ratio_meaning": "spoold-files' W2 p50 over the ceiling's p50 (the same run); spoold's "
+        "latency counted as the ceiling's, from the moment the enqueue call returned "
+        "(ratio_with_call: spoold's W2 p50 as the table gives it, from before the call, "
+        "which is durable=True there)",
+    },
 }
 JOB_BODY = (
     "bench/peerjobs.py record(log, enqueued, sleep): sleeps if asked, then appends "
@@ -112,6 +150,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tmp", type=Path, default=None, help="where the temp folder goes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON is written")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    parser.add_argument("--no-ceilings", action="store_true",
+                        help="do not run the W1 and W2 ceilings (bench/ceilings.py) beside "
+                        "the systems (run by default with W1, W2)")  # fmt: skip
     parser.add_argument("--report", type=Path, default=None,
                         help="print the table of a saved document (Markdown) and exit")  # fmt: skip
     args = parser.parse_args(argv)
@@ -126,6 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.selected = [n for n, k in kinds.items() if not wanted or n in wanted or k in wanted]
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
+    args.ceilings = [] if args.no_ceilings else [w for w in ("W1", "W2") if w in args.workloads]
     args.sizes = dict(QUICK if args.quick else FULL)
     for item in args.size:
         key, _, value = item.partition("=")
@@ -215,6 +257,7 @@ def measure(
         "kept": kept,
         "pids": len({line.pid for line in lines.values()}),
         "enqueue_per_s": n / (batch.returned[-1] - first),
+        **session.extra,
     }
     if workload in ("W1", "W3"):
         figures["jobs_per_s"] = n / (max(line.end for line in lines.values()) - first)
@@ -227,51 +270,148 @@ def measure(
             "p99": percentile(waits, 99),
             "max": max(waits),
         }
+        returned = dict(zip(batch.enqueued, batch.returned, strict=True))
+        after = [(line.start - returned[line.enqueued]) * 1000 for line in lines.values()]
+        figures["after_return_p50_ms"] = percentile(after, 50)  # as the W2 ceiling measures
         figures["call_ms"] = {"p50": percentile(calls, 50), "p99": percentile(calls, 99)}
     return figures
 
 
 def run_all(
     ctx: Context, systems: list[System], peers: Peers | None, workloads: list[str],
-    sizes: dict[str, int], runs: int,
+    sizes: dict[str, int], runs: int, ceilings: list[str],
 ) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[tuple[str, str], str]]:  # fmt: skip
     """Every run: each workload on each system (the systems' order reversed every other
-    run). A system that fails a workload is not run on it again."""
+    run), and, for the workloads in ``ceilings``, one run of its ceiling (last, or first
+    every other run: key ("ceiling", workload)). A system that fails a workload is not run
+    on it again."""
     figures: dict[tuple[str, str], list[dict[str, Any]]] = {}
     errors: dict[tuple[str, str], str] = {}
     started = time.monotonic()
     for run in range(runs):
-        order = systems if run % 2 == 0 else systems[::-1]
+        order: list[System | None] = [*systems, None]  # None: the ceiling
+        if run % 2:
+            order.reverse()
         for workload in workloads:
             for system in order:
-                key = (system.name, workload)
-                if key in errors:
+                if system is None:
+                    if workload in ceilings:
+                        run_ceiling(workload, sizes[workload], ctx, figures, errors)
                     continue
-                n = sizes[workload]
+                key = (system.name, workload)
+                if key in errors or workload not in system.workloads:
+                    continue
+                n = sizes[workload] * system.n_factor
                 progress(f"run {run + 1}/{runs} {workload} {system.name}: {n} jobs "
                          f"({time.monotonic() - started:.0f} s in)")  # fmt: skip
-                try:
-                    with ctx.folder(f"{workload.lower()}-{system.name}") as folder:
-                        result = measure(system, workload, n, ctx, peers, folder)
-                    figures.setdefault(key, []).append(result)
-                    progress(f"  {brief_run(workload, result)}")
-                except BenchError as exc:
-                    errors[key] = str(exc)
-                    progress(f"{workload} {system.name} FAILED: {exc}")
-                except Exception as exc:
-                    errors[key] = f"{type(exc).__name__}: {exc}"
-                    progress(f"{workload} {system.name} FAILED:\n{traceback.format_exc()}")
-                finally:
-                    if system.kind in ("rq", "celery"):
-                        redis_flush(ctx)
+                run_one(system, workload, n, ctx, peers, figures, errors)
     return figures, errors
+
+
+def run_one(
+    system: System, workload: str, n: int, ctx: Context, peers: Peers | None,
+    figures: dict[tuple[str, str], list[dict[str, Any]]], errors: dict[tuple[str, str], str],
+) -> None:  # fmt: skip
+    """One run of one workload on one system; its figures or its error recorded."""
+    key = (system.name, workload)
+    try:
+        with ctx.folder(f"{workload.lower()}-{system.name}") as folder:
+            result = measure(system, workload, n, ctx, peers, folder)
+        figures.setdefault(key, []).append(result)
+        progress(f"  {brief_run(workload, result)}")
+    except BenchError as exc:
+        errors[key] = str(exc)
+        progress(f"{workload} {system.name} FAILED: {exc}")
+    except Exception as exc:
+        errors[key] = f"{type(exc).__name__}: {exc}"
+        progress(f"{workload} {system.name} FAILED:\n{traceback.format_exc()}")
+    finally:
+        if system.kind in ("rq", "celery"):
+            redis_flush(ctx)
+
+
+def run_ceiling(
+    workload: str, n: int, ctx: Context, figures: dict[tuple[str, str], list[dict[str, Any]]],
+    errors: dict[tuple[str, str], str],
+) -> None:  # fmt: skip
+    """One run of the workload's ceiling (bench/workloads.py's own code for it)."""
+    key = ("ceiling", workload)
+    if key in errors:
+        return
+    progress(f"  {workload} ceiling: {n} jobs")
+    try:
+        os.sync()
+        with ctx.folder(f"{workload.lower()}-ceiling") as folder:
+            if workload == "W1":
+                rate = dispatch_ceiling(folder / "ceiling", n, fork=True, fsync=True)
+                result: dict[str, Any] = {"jobs_per_s": rate}
+                progress(f"  {result['jobs_per_s']:.1f} jobs/s")
+            else:
+                result = {"latency_ms": w2_ceiling(folder / "ceiling", n)}
+                progress(f"  {brief_run('W2', result)}")
+        figures.setdefault(key, []).append(result)
+    except Exception as exc:
+        errors[key] = f"{type(exc).__name__}: {exc}"
+        progress(f"{workload} ceiling FAILED:\n{traceback.format_exc()}")
 
 
 def brief_run(workload: str, result: dict[str, Any]) -> str:
     if workload == "W2":
         lat = result["latency_ms"]
         return "latency ms " + " / ".join(f"{k} {v:.2f}" for k, v in lat.items())
-    return f"{result['jobs_per_s']:.1f} jobs/s; kept {result['kept']}; pids {result['pids']}"
+    text = f"{result['jobs_per_s']:.1f} jobs/s; kept {result['kept']}; pids {result['pids']}"
+    if "cpu_pct" in result:
+        text += (
+            f"; cpu daemons {result['cpu_pct']:.0f}%, redis {result.get('redis_cpu_pct', 0):.0f}%"
+        )
+    return text
+
+
+def ceilings_doc(
+    ceilings: list[str], sizes: dict[str, int],
+    figures: dict[tuple[str, str], list[dict[str, Any]]], errors: dict[tuple[str, str], str],
+) -> dict[str, Any]:  # fmt: skip
+    """Each ceiling's runs, and spoold-files' ratio to it run by run (median, min, max)."""
+    doc: dict[str, Any] = {}
+    for workload in ceilings:
+        item: dict[str, Any] = {**CEILINGS[workload], "n": sizes[workload],
+                                "compared_with": CEILING_OF}  # fmt: skip
+        key = ("ceiling", workload)
+        if key in errors:
+            doc[workload] = {**item, "error": errors[key]}
+            continue
+        runs = figures.get(key, [])
+        spoold = figures.get((CEILING_OF, workload), [])
+        item["runs"] = len(runs)
+        if workload == "W1":
+            ceiling = [r["jobs_per_s"] for r in runs]
+            item.update(unit="jobs/s", jobs_per_s=spread(ceiling, 1))
+            pairs = [(s["jobs_per_s"], c) for s, c in zip(spoold, ceiling, strict=False)]
+            item["spoold_jobs_per_s_runs"] = [round(s, 1) for s, _c in pairs]
+        else:
+            keys = ("p50", "p90", "p99", "max")
+            ceiling = [r["latency_ms"]["p50"] for r in runs]
+            item.update(unit="ms", latency_ms={k: spread([r["latency_ms"][k] for r in runs], 3)
+                                               for k in keys})  # fmt: skip
+            pairs = [(s["after_return_p50_ms"], c) for s, c in zip(spoold, ceiling, strict=False)]
+            with_call = [s["latency_ms"]["p50"] / c for s, c in zip(spoold, ceiling, strict=False)]
+            item["spoold_p50_ms_runs"] = [round(s, 3) for s, _c in pairs]
+            item["spoold_p50_with_call_ms_runs"] = [
+                round(s["latency_ms"]["p50"], 3) for s in spoold[: len(pairs)]
+            ]
+            if with_call:
+                item["ratio_with_call"] = spread(with_call, 3)
+        if len(pairs) == len(runs) and pairs:
+            ratio = [s / c for s, c in pairs]
+            item["ratio"] = spread(ratio, 3)
+            limit = float(item["target"].split()[1])
+            value = item["ratio"]["median"]
+            item["met"] = value >= limit if item["target"].startswith(">=") else value <= limit
+        else:
+            item["ratio"] = None
+            item["ratio_note"] = f"{CEILING_OF} did not run (or failed) {workload} in every run"
+        doc[workload] = item
+    return doc
 
 
 def entry(system: System, workload: str, n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -282,9 +422,22 @@ def entry(system: System, workload: str, n: int, runs: list[dict[str, Any]]) -> 
         rates = [r["jobs_per_s"] for r in runs]
         item.update(unit="jobs/s", jobs_per_s=spread(rates, 1))
         if workload == "W3":
-            ratio = [v / W3_IDEAL for v in rates]
-            item.update(ideal_jobs_per_s=W3_IDEAL, ratio_to_ideal=round(median(ratio), 3),
+            ideal = system.slots / W3_SLEEP
+            ratio = [v / ideal for v in rates]
+            item.update(ideal_jobs_per_s=ideal, ratio_to_ideal=round(median(ratio), 3),
                         ratio_runs=[round(r, 3) for r in ratio])  # fmt: skip
+            if system.daemons > 1:
+                item["daemons"] = system.daemons
+        for name in ("cpu_pct", "redis_cpu_pct"):
+            if all(name in r for r in runs):
+                item[name] = spread([r[name] for r in runs], 1)
+        if "cpu_pct" in item:
+            item["cpu_what"] = (
+                "cpu_pct: utime + stime + cutime + cstime (/proc/<pid>/stat) summed over each "
+                "daemon's process tree (the daemon, its launcher, the job workers), from just "
+                "before the first enqueue to every done record found, over that wall time, in % "
+                "of one core; redis_cpu_pct: the same for the redis-server"
+            )
     else:
         keys = ("p50", "p90", "p99", "max")
         item.update(
@@ -309,6 +462,8 @@ def results_of(
     results = []
     for system in systems:
         for workload in workloads:
+            if workload not in system.workloads:
+                continue
             key = (system.name, workload)
             base = {"system": system.name, "workload": workload}
             if system.name in skipped:
@@ -316,7 +471,8 @@ def results_of(
             elif key in errors:
                 results.append({**base, "error": errors[key]})
             elif key in figures:
-                results.append(entry(system, workload, sizes[workload], figures[key]))
+                n = sizes[workload] * system.n_factor
+                results.append(entry(system, workload, n, figures[key]))
     return results
 
 
@@ -328,6 +484,8 @@ def system_doc(system: System, peers: Peers | None, skipped: str | None) -> dict
         "keeps_record_of_noop": system.keeps_record,
         "keeps_record_why": system.keeps_record_why,
     }
+    if system.daemons > 1:
+        doc.update(daemons=system.daemons, workload_n_factor=system.n_factor)
     if skipped is not None:
         return {**doc, "skipped": skipped}
     if peers is not None and system.needs_venv:
@@ -355,7 +513,8 @@ def kept_text(system_name: str, doc: dict[str, Any], results: list[dict[str, Any
 
 def table(document: dict[str, Any]) -> str:
     """The results as a Markdown table: one row per system."""
-    header = ["system", "W1 jobs/s", "W2 p50 / p90 / p99 / max ms", "W3 jobs/s (x ideal 40)",
+    header = ["system", "W1 jobs/s", "W2 p50 / p90 / p99 / max ms",
+              "W3 jobs/s (x ideal: 40; 160 on 4 daemons)",
               "keeps a record of a no-op", "version"]  # fmt: skip
     rows = [header, ["---"] * len(header)]
     results = document["results"]
@@ -377,7 +536,41 @@ def table(document: dict[str, Any]) -> str:
     for item in results:
         if "error" in item:
             lines.append(f"{item['system']} {item['workload']} ERROR: {item['error']}")
+    lines.extend(ceilings_lines(document.get("ceilings") or {}))
     return "\n".join(lines)
+
+
+def ceilings_lines(ceilings: dict[str, Any]) -> list[str]:
+    """The "ceilings" section under the table: each ceiling and spoold-files' ratio to it."""
+    if not ceilings:
+        return []
+    lines = ["", "ceilings (bench/ceilings.py, one run beside each run of the systems):", ""]
+    lines += ["| ceiling | n | ceiling | spoold-files | ratio | target |", "|---" * 6 + "|"]
+    for workload, item in ceilings.items():
+        if "error" in item:
+            lines.append(f"| {workload} | {item['n']} | ERROR: {item['error']} | | | |")
+            continue
+        if workload == "W1":
+            name, value = "W1 fork+fsync, 2 children (jobs/s)", _spread(item["jobs_per_s"])
+            spoold = item["spoold_jobs_per_s_runs"]
+        else:
+            name, value = "W2 0.1 ms poll + fork (p50 ms)", _spread(item["latency_ms"]["p50"])
+            spoold = item["spoold_p50_ms_runs"]
+        spoold_text = (
+            f"{median(spoold):g} (runs {', '.join(f'{v:g}' for v in spoold)})" if spoold else "-"
+        )
+        ratio = item["ratio"]
+        ratio_text = "-" if ratio is None else _spread(ratio)
+        if workload == "W2" and "ratio_with_call" in item:
+            ratio_text += f"; with the call x{item['ratio_with_call']['median']:g}"
+        met = "" if "met" not in item else (" met" if item["met"] else " NOT met")
+        lines.append(f"| {name} | {item['n']} | {value} | {spoold_text} | {ratio_text} | "
+                     f"{item['target']}{met} |")  # fmt: skip
+    return lines
+
+
+def _spread(value: dict[str, Any]) -> str:
+    return f"{value['median']:g} ({value['min']:g}..{value['max']:g})"
 
 
 def _cell(item: dict[str, Any]) -> str:
@@ -391,6 +584,12 @@ def _cell(item: dict[str, Any]) -> str:
     text = f"{rate['median']:g} ({rate['min']:g}..{rate['max']:g})"
     if "ratio_to_ideal" in item:
         text += f" x{item['ratio_to_ideal']:.2f}"
+        if item["ideal_jobs_per_s"] != WORKERS / W3_SLEEP:
+            text += f" of {item['ideal_jobs_per_s']:g}"
+    if "cpu_pct" in item:
+        text += f"; CPU daemons {_spread(item['cpu_pct'])}%"
+    if "redis_cpu_pct" in item:
+        text += f", redis-server {_spread(item['redis_cpu_pct'])}%"
     return text
 
 
@@ -493,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
             peers.redis_url = ctx.redis.url if ctx.redis is not None else ""
             describe_peers(systems, peers, workdir, skipped)
         running = [s for s in systems if s.name not in skipped]
-        figures, errors = run_all(ctx, running, peers, args.workloads, args.sizes, runs)
+        figures, errors = run_all(ctx, running, peers, args.workloads, args.sizes, runs,
+                                  args.ceilings)  # fmt: skip
     finally:
         stop_redis(ctx)
         if not args.keep:
@@ -517,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "all_ran": not errors,
         "results": results,
+        "ceilings": ceilings_doc(args.ceilings, args.sizes, figures, errors),
     }
     write_results(document, args.out)
     print(json.dumps(document, indent=2), flush=True)

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench.common import BenchError, BenchSpool, daemon_env, toml_text
+from bench.common import BenchDaemon, BenchError, BenchSpool, daemon_env, toml_text
+from bench.hosts import TICK, descendants
 from bench.peerclient import feed
 from bench.workloads import Context, running_daemon
 from spoold.client import job_payload, run_background_job, submitter_for
@@ -89,10 +90,17 @@ class System:
     needs_redis: bool = False
     config: dict[str, Any] = field(default_factory=dict)  # filled in as it runs
     version: dict[str, str] = field(default_factory=dict)
+    workloads: tuple[str, ...] = ("W1", "W2", "W3")  # those it runs
+    daemons: int = 1  # spoold daemons on one Redis spool (each with WORKERS slots)
+    n_factor: int = 1  # its N is the workload's N times this
 
     @property
     def needs_venv(self) -> bool:
         return self.kind != "spoold"
+
+    @property
+    def slots(self) -> int:
+        return WORKERS * self.daemons
 
 
 SPOOLD_RECORD = "every job's done record: done/<id>.json (on Redis its job hash, in idx:done)"
@@ -129,6 +137,26 @@ def all_systems() -> list[System]:
             SPOOLD_RECORD,
             {"backend": "redis", "fsync": False, "per_process": 1000, "durable": False},
             needs_redis=True,
+        ),
+        System(
+            "spoold-redis-4daemons",
+            "spoold",
+            "spoold, Redis backend, 4 daemons on the bench's redis-server (each its own "
+            "[spool] dir and host_id, the same url and name), concurrency = 2 each (8 slots), "
+            "reused workers: max_jobs_per_process = 1000; W3 only, with twice its N",
+            True,
+            SPOOLD_RECORD,
+            {
+                "backend": "redis",
+                "fsync": False,
+                "per_process": 1000,
+                "durable": False,
+                "cpu": True,
+            },
+            needs_redis=True,
+            workloads=("W3",),
+            daemons=4,
+            n_factor=2,
         ),
         System(
             "rq",
@@ -247,6 +275,7 @@ def check_lines(log: LineLog, batch: Batch) -> dict[float, Line]:
 
 class Session:
     log: Path
+    extra: dict[str, Any]  # figures of its own (the 4 daemons' CPU), set by finish()
 
     def feed(self, n: int, interval: float, sleep: float) -> Batch:
         raise NotImplementedError
@@ -276,22 +305,65 @@ def wait_lines(session: Session, log: LineLog, n: int) -> None:
         time.sleep(POLL)
 
 
+def tree_ticks(pid: int) -> int:
+    """utime + stime + cutime + cstime (clock ticks) of ``pid`` and every descendant now
+    alive: what the tree has used so far, a reaped child's share being in its parent's
+    cutime/cstime (a process already gone and reaped outside the tree is not seen)."""
+    used = 0
+    for each in (pid, *descendants(pid)):
+        try:
+            text = Path(f"/proc/{each}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rpartition(")")[2].split()  # from the 3rd field (state) on
+        used += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime: 14th..17th
+    return used
+
+
+class TreeCpu:
+    """CPU of process trees (roots and all their descendants) from now to ``stop()``."""
+
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self.start = sum(tree_ticks(pid) for pid in roots)
+        self.began = time.monotonic()
+
+    def stop(self) -> float:
+        """Percent of one core over the interval."""
+        wall = time.monotonic() - self.began
+        return 100.0 * (sum(tree_ticks(pid) for pid in self.roots) - self.start) / TICK / wall
+
+
 class SpooldSession(Session):
-    def __init__(self, spool: PeerSpool, daemon: Any, durable: bool) -> None:
+    """One or more daemons on one spool (several: one Redis name, a spool dir each); the
+    client submits through the first's config."""
+
+    def __init__(
+        self, spool: PeerSpool, daemons: list[Any], durable: bool, redis_pid: int | None = None,
+        cpu: bool = False,
+    ) -> None:  # fmt: skip
         self.spool = spool
-        self.daemon = daemon
+        self.daemons = daemons
         self.durable = durable
         self.log = spool.job_log
+        self.extra = {}
+        self.cpu = cpu
+        self.redis_pid = redis_pid
+        self.meters: tuple[TreeCpu, TreeCpu | None] | None = None
 
     def feed(self, n: int, interval: float, sleep: float) -> Batch:
+        if self.cpu:  # from just before the first enqueue to every done record found
+            server = TreeCpu([self.redis_pid]) if self.redis_pid is not None else None
+            self.meters = (TreeCpu([d.pid for d in self.daemons]), server)
         enqueued, returned, ids = feed(
             lambda t: self.spool.submit_record(t, sleep, durable=self.durable), n, interval
         )
         return Batch(enqueued, returned, [str(i) for i in ids])
 
     def check(self) -> None:
-        if not self.daemon.alive():
-            raise BenchError(f"the daemon died: {self.daemon.last_words()}")
+        for daemon in self.daemons:
+            if not daemon.alive():
+                raise BenchError(f"a daemon died: {daemon.last_words()}")
         failed = self.spool.count("failed")
         if failed:
             raise BenchError(f"{failed} job(s) failed, e.g. {sorted(self.spool.ids('failed'))[:3]}")
@@ -305,7 +377,13 @@ class SpooldSession(Session):
                 break
             time.sleep(POLL)
         done = self.spool.done_ids(wanted)
-        self.daemon.stop()
+        if self.meters is not None:
+            daemons, server = self.meters
+            self.extra["cpu_pct"] = daemons.stop()
+            if server is not None:
+                self.extra["redis_cpu_pct"] = server.stop()
+        for daemon in self.daemons:
+            daemon.stop()
         if done != wanted:
             raise BenchError(
                 f"{len(wanted - done)} of {len(wanted)} jobs have no done record: "
@@ -317,7 +395,12 @@ class SpooldSession(Session):
 @contextlib.contextmanager
 def spoold_session(system: System, ctx: Context, folder: Path) -> Iterator[Session]:
     options = system.options
-    place = ctx.place(f"{folder.name}-{system.name}") if options["backend"] == "redis" else None
+    place = ctx.place(folder.name) if options["backend"] == "redis" else None  # names the system
+    redis_pid = ctx.redis.proc.pid if ctx.redis is not None and ctx.redis.proc else None
+    if system.daemons > 1:
+        with spoold_hosts(system, folder, place) as (spool, daemons):
+            yield SpooldSession(spool, daemons, options["durable"], redis_pid, options["cpu"])
+        return
     spool = PeerSpool(
         folder / system.name,
         fsync=options["fsync"],
@@ -328,7 +411,48 @@ def spoold_session(system: System, ctx: Context, folder: Path) -> Iterator[Sessi
         config = tomllib.loads(spool.config.read_text())
         system.config = {"spoold.toml": config, "client_durable": options["durable"]}
     with running_daemon(spool) as daemon:
-        yield SpooldSession(spool, daemon, options["durable"])
+        yield SpooldSession(
+            spool, [daemon], options["durable"], redis_pid, options.get("cpu", False)
+        )
+
+
+@contextlib.contextmanager
+def spoold_hosts(
+    system: System, folder: Path, place: Any
+) -> Iterator[tuple[PeerSpool, list[BenchDaemon]]]:
+    """``system.daemons`` daemons on one Redis spool, as bench/hosts.py starts them: each
+    its own folder (``[spool] dir``) and ``host_id`` (host0, host1, ...), the same url and
+    name, one job log for all; started together, each READY=1 and idle, then 1 s idle."""
+    options = system.options
+    spools: list[PeerSpool] = []
+    for host in range(system.daemons):
+        spool = PeerSpool(folder / system.name / f"host{host}", fsync=options["fsync"],
+                          max_jobs_per_process=options["per_process"], redis=place)  # fmt: skip
+        sections = tomllib.loads(spool.config.read_text())
+        sections["spool"]["host_id"] = f"host{host}"
+        spool.config.write_text(toml_text(sections))
+        spool.job_log = spools[0].job_log if spools else spool.job_log
+        spools.append(spool)
+    if not system.config:
+        config = tomllib.loads(spools[0].config.read_text())
+        config["spool"]["host_id"] = "host0 .. host" + str(system.daemons - 1)
+        config["spool"]["dir"] = "<each daemon's own folder>"
+        config["spool"]["name"] = "<each run's own name, the same for the 4>"
+        system.config = {"spoold.toml": config, "daemons": system.daemons,
+                         "client_durable": options["durable"]}  # fmt: skip
+    daemons: list[BenchDaemon] = []
+    try:
+        for spool in spools:
+            daemons.append(BenchDaemon(spool).start())
+        for daemon in daemons:
+            daemon.wait_ready()
+        for daemon in daemons:
+            daemon.wait_idle(settle=0.0)
+        time.sleep(1.0)  # idle, not starting
+        yield spools[0], daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
 
 
 @dataclass

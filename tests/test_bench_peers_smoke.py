@@ -4,8 +4,9 @@ Only spoold's default system runs (``--systems spoold-files``): the peers need
 their own venv from PyPI, which a test does not install. What it checks is the
 harness and its document: W1..W3 each reported with positive figures, every
 job's line checked, spoold's records counted, the system's version and config,
-the table on stderr with its "keeps a record of a no-op" column, the results
-written to ``--out``, and the temp folder removed. The daemons carry the leak
+the table on stderr with its "keeps a record of a no-op" column, the W1 and W2
+ceilings beside spoold-files (run by default), the results written to
+``--out``, and the temp folder removed. The daemons carry the leak
 check's token, so one left behind fails the test. No timing assertions.
 """
 
@@ -67,6 +68,14 @@ def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: s
     latency = results["W2"]["latency_ms"]
     assert list(latency) == ["p50", "p90", "p99", "max"]
     assert 0 < latency["p50"]["median"] <= latency["max"]["median"]
+
+    ceilings = document["ceilings"]  # run by default beside W1 and W2, same N
+    assert set(ceilings) == {"W1", "W2"}
+    assert ceilings["W1"]["n"] == 5 and ceilings["W1"]["jobs_per_s"]["median"] > 0
+    assert ceilings["W2"]["n"] == 5 and ceilings["W2"]["latency_ms"]["p50"]["median"] > 0
+    for item in ceilings.values():
+        assert item["compared_with"] == "spoold-files" and item["ratio"]["median"] > 0
+    assert "ceilings (bench/ceilings.py" in done.stderr
 
     assert "keeps a record of a no-op" in done.stderr
     assert "| spoold-files |" in done.stderr and "yes (done record; W1 kept 5 of 5)" in done.stderr
