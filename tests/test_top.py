@@ -487,3 +487,13 @@ def test_status_watch_refuses_json_and_a_zero_interval(spool: Spool, tmp_path: P
     result = run_spoold("status", "--config", config, "--watch", "0")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert "at least 0.1 seconds" in result.stderr
+
+
+def test_the_counts_say_how_many_jobs_their_class_limits_hold_back() -> None:
+    """``[limits]``: the jobs passed over for their class's limit are counted beside the
+    states, and only when there are any (issue 20)."""
+    held = replace(status(incoming=12), held_back={"app.jobs.Report": 9, "app.jobs.Mail": 2})
+    screen = "\n".join(render(TopView(NOW, "/srv/spool", status=held), 120, 30))
+    assert "incoming 12" in screen and "held back 11 (class limits)" in screen
+    screen = "\n".join(render(TopView(NOW, "/srv/spool", status=status(incoming=12)), 120, 30))
+    assert "held back" not in screen

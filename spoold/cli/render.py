@@ -207,7 +207,11 @@ def _counts(view: TopView) -> list[str]:
     if view.status is None:
         return ["jobs ?"]
     counts = view.status.counts
-    return [f"{state} {counts.get(state, 0)}" for state in SHOWN_STATES]
+    shown = [f"{state} {counts.get(state, 0)}" for state in SHOWN_STATES]
+    held_back = sum(view.status.held_back.values())
+    if held_back:  # ready jobs whose class is at its [limits]
+        shown.append(f"held back {held_back} (class limits)")
+    return shown
 
 
 def _footer(view: TopView, filter_text: str, message: str, width: int) -> str:
