@@ -422,28 +422,40 @@ def open_fds(pid: int) -> int | None:
 # -- what the jobs report --
 
 
-class JobLog:
-    """The lines the jobs append, read incrementally: {job id: (start, end)}."""
+class Appended:
+    """A file that jobs append lines to, read incrementally: each ``new_lines`` call
+    returns the whole lines written since the last (a line cut short waits for its end)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
         self.partial = b""
-        self.times: dict[str, tuple[float, float]] = {}
-        self.lines = 0
 
-    def poll(self) -> int:
-        """Read what was appended since the last call; return the number of lines so far."""
+    def new_lines(self) -> list[str]:
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
                 data = handle.read()
         except FileNotFoundError:
-            return self.lines
+            return []
         self.offset += len(data)
         *complete, self.partial = (self.partial + data).split(b"\n")
-        for line in complete:
-            job_id, start, end = line.decode().split()
+        return [line.decode() for line in complete]
+
+
+class JobLog:
+    """The lines the jobs append, read incrementally: {job id: (start, end)}."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.appended = Appended(path)
+        self.times: dict[str, tuple[float, float]] = {}
+        self.lines = 0
+
+    def poll(self) -> int:
+        """Read what was appended since the last call; return the number of lines so far."""
+        for line in self.appended.new_lines():
+            job_id, start, end = line.split()
             self.times[job_id] = (float(start), float(end))
             self.lines += 1
         return self.lines

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench.common import BenchDaemon, BenchError, BenchSpool, daemon_env, toml_text
+from bench.common import Appended, BenchDaemon, BenchError, BenchSpool, daemon_env, toml_text
 from bench.hosts import TICK, descendants
 from bench.peerclient import feed
 from bench.workloads import Context, running_daemon
@@ -106,6 +106,19 @@ class System:
 SPOOLD_RECORD = "every job's done record: done/<id>.json (on Redis its job hash, in idx:done)"
 
 
+def _rq(name: str, worker_class: str, what: str) -> System:
+    """An RQ system: 2 ``rq worker`` processes of ``worker_class``."""
+    return System(
+        name,
+        "rq",
+        f"RQ, {what}, 2 `rq worker` processes",
+        True,
+        "the job hash rq:job:<id>, kept result_ttl = 500 s after it finished (default)",
+        {"worker_class": worker_class, "stop": signal.SIGTERM},
+        needs_redis=True,
+    )
+
+
 def all_systems() -> list[System]:
     """Every system, in the order they run (reversed every other run)."""
     return [
@@ -158,24 +171,8 @@ def all_systems() -> list[System]:
             daemons=4,
             n_factor=2,
         ),
-        System(
-            "rq",
-            "rq",
-            "RQ, the default Worker (forks a work horse per job), 2 `rq worker` processes",
-            True,
-            "the job hash rq:job:<id>, kept result_ttl = 500 s after it finished (default)",
-            {"worker_class": "rq.Worker", "stop": signal.SIGTERM},
-            needs_redis=True,
-        ),
-        System(
-            "rq-simple",
-            "rq",
-            "RQ, SimpleWorker (runs the job in the worker, no fork), 2 `rq worker` processes",
-            True,
-            "the job hash rq:job:<id>, kept result_ttl = 500 s after it finished (default)",
-            {"worker_class": "rq.SimpleWorker", "stop": signal.SIGTERM},
-            needs_redis=True,
-        ),
+        _rq("rq", "rq.Worker", "the default Worker (forks a work horse per job)"),
+        _rq("rq-simple", "rq.SimpleWorker", "SimpleWorker (runs the job in the worker, no fork)"),
         System(
             "celery",
             "celery",
@@ -234,21 +231,12 @@ class LineLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.offset = 0
-        self.partial = b""
+        self.appended = Appended(path)
         self.lines: list[Line] = []
 
     def poll(self) -> int:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return len(self.lines)
-        self.offset += len(data)
-        *complete, self.partial = (self.partial + data).split(b"\n")
-        for raw in complete:
-            enqueued, start, end, pid = raw.decode().split()
+        for raw in self.appended.new_lines():
+            enqueued, start, end, pid = raw.split()
             self.lines.append(Line(float(enqueued), float(start), float(end), int(pid)))
         return len(self.lines)
 
@@ -557,6 +545,7 @@ class PeerSession(Session):
         self.workers: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.driver: subprocess.Popen[bytes] | None = None
         self.driver_err = folder / "client.err"
+        self.extra: dict[str, Any] = {}  # a peer reports no figures of its own
 
     def start(self) -> None:
         for i, command in enumerate(self.peers.worker_commands(self.system)):
