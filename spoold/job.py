@@ -366,11 +366,7 @@ def _json_type(value: Any) -> str:
 def check_allowed(job: Job, config: Config) -> None:
     """Raise Rejected unless the job's class and method are on the allowlist, and those
     of every follow-up it carries (``on_success: class "x" is not on the allowlist``)."""
-    check_names_allowed(job.class_path, job.method, config)
-    for name in FOLLOW_UP_FIELDS:
-        follow_up = getattr(job, name)
-        if follow_up is not None:
-            check_document_allowed(follow_up, config, prefix=f"{name}: ")
+    check_document_allowed(job.submitted, config)
 
 
 def check_document_allowed(document: Mapping[str, Any], config: Config, prefix: str = "") -> None:

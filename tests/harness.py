@@ -294,6 +294,21 @@ def daemon_env(workdir: Path, token: str, notify_socket: Path | None) -> dict[st
     return env
 
 
+def spoold_cli(
+    config: Path, workdir: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m spoold ARGS --config CONFIG`` to completion, in the daemon's environment
+    (the checkout importable, no outside config), with ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-m", "spoold", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=workdir,
+        env={**daemon_env(workdir, "spoold-cli", None), **(env or {})},
+    )
+
+
 class Daemon:
     """One ``python -m spoold run`` subprocess, its log file and its notify socket."""
 

@@ -1143,6 +1143,17 @@ def take_everything(backend: Backend, now: float | None = None) -> list[Taken | 
     return handed
 
 
+def next_turn_takes(backend: Backend) -> Callable[[float], list[Taken | Refusal]]:
+    """A turn of the loop at ``now``, as a probe: receive (nothing new arrives), then take
+    all it can."""
+
+    def turn(now: float) -> list[Taken | Refusal]:
+        assert backend.engine.receive(now) == []
+        return take_everything(backend, now)
+
+    return turn
+
+
 def test_a_unique_key_is_held_from_acceptance_to_the_record(backend: Backend) -> None:
     """Of two submissions with one key, the second is refused as a duplicate of the first
     (at intake on a spool one daemon holds, at its claim on Redis); once the first is
@@ -1181,7 +1192,10 @@ def test_a_class_at_its_concurrency_is_passed_over_for_other_classes(backend: Ba
 
     taken = handed[0]
     backend.engine.finish(taken.claim, "done", done_record(taken.job, backend.now))
-    assert [t.job.id for t in take_everything(backend) if isinstance(t, Taken)] == [limited[1]]
+    # The loop's next turn: receive (on Redis, the bell the end of a limited attempt
+    # rings), then take.
+    freed, _ = backend.first(next_turn_takes(backend), backend.current())
+    assert [t.job.id for t in freed if isinstance(t, Taken)] == [limited[1]]
 
 
 def test_a_class_at_its_rate_waits_for_its_next_token(backend: Backend) -> None:
@@ -1195,12 +1209,7 @@ def test_a_class_at_its_rate_waits_for_its_next_token(backend: Backend) -> None:
     wakeup = backend.engine.next_wakeup(start)
     assert wakeup is not None and wakeup <= start + 0.5 + backend.tolerance
     assert backend.engine.take_ready(backend.before(start + 0.5, by=0.1)) is None
-
-    def next_turn(now: float) -> Taken | Refusal | None:  # as the loop's turn: receive, take
-        assert backend.engine.receive(now) == []
-        return backend.engine.take_ready(now)
-
-    taken, _ = backend.first(next_turn, backend.at(start + 0.5))
+    [taken], _ = backend.first(next_turn_takes(backend), backend.at(start + 0.5))
     assert isinstance(taken, Taken) and taken.job.id == ids[2]
 
 

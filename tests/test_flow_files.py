@@ -44,6 +44,7 @@ from harness import (
     daemon_env,
     default_sections,
     read_lines,
+    spoold_cli,
     stays_false,
     toml_text,
     wait_for,
@@ -56,18 +57,6 @@ from spoold.client import follow_up, unique_key_for
 SPAN_LIMIT = {"limits": {"testjobs.Span": {"concurrency": 1}}}
 OFF_LIST = "is not on the allowlist"
 HELD_BACK = re.compile(r"^held back  (\d+) ready at their class's \[limits\]: (.*)$", re.M)
-
-
-def spoold(config: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m spoold ARGS --config CONFIG`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "spoold", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=workdir,
-        env=daemon_env(workdir, "flow-cli", None),
-    )
 
 
 def spans(log: Path) -> list[tuple[float, float, str]]:
@@ -168,7 +157,7 @@ def test_status_shows_the_jobs_held_back_by_their_class_limit(
     wait_for(lambda: read_lines(log), 10, "the first Span started")
 
     def held_back_line() -> re.Match[str] | None:
-        match = HELD_BACK.search(spoold(daemon.config, tmp_path, "status").stdout)
+        match = HELD_BACK.search(spoold_cli(daemon.config, tmp_path, "status").stdout)
         return match if match is not None and int(match[1]) >= 1 else None
 
     match = wait_for(held_back_line, 10, "a held back line in spoold status")
@@ -176,7 +165,7 @@ def test_status_shows_the_jobs_held_back_by_their_class_limit(
     assert 1 <= int(match[1]) <= 3, match[0]
 
     def held_back_json() -> dict[str, Any] | None:
-        result = spoold(daemon.config, tmp_path, "status", "--json")
+        result = spoold_cli(daemon.config, tmp_path, "status", "--json")
         assert result.returncode == 0, result.stderr
         held = json.loads(result.stdout)["held_back"]
         return held if held else None
@@ -188,11 +177,11 @@ def test_status_shows_the_jobs_held_back_by_their_class_limit(
     assert overlaps(spans(log)) == []
 
     def nothing_held_back() -> bool:
-        result = spoold(daemon.config, tmp_path, "status", "--json")
+        result = spoold_cli(daemon.config, tmp_path, "status", "--json")
         return json.loads(result.stdout)["held_back"] == {}
 
     wait_for(nothing_held_back, 10, "held_back empty once every Span is done")
-    assert HELD_BACK.search(spoold(daemon.config, tmp_path, "status").stdout) is None
+    assert HELD_BACK.search(spoold_cli(daemon.config, tmp_path, "status").stdout) is None
 
 
 def test_a_rate_limit_allows_a_burst_then_its_refill(

@@ -30,8 +30,6 @@ import itertools
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -40,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import StartDaemon
-from harness import Daemon, Spool, daemon_env, stays_false, wait_for, write_config
+from harness import Daemon, Spool, spoold_cli, stays_false, wait_for, write_config
 
 from spoold.backends.files.spool import STATES
 
@@ -103,23 +101,9 @@ def wait_done(spool: Spool, ids: Iterable[str], timeout: float = 15.0) -> dict[s
     return wait_for(all_done, timeout, lambda: f"{wanted} in done/; {spool.summary()}")
 
 
-def spoold(
-    config: Path, workdir: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m spoold ARGS --config CONFIG`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "spoold", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=workdir,
-        env={**daemon_env(workdir, "schedule-cli", None), **(env or {})},
-    )
-
-
 def schedule_rows(config: Path, workdir: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
     """``spoold schedule --json``, by schedule name."""
-    result = spoold(config, workdir, "schedule", "--json", env=env)
+    result = spoold_cli(config, workdir, "schedule", "--json", env=env)
     assert result.returncode == 0, result.stderr
     return {row["name"]: row for row in json.loads(result.stdout)}
 
@@ -474,7 +458,7 @@ def test_a_schedule_off_the_allowlist_is_a_config_error(
     for case, target, named in OFF_THE_ALLOWLIST:
         config = daemon_config(schedule=[schedule(f"bad-{case}", every="1s", **target)])
         for command in ("check", "run"):
-            result = spoold(config, tmp_path, command)
+            result = spoold_cli(config, tmp_path, command)
             assert result.returncode == 2, (case, command, result)
             assert "Traceback" not in result.stderr
             assert result.stdout == ""
@@ -496,7 +480,7 @@ def test_schedule_command_shows_never_then_the_last_job(
         schedule=[schedule("tick", every="1s", overlap=False),
                   schedule("hourly", cron="0 * * * *", timezone="UTC", catch_up="all")]
     )  # fmt: skip
-    before = spoold(config, tmp_path, "schedule")
+    before = spoold_cli(config, tmp_path, "schedule")
     assert before.returncode == 0, before.stderr
     lines = before.stdout.splitlines()
     assert lines[0] == "tick: testjobs.Noop.run, every 1s (catch_up = latest, overlap = false)"
@@ -512,7 +496,7 @@ def test_schedule_command_shows_never_then_the_last_job(
     wait_for(lambda: fired(daemon, "tick"), 10, "the first firing")
     daemon.stop()
     last = fired(daemon, "tick")[-1]
-    after = spoold(config, tmp_path, "schedule").stdout.splitlines()
+    after = spoold_cli(config, tmp_path, "schedule").stdout.splitlines()
     assert after[0] == lines[0]
     assert after[1].startswith("  last firing  ")
     assert after[1].endswith(f"  job {last}")

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from spoold.exec.messages import Attempt
 
 
-Said = tuple[str, str]  # a log line to say: its level and its text
-
-
 class Filer:
     """Files claimed jobs through the backend and says so in the log."""
 
@@ -40,25 +37,25 @@ class Filer:
         self.events = events
         self.live = live  # the allowlist in force, for follow-ups
 
-    def _file(self, claim: Claim, status: str, record: dict[str, Any]) -> tuple[str, list[Said]]:
+    def _file(
+        self, claim: Claim, status: str, record: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         """File a done or failed record, naming the follow-up it starts (``followups``):
-        the id filed under, and the log lines of the follow-up, said after the outcome's."""
+        the id filed under, and the record as filed."""
         record = followups.plan(claim.job_id, record, self.live.config)
-        filed_as = self.engine.finish(claim, status, record)
-        said = []
+        return self.engine.finish(claim, status, record), record
+
+    @staticmethod
+    def _say_follow_ups(filed_as: str, record: dict[str, Any]) -> None:
+        """The follow-up a filing started, said after the outcome's own line."""
         rejected = record.get(followups.FOLLOW_UP_REJECTED)
         for follow_up in record.get(followups.FOLLOW_UPS, ()):
             if rejected:
-                said.append(("WARNING", f"job {filed_as} started a follow-up that will be "
-                                        f"rejected: {rejected}"))  # fmt: skip
+                job_logger(filed_as).warning(
+                    "job {} started a follow-up that will be rejected: {}", filed_as, rejected
+                )
             else:
-                said.append(("INFO", f"job {filed_as} started its follow-up {follow_up}"))
-        return filed_as, said
-
-    @staticmethod
-    def _say(filed_as: str, said: list[Said]) -> None:
-        for level, line in said:
-            job_logger(filed_as).log(level, line)
+                job_logger(filed_as).info("job {} started its follow-up {}", filed_as, follow_up)
 
     def reject(self, claim: Claim, refused: Refused, now: float, *, source: str) -> None:
         """File the rejection record of a claimed submission."""
@@ -74,22 +71,22 @@ class Filer:
         attempt = {key: value for key, value in entry.items() if key != "result"}
         job = replace(job, history=(*job.history, cast("Attempt", attempt)))
         record = job.record("done", entry["finished_at"], result=entry.get("result"))
-        filed_as, said = self._file(claim, "done", record)
+        filed_as, record = self._file(claim, "done", record)
         took = entry["finished_at"] - entry["started_at"]
         job_logger(filed_as).success("job {} succeeded in {}", filed_as, seconds(took))
-        self._say(filed_as, said)
+        self._say_follow_ups(filed_as, record)
         self.events.filed(filed_as, "done", job.class_path)
 
     def failed(
         self, claim: Claim, job: Job, reason: str, now: float, traceback: str | None = None
     ) -> None:
         record = job.record("failed", now, reason=reason)
-        filed_as, said = self._file(claim, "failed", record)
+        filed_as, record = self._file(claim, "failed", record)
         log = job_logger(filed_as)
         log.error("job {} failed for good after {} attempt(s): {}", filed_as, job.attempts, reason)
         if traceback:
             log.debug("job {} traceback of the last attempt:\n{}", filed_as, traceback)
-        self._say(filed_as, said)
+        self._say_follow_ups(filed_as, record)
         self.events.filed(filed_as, "failed", job.class_path)
 
     def cancelled(

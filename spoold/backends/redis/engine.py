@@ -499,12 +499,8 @@ class RedisEngine:
         return claim.job_id
 
     def _let_go(self, claim: Claim, answer: Any) -> None:
-        """The move was made (or fenced on the server): this daemon holds the claim no more.
-        Under [limits] an attempt's end may free its class: worth a claim call (the bell
-        that the library rings for it reaches the other daemons)."""
+        """The move was made (or fenced on the server): this daemon holds the claim no more."""
         self.holds.pop(claim.job_id, None)
-        if self.live.config.limits:
-            self.ready_hint = True
         _refuse_if_fenced(answer, claim)
 
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
