@@ -135,6 +135,7 @@ class BenchSpool:
     fsync: bool = True
     max_jobs_per_process: int = 1
     redis: RedisPlace | None = None
+    send_ahead: bool = False  # [worker] send_ahead (its default: off)
     root: Path = field(init=False)
     config: Path = field(init=False)
     job_log: Path = field(init=False)
@@ -153,6 +154,8 @@ class BenchSpool:
             "shutdown_timeout": 10.0,
             "max_retries": 0,
         }
+        if self.send_ahead:
+            worker["send_ahead"] = True
         if os.geteuid() == 0:
             worker["user"] = "root"  # a root daemon needs an explicit job user; say it on purpose
         spool: dict[str, Any] = {"dir": str(self.root), "fsync": self.fsync, "rescan_interval": 5.0}

@@ -141,6 +141,35 @@ def all_systems() -> list[System]:
             {"backend": "files", "fsync": False, "per_process": 1000, "durable": False},
         ),
         System(
+            "spoold-files-ahead",
+            "spoold",
+            "spoold-files (the default config) with [worker] send_ahead = true: each slot's "
+            "next job waits in the launcher",
+            True,
+            SPOOLD_RECORD,
+            {
+                "backend": "files",
+                "fsync": True,
+                "per_process": 1,
+                "durable": True,
+                "send_ahead": True,
+            },
+        ),
+        System(
+            "spoold-files-reuse-ahead",
+            "spoold",
+            "spoold-files-reuse with [worker] send_ahead = true",
+            True,
+            SPOOLD_RECORD,
+            {
+                "backend": "files",
+                "fsync": False,
+                "per_process": 1000,
+                "durable": False,
+                "send_ahead": True,
+            },
+        ),
+        System(
             "spoold-redis-reuse",
             "spoold",
             "spoold, Redis backend on the bench's redis-server (appendfsync always), one "
@@ -394,6 +423,7 @@ def spoold_session(system: System, ctx: Context, folder: Path) -> Iterator[Sessi
         fsync=options["fsync"],
         max_jobs_per_process=options["per_process"],
         redis=place,
+        send_ahead=options.get("send_ahead", False),
     )
     if not system.config:
         config = tomllib.loads(spool.config.read_text())

@@ -105,6 +105,7 @@ class WorkerSettings:
     memory_limit: int
     max_jobs_per_process: int
     max_interruptions: int
+    send_ahead: bool
     user: str
     group: str
 
@@ -320,6 +321,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable[[Any], Any]]]] = {
         "memory_limit": (0, _integer(0)),
         "max_jobs_per_process": (1, _integer(1)),
         "max_interruptions": (5, _integer(1)),
+        "send_ahead": (False, _boolean),
         "user": ("", _string),
         "group": ("", _string),
     },

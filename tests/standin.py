@@ -24,6 +24,7 @@ class StandInLauncher:
         self.ours, self.theirs = socket.socketpair()  # a real descriptor for the selector
         self.requests: list[tuple[str, dict[str, Any], float]] = []  # (key, request, timeout)
         self.kills: list[tuple[str, float]] = []  # (key, grace)
+        self.unqueued: list[str] = []  # runs asked back before they started
         self.reports: list[dict[str, Any]] = []
         self.gone = False
 
@@ -35,8 +36,11 @@ class StandInLauncher:
     def wait_ready(self, timeout: float) -> bool:
         return True
 
-    def run(self, key: str, request: dict[str, Any], timeout: float) -> None:
+    def run(self, key: str, request: dict[str, Any], timeout: float, slots: int = 0) -> None:
         self.requests.append((key, request, timeout))
+
+    def unqueue(self, key: str) -> None:
+        self.unqueued.append(key)
 
     def kill(self, key: str, grace: float) -> None:
         self.kills.append((key, grace))
@@ -65,6 +69,6 @@ class StandInLauncher:
         self.reports.append({"op": Op.FINISHED, "key": key, "started_at": now,
                              "finished_at": now, "outcome": outcome, **fields})  # fmt: skip
 
-    def not_started(self, key: str, errno: int, strerror: str) -> None:
+    def not_started(self, key: str, errno: int | None, strerror: str | None) -> None:
         self.reports.append({"op": Op.NOT_STARTED, "key": key, "errno": errno,
                              "strerror": strerror})  # fmt: skip

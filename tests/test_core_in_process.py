@@ -649,3 +649,121 @@ def test_a_cancel_of_a_job_with_a_record_changes_nothing(make_core: Any) -> None
     assert not core.daemon.cancel(job_id, CANCELLER, core.now)
     assert core.record(job_id, "done") is not None
     assert core.record(job_id, "failed") is None
+
+
+# -- requests sent ahead ([worker] send_ahead): each slot's next job waits in the launcher --
+
+
+def test_each_slot_gets_one_request_ahead_which_is_not_counted_busy(make_core: Any) -> None:
+    """Real daemon and launcher: tests/test_send_ahead.py."""
+    core = make_core(concurrency=1, send_ahead=True)
+    first = core.launched()
+    second, third = core.submit(), core.submit()
+    core.tick()
+    assert core.launcher.keys == [first, second], "one ahead for the one slot, no more"
+    core.started(first)
+    assert core.daemon.dispatcher.busy() == 1
+    assert [a.job_id for a in core.daemon.dispatcher.attempts()] == [first]
+    core.launcher.finished(first)
+    core.started(second)  # the launcher starts it as the slot frees, then says so
+    core.tick()
+    assert core.launcher.keys == [first, second, third]
+    assert core.record(first, "done") is not None
+
+
+def test_a_held_filing_takes_back_what_waits_and_it_waits_again_unchanged(make_core: Any) -> None:
+    """Real daemon: tests/test_resources.py (a full disk, send_ahead on)."""
+    core = make_core(concurrency=1, send_ahead=True)
+    first = core.launched()
+    second = core.submit()
+    core.tick()
+    core.started(first)
+    core.fill_disk()
+    core.launcher.finished(first)
+    core.report()
+    assert core.launcher.unqueued == [second], "the request ahead was not taken back"
+    core.tick()
+    assert core.launcher.keys == [first, second], "a request was sent while a filing is held"
+    core.free_disk()
+    core.launcher.not_started(second, None, None)  # the launcher gave it back unstarted
+    core.report()
+    core.tick(after=10.0)  # the held filings are made
+    assert core.record(first, "done") is not None
+    assert core.launcher.keys == [first, second, second]
+    core.run_once(second)
+    record = core.record(second, "done")
+    assert record is not None and [e["attempt"] for e in record["history"]] == [1]
+
+
+def test_a_request_that_waits_too_long_is_taken_back_and_none_goes_ahead_till_one_ends(
+    make_core: Any,
+) -> None:
+    """A long job must not keep the next one from other hosts (or from a job of higher
+    priority) for longer than STALE_AHEAD."""
+    core = make_core(concurrency=1, send_ahead=True)
+    first = core.launched()
+    second = core.submit()
+    core.tick()
+    core.started(first)
+    core.tick(after=0.5)
+    assert core.launcher.unqueued == []
+    core.tick(after=1.5)
+    assert core.launcher.unqueued == [second]
+    core.launcher.not_started(second, None, None)
+    core.report(after=1.5)
+    for after in (2.0, 5.0):
+        core.tick(after=after)
+    assert core.launcher.keys == [first, second], "sent ahead again while the slot stays busy"
+    core.launcher.finished(first)
+    core.report(after=5.0)
+    core.tick(after=5.0)
+    assert core.launcher.keys == [first, second, second]
+
+
+def test_a_cancelled_request_that_waits_is_filed_cancelled_without_an_attempt(
+    make_core: Any,
+) -> None:
+    """Real daemon: tests/test_send_ahead.py."""
+    core = make_core(concurrency=1, send_ahead=True)
+    first = core.launched()
+    second = core.submit()
+    core.tick()
+    core.started(first)
+    assert core.daemon.cancel(second, CANCELLER, core.now)
+    assert core.launcher.kills[-1][0] == second
+    core.launcher.not_started(second, None, None)
+    core.report()
+    record = core.record(second, "failed")
+    assert record is not None
+    assert (record["status"], record["attempts"], record["history"]) == ("cancelled", 0, [])
+
+
+def test_when_the_launcher_dies_what_waited_in_it_goes_back_without_an_attempt(
+    make_core: Any,
+) -> None:
+    core = make_core(concurrency=1, send_ahead=True)
+    first = core.launched()
+    second = core.submit()
+    core.tick()
+    core.started(first)
+    core.launcher.gone = True
+    core.report()
+    assert sorted(core.waiting_ids()) == sorted([first, second])
+    assert [e["outcome"] for e in core.waiting_history(first)] == ["crashed"]
+    assert core.waiting_history(second) == []
+
+
+def test_a_stop_takes_back_what_waits_in_the_launcher(make_core: Any) -> None:
+    """Real daemon: tests/test_send_ahead.py (SIGTERM)."""
+    core = make_core(concurrency=1, send_ahead=True)
+    first = core.launched()
+    second = core.submit()
+    core.tick()
+    core.started(first)
+    core.daemon.flags.stop = 1
+    core.tick()
+    assert core.launcher.unqueued == [second]
+    core.launcher.not_started(second, None, None)
+    core.report()
+    assert core.waiting_ids() == [second] and core.waiting_history(second) == []
+    assert not core.daemon.finished(), "stopped before the running attempt ended"

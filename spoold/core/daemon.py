@@ -256,7 +256,7 @@ class Daemon:
         what waits, and, from the latest stats snapshot, the oldest wait and the failures
         of the last hour."""
         counts = self.engine.counts()
-        busy, slots = len(self.dispatcher.running), self.config.worker.concurrency
+        busy, slots = self.dispatcher.busy(), self.config.worker.concurrency
         status = f"{busy}/{slots} busy, {counts.ready} ready, {counts.waiting} scheduled"
         status += self.publisher.summary()
         if counts.held_back:  # ready jobs whose class is at its [limits]
@@ -269,7 +269,7 @@ class Daemon:
         """What the stats snapshot reads of the daemon and its backend at ``now``."""
         counts = self.engine.counts()
         return Gauges(
-            busy=len(self.dispatcher.running), slots=self.config.worker.concurrency,
+            busy=self.dispatcher.busy(), slots=self.config.worker.concurrency,
             held=len(self.held), ready=counts.ready, scheduled=counts.waiting,
             oldest_ready=self.engine.oldest_ready(now), running=self.dispatcher.attempts(),
             held_back=counts.held_back,
@@ -375,7 +375,9 @@ class Daemon:
             "finished_at": now,
             "outcome": Outcome.INTERRUPTED,
             "cause": DAEMON_DIED,
-            "error": "the daemon stopped or died while this attempt ran",
+            "error": "the daemon stopped or died while this attempt ran"
+            # (a request sent ahead may have been waiting for a slot: nothing says which)
+            + (" or waited to start" if self.config.worker.send_ahead else ""),
         }
         max_interruptions = self.config.worker.max_interruptions
         rerun = partial(self.filer.interrupted, claim, job, entry, max_interruptions)
@@ -455,11 +457,8 @@ class Daemon:
                 self.next_retention = now  # more to remove: go on at the next turn
 
     def _start_ready(self, now: float) -> None:
-        while self.stopping_since is None:
-            if len(self.dispatcher) >= self.config.worker.concurrency:
-                return
-            if not self.dispatcher.can_launch(now):
-                return
+        self.dispatcher.take_back(now)
+        while self.stopping_since is None and self.dispatcher.room(now) > 0:
             taken = self.engine.take_ready(now)
             if taken is None:
                 return
@@ -568,9 +567,10 @@ class Daemon:
         if self.flags.stop and self.stopping_since is None:
             self.stopping_since = now
             notify("STOPPING=1")
+            self.dispatcher.take_back(now, every=True)  # nothing starts from now on
             logger.info(
                 "stopping: waiting up to {} for {} running job(s)",
-                seconds(self.config.worker.shutdown_timeout), len(self.dispatcher),
+                seconds(self.config.worker.shutdown_timeout), self.dispatcher.busy(),
             )  # fmt: skip
         if self.stopping_since is not None:
             self._escalate_stop(now)
@@ -591,10 +591,16 @@ class Daemon:
         logger.info("status: {}", self._status())
         for running in self.dispatcher.running.values():
             job = running.job
+            if running.pid is None:
+                logger.info(
+                    "next: job {} {}.{}, sent ahead {} ago: it starts as a slot frees",
+                    job.id, job.class_path, job.method, seconds(now - running.sent_at),
+                )  # fmt: skip
+                continue
             logger.info(
                 "running: job {} {}.{} attempt {} (pid {}) for {}",
                 job.id, job.class_path, job.method, job.attempts + 1,
-                running.pid or "?", seconds(now - running.sent_at),
+                running.pid, seconds(now - running.sent_at),
             )  # fmt: skip
 
     def _reload(self) -> None:
@@ -611,6 +617,8 @@ class Daemon:
             logger.error("reload refused, keeping the running configuration: {}", exc)
         else:
             self.live.swap(new, identity)
+            # What waits in the launcher was checked and set up by the old config.
+            self.dispatcher.take_back(self.engine.clock(), every=True)
             logger.info("configuration reloaded: {} allowed class(es)", len(new.allow))
         notify("READY=1")
 

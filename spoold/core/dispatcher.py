@@ -5,10 +5,22 @@ logs its start, and files its outcome (done, retry, failed, or rerun after
 an interruption) when the launcher reports it. If the launcher dies, its
 attempts are failed as ``crashed`` and a new launcher is started.
 
+Each slot may have its next request sent ahead (``[worker] send_ahead``): it
+waits in the launcher, which starts it the moment an attempt ends, so that
+a slot does not stand idle while the daemon files the outcome and claims
+the next job. Such a request is claimed like any other (its lease kept,
+counted against its class's limits), and is taken back unstarted when a
+filing is held, when the daemon stops, or when it has waited
+``STALE_AHEAD`` for slots that stay busy (then no request is sent ahead
+until an attempt ends, so long jobs do not keep work from other hosts).
+
 The daemon's own trouble never fails a job: an outcome that cannot be filed
 (disk full) is held (``held.py``) and filed again after a backoff, and no
-new attempt starts meanwhile; a job the launcher could not start (out of
-processes) goes back to wait unchanged and launches pause for a backoff.
+new attempt starts meanwhile: requests sent ahead are taken back, so at
+most one per slot (sent before the trouble showed) can start before the
+outcome that freed its slot is filed. A job the launcher could not start
+(out of processes) goes back to wait unchanged and launches pause for a
+backoff.
 """
 
 from __future__ import annotations
@@ -58,9 +70,13 @@ class Running:
     job: Job
     limits: policy.Limits
     sent_at: float  # when it was handed to the launcher
-    pid: int | None = None
+    pid: int | None = None  # None until the launcher says it started
+    taken_back: bool = False  # asked back unstarted (``unqueue``): not_started comes
     lost: bool = False  # its lease was lost: it is being killed
     cancelled_by: int | None = None  # a cancel asked for by this uid: it is being stopped
+
+
+STALE_AHEAD = 1.0  # seconds a request sent ahead may wait for a slot before it is taken back
 
 
 class Dispatcher:
@@ -83,6 +99,7 @@ class Dispatcher:
         self.selector = selector
         self.running: dict[str, Running] = {}
         self.launch_trouble = Backoff()
+        self.ahead_paused = False  # a request waited STALE_AHEAD: none ahead till one ends
         # By name, once: what each report does, how the daemon words an outcome, and
         # where each outcome is filed (anything else failed: retry, or fail for good).
         self.on_report: dict[str, Callable[[Running, Any, float], None]] = {
@@ -121,8 +138,39 @@ class Dispatcher:
     def can_launch(self, now: float) -> bool:
         return not self.held and not self.launch_trouble.waiting(now)
 
+    def room(self, now: float) -> int:
+        """How many more requests may be sent now: a free slot's, and one ahead per slot."""
+        if not self.can_launch(now):
+            return 0
+        worker = self.live.config.worker
+        ahead = 0 if self.ahead_paused or not worker.send_ahead else worker.concurrency
+        return worker.concurrency + ahead - len(self)
+
+    def busy(self) -> int:
+        """Attempts running now (not counting requests that wait in the launcher)."""
+        return sum(1 for running in self.running.values() if running.pid is not None)
+
     def next_wakeup(self) -> float | None:
-        return self.launch_trouble.until or None
+        times = [self.launch_trouble.until or None, *self._stale_at()]
+        return min((t for t in times if t is not None), default=None)
+
+    def take_back(self, now: float, *, every: bool = False) -> None:
+        """Ask back the requests that wait in the launcher, if they should not start:
+        ``every`` one (the daemon stops, or its config changed), all of them while a
+        filing is held, and any that waited STALE_AHEAD."""
+        for running in list(self.running.values()):
+            if running.pid is not None or running.taken_back or running.lost:
+                continue
+            stale = now - running.sent_at >= STALE_AHEAD
+            if every or self.held or stale:
+                self.ahead_paused = self.ahead_paused or stale
+                running.taken_back = True
+                if not self._send_or_replace(partial(self.launcher.unqueue, running.job.id), now):
+                    return  # the launcher died: what it held was put back with the rest
+
+    def _stale_at(self) -> list[float]:
+        waiting = [r for r in self.running.values() if r.pid is None and not r.taken_back]
+        return [min(r.sent_at for r in waiting) + STALE_AHEAD] if waiting else []
 
     def launch(self, taken: Taken, now: float) -> None:
         job = taken.job
@@ -142,11 +190,19 @@ class Dispatcher:
             fields["parent"] = json.dumps(parent, ensure_ascii=False, default=repr)
         request = cast("RunRequest", fields)
         self.running[job.id] = Running(taken.claim, job, limits, now)
+        send = partial(self.launcher.run, job.id, request, limits.timeout,
+                       self.live.config.worker.concurrency)  # fmt: skip
+        self._send_or_replace(send, now)
+        crash_point("after_launch")
+
+    def _send_or_replace(self, send: Callable[[], None], now: float) -> bool:
+        """Send to the launcher; False if it was gone (and so replaced)."""
         try:
-            self.launcher.run(job.id, request, limits.timeout)
+            send()
         except LauncherGone:
             self._launcher_died(now)
-        crash_point("after_launch")
+            return False
+        return True
 
     def on_readable(self, now: float) -> None:
         """Handle what the launcher reported (a dead launcher is replaced here)."""
@@ -159,10 +215,11 @@ class Dispatcher:
             self._on_message(message, now)
 
     def stop_all(self, *, grace: float, why: str) -> None:
-        if self.running:
-            logger.warning("{}: stopping {} running job(s); they will run again", why, len(self))
+        """Stop every attempt (they run again), and take back the requests sent ahead."""
+        if busy := self.busy():
+            logger.warning("{}: stopping {} running job(s); they will run again", why, busy)
         for job_id in self.running:
-            self.launcher.kill(job_id, grace)
+            self.launcher.kill(job_id, grace)  # one that waits in the launcher comes back
 
     def lose(self, claim: Claim, why: str = "the backend says so") -> None:
         """``claim`` no longer holds its job (``why``): stop the attempt at once, once.
@@ -193,8 +250,8 @@ class Dispatcher:
         return True
 
     def attempts(self) -> list[RunningAttempt]:
-        """The attempts handed to the launcher, with their limits as at launch (for watchers)."""
-        return [_attempt(running) for running in self.running.values()]
+        """The attempts running, with their limits as at launch (for watchers)."""
+        return [_attempt(running) for running in self.running.values() if running.pid is not None]
 
     def claims(self) -> list[Claim]:
         return [running.claim for running in self.running.values()]
@@ -211,9 +268,23 @@ class Dispatcher:
 
     def _on_not_started(self, running: Running, message: NotStartedMessage, now: float) -> None:
         del self.running[running.job.id]
+        if message["errno"] is None:  # taken back before it started
+            self._unsent(running, now)
+            return
         # The launcher sends the errno, the daemon words it: "EAGAIN: Resource temporarily ..."
         reason = OSError(message["errno"], message["strerror"])
         self._put_back(running, describe_os_error(reason, code=True), now)
+
+    def _unsent(self, running: Running, now: float) -> None:
+        """A request that never started: cancelled, lost, or back to wait as it was."""
+        claim, job = running.claim, running.job
+        if running.cancelled_by is not None:
+            cancel = partial(self.filer.cancelled, claim, job, running.cancelled_by)
+            self.held.attempt(claim, "cancellation", cancel, now)
+        elif not running.lost:  # (a lost claim's job runs again wherever it is claimed anew)
+            job_logger(job.id).debug("job {} taken back before it started", job.id)
+            put_back = partial(self._unclaim, running, 0.0)
+            self.held.attempt(claim, f"put-back to {self.held.places.waiting}", put_back, now)
 
     def _on_started(self, running: Running, message: StartedMessage, _now: float) -> None:
         job = running.job
@@ -227,6 +298,7 @@ class Dispatcher:
 
     def _on_finished(self, running: Running, message: FinishedMessage, now: float) -> None:
         del self.running[running.job.id]
+        self.ahead_paused = False  # a slot came free: the next may be sent ahead again
         self._route(running, _history_entry(running.job.attempts + 1, message), now)
 
     def _route(self, running: Running, entry: Attempt, now: float) -> None:
@@ -237,6 +309,8 @@ class Dispatcher:
             self.wordings[entry["outcome"]](running, entry)
         self.events.finished(running.job, entry)
         self.held.attempt(running.claim, "outcome", partial(self._file, running, entry), now)
+        if self.held:
+            self.take_back(now)  # no attempt may start now that was not already on its way
 
     def _word_timeout(self, running: Running, entry: Attempt) -> None:
         # The launcher reports the fact; the words name the limit, which the daemon set.
@@ -288,8 +362,11 @@ class Dispatcher:
         logger.critical("the launcher process died; failing its attempts and starting a new one")
         self.selector.unregister(self.launcher.fileno())
         self.launcher.close(timeout=1)
-        for running in list(self.running.values()):
-            del self.running[running.job.id]
+        lost, self.running = list(self.running.values()), {}
+        for running in lost:
+            if running.pid is None:  # sent, never said to have started: back to wait, as it was
+                self._unsent(running, now)
+                continue
             entry: Attempt = {"attempt": running.job.attempts + 1, "started_at": now,
                               "finished_at": now, "outcome": Outcome.CRASHED,
                               "error": "the launcher process died"}  # fmt: skip

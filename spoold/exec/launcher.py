@@ -3,7 +3,11 @@
 Fork gets slower as the parent grows, and a process that loaded loguru or
 may hold threads is no place to fork from. So the daemon starts this
 process once, as a fresh interpreter, and asks it over a socket to run each
-attempt. The launcher hands the attempt to a worker process it forked (see
+attempt. A request may come ahead of need (``slots``): it waits here, in
+order, until fewer than that many attempts run, so that a slot that frees
+starts its next attempt at once rather than after a trip to the daemon; the
+daemon may take a waiting one back (``unqueue``). The launcher hands the
+attempt to a worker process it forked (see
 worker.py): with max_jobs_per_process = 1 a spare forked ahead of need, which
 runs that one attempt and exits; with N > 1 an idle worker that has run
 fewer than N. It watches the attempt's deadline, kills the worker's process
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
         RunMessage,
         RunRequest,
         ToLauncher,
+        UnqueueMessage,
         WorkerReport,
         WorkerSetup,
     )
@@ -115,10 +120,12 @@ class Launcher:
         self.writer = FrameWriter(sock)
         self.handlers: dict[str, Callable[[Any], None]] = {
             Op.RUN: self._on_run,
+            Op.UNQUEUE: self._on_unqueue,
             Op.KILL: self._on_kill,
             Op.EXIT: self._on_exit,
         }
         self.children: dict[str, Child] = {}
+        self.waiting: list[RunMessage] = []  # sent ahead: each starts when a slot frees
         self.idle: list[Proc] = []  # workers waiting for an attempt: spares, reused workers
         self.retiring: list[Proc] = []  # workers let go, not reaped yet
         self.selector = selectors.DefaultSelector()
@@ -203,12 +210,34 @@ class Launcher:
         self.handlers[message["op"]](message)
 
     def _on_run(self, message: RunMessage) -> None:
-        self._start(message["key"], message["request"], float(message.get("timeout") or 0))
+        self.waiting.append(message)
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Start the runs that wait, in order, while fewer attempts run than their slots."""
+        while self.waiting and self.running:
+            message = self.waiting[0]
+            if len(self.children) >= message.get("slots", len(self.children) + 1):
+                return
+            del self.waiting[0]
+            self._start(message["key"], message["request"], float(message.get("timeout") or 0))
+
+    def _on_unqueue(self, message: UnqueueMessage | KillMessage) -> None:
+        """Take back a run that waits: it never starts, and the daemon hears so."""
+        for index, waiting in enumerate(self.waiting):
+            if waiting["key"] == message["key"]:
+                del self.waiting[index]
+                self.writer.send(
+                    {"op": Op.NOT_STARTED, "key": message["key"], "errno": None, "strerror": None}
+                )
+                return  # (else it started, or ended: its reports are on their way)
 
     def _on_kill(self, message: KillMessage) -> None:
         child = self.children.get(message["key"])
-        if child is not None:  # else it ended meanwhile: its report is on its way
+        if child is not None:  # else it waits (taken back), or ended: its report is on its way
             self._stop(child, Outcome.INTERRUPTED, float(message.get("grace", KILL_GRACE)))
+        else:
+            self._on_unqueue(message)
 
     def _on_exit(self, _message: ExitMessage) -> None:
         self._daemon_gone()
@@ -217,6 +246,7 @@ class Launcher:
         """No daemon to report to: nothing may keep running unwatched."""
         self.running = False
         self.selector.unregister(self.sock)
+        self.waiting.clear()  # never started: the daemon's next start runs them
         for child in self.children.values():
             self._stop(child, Outcome.INTERRUPTED, 0.0)
         while self.idle:
@@ -334,6 +364,7 @@ class Launcher:
                 self.idle.append(proc)
             else:
                 self._retire(proc)
+            self._start_waiting()  # a slot is free: the next run, on this worker if it stays
 
     def _on_process_exit(self, proc: Proc) -> None:
         # Signal the group before reaping its leader: until the leader is
@@ -356,6 +387,7 @@ class Launcher:
         child = proc.attempt
         if child is not None:
             self._finish(child, describe_outcome(child, os.waitstatus_to_exitcode(status), None))
+            self._start_waiting()
         self.sweep_until = time.monotonic() + SWEEP_WINDOW
         self.next_sweep = 0.0  # at once: its orphans are the launcher's children already
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from spoold.exec.messages import (
         AttemptMessage,
         ExitMessage,
+        RunMessage,
         RunRequest,
         ToLauncher,
     )
@@ -67,8 +68,20 @@ class LauncherClient:
                     pass
         return True
 
-    def run(self, key: str, request: RunRequest, timeout: float) -> None:
-        self._send({"op": Op.RUN, "key": key, "request": request, "timeout": timeout})
+    def run(self, key: str, request: RunRequest, timeout: float, slots: int) -> None:
+        """Start it once fewer than ``slots`` attempts run (in order, after those sent before)."""
+        message: RunMessage = {
+            "op": Op.RUN,
+            "key": key,
+            "request": request,
+            "timeout": timeout,
+            "slots": slots,
+        }
+        self._send(message)
+
+    def unqueue(self, key: str) -> None:
+        """Take back a run that has not started: not_started (without an errno) answers."""
+        self._send({"op": Op.UNQUEUE, "key": key})
 
     def kill(self, key: str, grace: float) -> None:
         self._send({"op": Op.KILL, "key": key, "grace": grace})

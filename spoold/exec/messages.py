@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal, NotRequired, TypedDict
 
 # protocol.Op and protocol.Outcome as types (tests/test_protocol.py keeps them equal).
-OpName = Literal["run", "kill", "exit", "ready", "not_started", "started", "finished"]
+OpName = Literal["run", "unqueue", "kill", "exit", "ready", "not_started", "started", "finished"]
 OutcomeName = Literal["ok", "error", "timeout", "crashed", "interrupted", "cancelled"]
 
 # -- what the daemon asks for --
@@ -55,6 +55,14 @@ class RunMessage(TypedDict):
     key: str  # the job id: every later message about this attempt carries it
     request: RunRequest
     timeout: float  # seconds; 0 for none
+    # It starts once fewer than ``slots`` attempts run; until then it waits, in order,
+    # in the launcher (sent ahead: the daemon's concurrency; absent: at once).
+    slots: NotRequired[int]
+
+
+class UnqueueMessage(TypedDict):
+    op: Literal["unqueue"]
+    key: str  # a run sent ahead: if it has not started, it never will (not_started comes back)
 
 
 class KillMessage(TypedDict):
@@ -67,7 +75,7 @@ class ExitMessage(TypedDict):
     op: Literal["exit"]
 
 
-ToLauncher = RunMessage | KillMessage | ExitMessage
+ToLauncher = RunMessage | UnqueueMessage | KillMessage | ExitMessage
 
 # -- what the launcher answers --
 
@@ -103,7 +111,7 @@ class ReadyMessage(TypedDict):
 class NotStartedMessage(TypedDict):
     op: Literal["not_started"]
     key: str
-    errno: int | None  # why fork (or a pipe) failed; the daemon words it
+    errno: int | None  # why fork (or a pipe) failed; the daemon words it; None: taken back
     strerror: str | None
 
 

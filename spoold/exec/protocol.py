@@ -36,11 +36,13 @@ READ_SIZE = 64 * 1024
 class Op:
     """What a message is: its ``op`` (messages.OpName is their type)."""
 
-    RUN: Final = "run"  # daemon -> launcher: start an attempt
+    RUN: Final = "run"  # daemon -> launcher: start an attempt (once one of its slots is free)
+    UNQUEUE: Final = "unqueue"  # daemon -> launcher: take back a run that has not started
     KILL: Final = "kill"  # daemon -> launcher: stop one (SIGTERM, a grace period, SIGKILL)
     EXIT: Final = "exit"  # daemon -> launcher: kill what runs and leave
     READY: Final = "ready"  # launcher -> daemon: the hello, its loop runs
-    NOT_STARTED: Final = "not_started"  # launcher -> daemon: no process for it (fork failed)
+    # launcher -> daemon: no process for it (fork failed), or (no errno) taken back unstarted
+    NOT_STARTED: Final = "not_started"
     STARTED: Final = "started"  # launcher -> daemon: a process runs it
     FINISHED: Final = "finished"  # launcher -> daemon: it ended, and how
 
