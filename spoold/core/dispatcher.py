@@ -70,6 +70,7 @@ class Running:
     job: Job
     limits: policy.Limits
     sent_at: float  # when it was handed to the launcher
+    ahead: bool = False  # sent while every slot was taken: it waits in the launcher
     pid: int | None = None  # None until the launcher says it started
     taken_back: bool = False  # asked back unstarted (``unqueue``): not_started comes
     lost: bool = False  # its lease was lost: it is being killed
@@ -189,7 +190,8 @@ class Dispatcher:
         if isinstance(parent, dict):  # a follow-up: its parent, for SPOOLD_PARENT
             fields["parent"] = json.dumps(parent, ensure_ascii=False, default=repr)
         request = cast("RunRequest", fields)
-        self.running[job.id] = Running(taken.claim, job, limits, now)
+        ahead = len(self.running) >= self.live.config.worker.concurrency
+        self.running[job.id] = Running(taken.claim, job, limits, now, ahead=ahead)
         send = partial(self.launcher.run, job.id, request, limits.timeout,
                        self.live.config.worker.concurrency)  # fmt: skip
         self._send_or_replace(send, now)
@@ -364,7 +366,7 @@ class Dispatcher:
         self.launcher.close(timeout=1)
         lost, self.running = list(self.running.values()), {}
         for running in lost:
-            if running.pid is None:  # sent, never said to have started: back to wait, as it was
+            if running.ahead and running.pid is None:  # it waited for a slot: back, as it was
                 self._unsent(running, now)
                 continue
             entry: Attempt = {"attempt": running.job.attempts + 1, "started_at": now,
