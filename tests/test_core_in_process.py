@@ -654,6 +654,16 @@ def test_a_cancel_of_a_job_with_a_record_changes_nothing(make_core: Any) -> None
 # -- requests sent ahead ([worker] send_ahead): each slot's next job waits in the launcher --
 
 
+def one_running_one_ahead(make_core: Any) -> tuple[Core, str, str]:
+    """One slot, its attempt started, and a second job sent ahead, waiting in the launcher."""
+    core = make_core(concurrency=1, send_ahead=True)
+    first = core.launched()
+    second = core.submit()
+    core.tick()
+    core.started(first)
+    return core, first, second
+
+
 def test_each_slot_gets_one_request_ahead_which_is_not_counted_busy(make_core: Any) -> None:
     """Real daemon and launcher: tests/test_send_ahead.py."""
     core = make_core(concurrency=1, send_ahead=True)
@@ -673,11 +683,7 @@ def test_each_slot_gets_one_request_ahead_which_is_not_counted_busy(make_core: A
 
 def test_a_held_filing_takes_back_what_waits_and_it_waits_again_unchanged(make_core: Any) -> None:
     """Real daemon: tests/test_resources.py (a full disk, send_ahead on)."""
-    core = make_core(concurrency=1, send_ahead=True)
-    first = core.launched()
-    second = core.submit()
-    core.tick()
-    core.started(first)
+    core, first, second = one_running_one_ahead(make_core)
     core.fill_disk()
     core.launcher.finished(first)
     core.report()
@@ -700,11 +706,7 @@ def test_a_request_that_waits_too_long_is_taken_back_and_none_goes_ahead_till_on
 ) -> None:
     """A long job must not keep the next one from other hosts (or from a job of higher
     priority) for longer than STALE_AHEAD."""
-    core = make_core(concurrency=1, send_ahead=True)
-    first = core.launched()
-    second = core.submit()
-    core.tick()
-    core.started(first)
+    core, first, second = one_running_one_ahead(make_core)
     core.tick(after=0.5)
     assert core.launcher.unqueued == []
     core.tick(after=1.5)
@@ -724,11 +726,7 @@ def test_a_cancelled_request_that_waits_is_filed_cancelled_without_an_attempt(
     make_core: Any,
 ) -> None:
     """Real daemon: tests/test_send_ahead.py."""
-    core = make_core(concurrency=1, send_ahead=True)
-    first = core.launched()
-    second = core.submit()
-    core.tick()
-    core.started(first)
+    core, _first, second = one_running_one_ahead(make_core)
     assert core.daemon.cancel(second, CANCELLER, core.now)
     assert core.launcher.kills[-1][0] == second
     core.launcher.not_started(second, None, None)
@@ -741,11 +739,7 @@ def test_a_cancelled_request_that_waits_is_filed_cancelled_without_an_attempt(
 def test_when_the_launcher_dies_what_waited_in_it_goes_back_without_an_attempt(
     make_core: Any,
 ) -> None:
-    core = make_core(concurrency=1, send_ahead=True)
-    first = core.launched()
-    second = core.submit()
-    core.tick()
-    core.started(first)
+    core, first, second = one_running_one_ahead(make_core)
     core.launcher.gone = True
     core.report()
     assert sorted(core.waiting_ids()) == sorted([first, second])
@@ -755,11 +749,7 @@ def test_when_the_launcher_dies_what_waited_in_it_goes_back_without_an_attempt(
 
 def test_a_stop_takes_back_what_waits_in_the_launcher(make_core: Any) -> None:
     """Real daemon: tests/test_send_ahead.py (SIGTERM)."""
-    core = make_core(concurrency=1, send_ahead=True)
-    first = core.launched()
-    second = core.submit()
-    core.tick()
-    core.started(first)
+    core, _first, second = one_running_one_ahead(make_core)
     core.daemon.flags.stop = 1
     core.tick()
     assert core.launcher.unqueued == [second]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import StartDaemon
-from harness import JOBS_DIR, Spool, job, read_lines, spoold_cli, stays_false, wait_for
+from harness import JOBS_DIR, Daemon, Spool, job, read_lines, spoold_cli, stays_false, wait_for
 from redis_server import RedisSpool
 
 from spoold.client import run_background_job
@@ -88,18 +88,26 @@ def test_a_run_taken_back_before_it_started_never_starts(
     assert stays_false(lambda: len(read_lines(log)) > 1, 0.5), "b started after all"
 
 
-def test_the_daemon_sends_ahead_and_a_stop_puts_what_waits_back_unchanged(
+def one_running_one_ahead(
     spool: Spool, start_daemon: StartDaemon, tmp_path: Path
-) -> None:
-    """One slot: the second job waits in the launcher (SIGUSR1 says so) and does not
-    count as running; SIGTERM takes it back to wait, unchanged, while the first one
-    finishes; the next start runs it."""
+) -> tuple[Daemon, Path, Path]:
+    """One slot: "first" runs until ``gate`` exists, "second" is sent ahead (in active/)."""
     log, gate = tmp_path / "runs.jsonl", tmp_path / "gate"
     daemon = start_daemon(worker={"concurrency": 1, "send_ahead": True})
     spool.drop_job("first", job("Gated", params=[str(log), str(gate), 1]))
     wait_for(lambda: read_lines(log), 15, spool.summary)
     spool.drop_job("second", job("Recorder", params=[str(log), "second"]))
     wait_for(lambda: spool.where("second") == ["active"], 15, spool.summary)
+    return daemon, log, gate
+
+
+def test_the_daemon_sends_ahead_and_a_stop_puts_what_waits_back_unchanged(
+    spool: Spool, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """One slot: the second job waits in the launcher (SIGUSR1 says so) and does not
+    count as running; SIGTERM takes it back to wait, unchanged, while the first one
+    finishes; the next start runs it."""
+    daemon, log, gate = one_running_one_ahead(spool, start_daemon, tmp_path)
     daemon.send(signal.SIGUSR1)
     daemon.wait_log("status: 1/1 busy")
     daemon.wait_log("next: job second testjobs.Recorder.run, sent ahead")
@@ -120,12 +128,7 @@ def test_the_daemon_sends_ahead_and_a_stop_puts_what_waits_back_unchanged(
 def test_a_cancelled_job_that_waits_in_the_launcher_is_filed_without_an_attempt(
     spool: Spool, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
-    log, gate = tmp_path / "runs.jsonl", tmp_path / "gate"
-    daemon = start_daemon(worker={"concurrency": 1, "send_ahead": True})
-    spool.drop_job("first", job("Gated", params=[str(log), str(gate), 1]))
-    wait_for(lambda: read_lines(log), 15, spool.summary)
-    spool.drop_job("second", job("Recorder", params=[str(log), "second"]))
-    wait_for(lambda: spool.where("second") == ["active"], 15, spool.summary)
+    daemon, log, gate = one_running_one_ahead(spool, start_daemon, tmp_path)
     done = spoold_cli(daemon.config, tmp_path, "cancel", "second")
     assert done.returncode == 0, done.stderr
     record = spool.wait_record("second", "failed", timeout=15)
