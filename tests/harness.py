@@ -451,6 +451,12 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def process_state(pid: int) -> str:
+    """Its state letter from /proc/<pid>/stat: R, S, D, Z..."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()[0]
+
+
 def processes_with_token(token: str) -> list[int]:
     """Pids whose environment carries SPOOLD_TEST_TOKEN=token: everything a test started."""
     needle = f"SPOOLD_TEST_TOKEN={token}".encode()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import StartDaemon
-from harness import ROOT, Spool, children_of, wait_for
+from harness import ROOT, Spool, children_of, process_state, wait_for
 
 BATCH = 1000
 MAX_WAITING = 2000  # submit the next batch once no more than this many jobs wait
@@ -34,11 +34,6 @@ def status_field(pid: int, name: str) -> int:
         if line.startswith(f"{name}:"):
             return int(line.split()[1])
     raise AssertionError(f"no {name} for {pid}")
-
-
-def process_state(pid: int) -> str:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()[0]
 
 
 def sample(daemon_pid: int, after: int) -> dict[str, Any]:

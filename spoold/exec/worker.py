@@ -4,7 +4,9 @@ This runs in a worker the launcher forked. It becomes the leader of its own
 session and process group (so the whole group can be killed), restores
 default signal handling, closes every inherited file but its two pipes,
 applies the memory limit and switches to the job user *before* any job code
-is imported. Then, for each attempt: it reads the request (one frame on the
+is imported. A spare (forked before its request) then walks the first steps
+of an attempt while it waits, importing nothing (``_rehearse``). Then, for
+each attempt: it reads the request (one frame on the
 request pipe, unless the fork brought the first one), imports the class,
 calls the method, kills whatever the job left running, and writes one
 report frame. A worker runs up to ``max_jobs_per_process`` attempts (1 by
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import importlib.machinery
 import json
 import os
 import resource
@@ -55,6 +58,7 @@ def serve_attempts(
         _set_up(setup, keep=(report_fd, request_fd))
         requests: FrameReader = FrameReader()
         if job is None:
+            _rehearse(setup.get("python_path", []))
             job = _next_request(request_fd, requests)
         for done in range(1, max_jobs + 1):
             if job is None:  # the launcher let this worker go (a spare: before it ran anything)
@@ -97,6 +101,31 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, _max_fd())
+
+
+def _rehearse(python_path: list[str]) -> None:
+    """Walk, before a spare's job comes, the first steps its start will take.
+
+    Right after the fork, each page of the launcher's that the child's Python
+    touches is copied (reference counts), and a fresh attempt's start paid for
+    those copies after its request came: decoding it, finding its module on
+    ``python_path``. Here the spare pays while it waits. It looks up a name no
+    module can have (``find_spec`` only lists the folders; nothing is
+    imported, so the allowlist's rule holds) and forgets a folder it found
+    missing, so that one created later is searched.
+    """
+    for _ in FrameReader().feed(encode_frame(_REHEARSAL_REQUEST)):
+        pass
+    _report_frame({"ok": True, "result": None}, last=False)
+    if python_path:
+        importlib.machinery.PathFinder.find_spec(_REHEARSAL_NAME, python_path)
+        for folder in python_path:
+            if sys.path_importer_cache.get(folder, True) is None:
+                del sys.path_importer_cache[folder]
+
+
+_REHEARSAL_NAME = "-spoold-rehearsal-"  # not an identifier: no import statement names it
+_REHEARSAL_REQUEST: JobRequest = {"job_id": "-", "class": "-.-", "method": "-", "params": [0, {}]}
 
 
 def _next_request(request_fd: int, requests: FrameReader) -> JobRequest | None:
