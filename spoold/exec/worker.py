@@ -103,6 +103,10 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
     os.closerange(low, _max_fd())
 
 
+_REHEARSAL_NAME = "-spoold-rehearsal-"  # not an identifier: no import statement names it
+_REHEARSAL_REQUEST: JobRequest = {"job_id": "-", "class": "-.-", "method": "-", "params": [0, {}]}
+
+
 def _rehearse(python_path: list[str]) -> None:
     """Walk, before a spare's job comes, the first steps its start will take.
 
@@ -119,13 +123,9 @@ def _rehearse(python_path: list[str]) -> None:
     _report_frame({"ok": True, "result": None}, last=False)
     if python_path:
         importlib.machinery.PathFinder.find_spec(_REHEARSAL_NAME, python_path)
-        for folder in python_path:
-            if sys.path_importer_cache.get(folder, True) is None:
+        for folder in python_path:  # a missing folder is cached as None: no finder, ever
+            if folder in sys.path_importer_cache and sys.path_importer_cache[folder] is None:
                 del sys.path_importer_cache[folder]
-
-
-_REHEARSAL_NAME = "-spoold-rehearsal-"  # not an identifier: no import statement names it
-_REHEARSAL_REQUEST: JobRequest = {"job_id": "-", "class": "-.-", "method": "-", "params": [0, {}]}
 
 
 def _next_request(request_fd: int, requests: FrameReader) -> JobRequest | None:
