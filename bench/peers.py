@@ -50,6 +50,7 @@ from bench.common import (
     progress,
     spread,
 )
+from bench.disk import DiskGate
 from bench.peersystems import (
     WORKERS,
     LineLog,
@@ -78,6 +79,7 @@ QUICK = {"W1": 500, "W2": 100, "W3": 100}
 PEER_PACKAGES = ("rq", "celery[redis]", "huey", "redis")
 NEEDS = {"rq": ("rq", "redis"), "celery": ("celery[redis]",), "huey": ("huey",)}
 PIP_TIMEOUT = 900.0
+SETTLE_LIMIT = 30.0  # seconds a run waits at most for the disk (bench/disk.py)
 WHAT = {
     "W1": "N no-op jobs enqueued as fast as the client can into idle workers; jobs/s = N / "
     "(the last job's own end - the first enqueue)",
@@ -120,6 +122,19 @@ JOB_BODY = (
     "(allowlisted). The enqueue time is taken by the enqueuer right before each enqueue "
     "call and passed as an argument"
 )
+FILE_SYSTEM = (
+    "each run in a fresh folder under the bench's temp folder, kept until the invocation "
+    "ends: deleting thousands of files that hold data slows this kind of VM's ext4 (mounted "
+    "with discard; as many empty files do not) for seconds afterwards (docs/PERFORMANCE.md), "
+    "which would be timed in the next system's run; and its speed swings by itself, 1,000 to "
+    "35,000 pairs/s within seconds. Before "
+    "each run (bench/disk.py): os.sync(), then probes of 200 create + write + rename pairs in "
+    "a fresh folder, every 0.2 s until one is at least half the best probe of the invocation "
+    "(at most --settle seconds, 30 by default; the best starts from 10 s of probes before "
+    "the first run): "
+    "every system starts on a disk at speed, and pays for its own writes and deletions. "
+    "fs_probe_pairs_per_s: the last probe before each run; settle_s: the wait"
+)
 READINESS = (
     "spoold: READY=1, its launcher up, then 1 s idle (bench/workloads.py running_daemon). "
     "Peers: their worker processes up (RQ: both workers registered; Celery: a ping answered, "
@@ -150,6 +165,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tmp", type=Path, default=None, help="where the temp folder goes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON is written")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    parser.add_argument("--settle", type=float, default=SETTLE_LIMIT, metavar="SECONDS",
+                        help="before each run, wait at most this long for the disk to be at "
+                        f"speed (bench/disk.py; default {SETTLE_LIMIT:g}; 0: probe once, "
+                        "no wait)")  # fmt: skip
     parser.add_argument("--no-ceilings", action="store_true",
                         help="do not run the W1 and W2 ceilings (bench/ceilings.py) beside "
                         "the systems (run by default with W1, W2)")  # fmt: skip
@@ -245,6 +264,7 @@ def measure(
     interval = W2_INTERVAL if workload == "W2" else 0.0
     sleep = W3_SLEEP if workload == "W3" else 0.0
     os.sync()  # the last run's dirty pages are not written back during this one
+    probe, waited = settle(ctx, folder)
     with open_session(system, ctx, peers, folder) as session:
         log = LineLog(session.log)
         batch = session.feed(n, interval, sleep)
@@ -257,6 +277,8 @@ def measure(
         "kept": kept,
         "pids": len({line.pid for line in lines.values()}),
         "enqueue_per_s": n / (batch.returned[-1] - first),
+        "fs_probe_pairs_per_s": probe,
+        "settle_s": waited,
         **session.extra,
     }
     if workload in ("W1", "W3"):
@@ -275,6 +297,12 @@ def measure(
         figures["after_return_p50_ms"] = percentile(after, 50)  # as the W2 ceiling measures
         figures["call_ms"] = {"p50": percentile(calls, 50), "p99": percentile(calls, 99)}
     return figures
+
+
+def settle(ctx: Context, folder: Path) -> tuple[float, float]:
+    """Wait for the disk before a run (bench/disk.py): its speed then, and the wait."""
+    assert ctx.disk is not None, "main() gives the context its gate"
+    return ctx.disk.settle(folder / "disk-probes")
 
 
 def run_all(
@@ -342,12 +370,14 @@ def run_ceiling(
     try:
         os.sync()
         with ctx.folder(f"{workload.lower()}-ceiling") as folder:
+            probe, waited = settle(ctx, folder)
+            result: dict[str, Any] = {"fs_probe_pairs_per_s": probe, "settle_s": waited}
             if workload == "W1":
-                rate = dispatch_ceiling(folder / "ceiling", n, fork=True, fsync=True)
-                result: dict[str, Any] = {"jobs_per_s": rate}
+                result["jobs_per_s"] = dispatch_ceiling(folder / "ceiling", n, fork=True,
+                                                        fsync=True)  # fmt: skip
                 progress(f"  {result['jobs_per_s']:.1f} jobs/s")
             else:
-                result = {"latency_ms": w2_ceiling(folder / "ceiling", n)}
+                result["latency_ms"] = w2_ceiling(folder / "ceiling", n)
                 progress(f"  {brief_run('W2', result)}")
         figures.setdefault(key, []).append(result)
     except Exception as exc:
@@ -383,6 +413,9 @@ def ceilings_doc(
         runs = figures.get(key, [])
         spoold = figures.get((CEILING_OF, workload), [])
         item["runs"] = len(runs)
+        if runs:
+            item["fs_probe_pairs_per_s"] = spread([r["fs_probe_pairs_per_s"] for r in runs], 0)
+            item["settle_s"] = spread([r["settle_s"] for r in runs], 2)
         if workload == "W1":
             ceiling = [r["jobs_per_s"] for r in runs]
             item.update(unit="jobs/s", jobs_per_s=spread(ceiling, 1))
@@ -447,6 +480,8 @@ def entry(system: System, workload: str, n: int, runs: list[dict[str, Any]]) -> 
         )
     item.update(
         enqueue_per_s=spread([r["enqueue_per_s"] for r in runs], 1),
+        fs_probe_pairs_per_s=spread([r["fs_probe_pairs_per_s"] for r in runs], 0),
+        settle_s=spread([r["settle_s"] for r in runs], 2),
         records_kept_runs=[r["kept"] for r in runs],
         distinct_job_pids_runs=[r["pids"] for r in runs],
         every_job_done=True,
@@ -669,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     progress(f"systems {','.join(s.name for s in systems)}; workloads {','.join(args.workloads)}; "
              f"{runs} run(s); sizes {args.sizes}; in {workdir}")  # fmt: skip
     precompile()
-    ctx = Context(workdir=workdir, runs=runs, sizes=args.sizes, jobs_per_process=1000)
+    ctx = Context(workdir=workdir, runs=runs, sizes=args.sizes, jobs_per_process=1000,
+                  remove_folders=False, disk=DiskGate(args.settle))  # fmt: skip
     skipped: dict[str, str] = {}
     redis_info: dict[str, Any] | None = None
     venv_info: dict[str, Any] | None = None
@@ -711,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         "workloads": {w: WHAT[w] for w in args.workloads},
         "job_body": JOB_BODY,
         "readiness": READINESS,
+        "file_system": FILE_SYSTEM,
+        "settle_limit_s": args.settle,
         "redis": redis_info,
         "peers_venv": venv_info,
         "systems": {s.name: system_doc(s, peers, skipped.get(s.name)) for s in systems},

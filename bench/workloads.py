@@ -46,6 +46,7 @@ from bench.common import (
     spread,
     wait_for_jobs,
 )
+from bench.disk import DiskGate
 from bench.redisserver import RedisServer
 from spoold.client import run_background_job
 
@@ -72,6 +73,11 @@ class Context:
     sizes: dict[str, int]
     jobs_per_process: int
     backends: tuple[str, ...] = ("files",)
+    # False: a run's folder stays until the invocation's temp folder goes (bench.peers).
+    # Deleting thousands of files slows this VM's ext4 (mounted with discard) for
+    # seconds afterwards, and that would be timed in the next system's run.
+    remove_folders: bool = True
+    disk: DiskGate | None = None  # bench.peers: each run first waits for the disk (bench/disk.py)
     redis: RedisServer | None = None
     redis_client: Any = None  # a redis.Redis on ``redis``: reads records, drops a run's keys
     _count: int = field(default=0)
@@ -79,15 +85,17 @@ class Context:
 
     @contextmanager
     def folder(self, name: str) -> Iterator[Path]:
-        """A fresh folder for one run, removed afterwards (W4 and W5 leave 100,000 files);
-        the Redis spools made meanwhile are deleted from the server too."""
+        """A fresh folder for one run, removed afterwards (W4 and W5 leave 100,000 files)
+        unless ``remove_folders`` is off; the Redis spools made meanwhile are deleted from
+        the server too."""
         self._count += 1
         path = self.workdir / f"{self._count:03d}-{name}"
         path.mkdir()
         try:
             yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            if self.remove_folders:
+                shutil.rmtree(path, ignore_errors=True)
             self._drop_names()
 
     def spool(

@@ -30,7 +30,7 @@ def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: s
     work, out = tmp_path / "work", tmp_path / "results"
     work.mkdir()
     command = [sys.executable, "-m", "bench.peers", "--systems", "spoold-files", "--runs", "1",
-               "--size", "W1=5", "--size", "W2=5", "--size", "W3=4",
+               "--size", "W1=5", "--size", "W2=5", "--size", "W3=4", "--settle", "2",
                "--tmp", str(work), "--out", str(out)]  # fmt: skip
     done = subprocess.run(
         command,
@@ -49,6 +49,7 @@ def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: s
     assert document["sizes"] == {"W1": 5, "W2": 5, "W3": 4}
     assert document["machine"]["cpus"] and document["peers_venv"] is None
     assert document["redis"] is None  # no system here needs it
+    assert document["settle_limit_s"] == 2 and "bench/disk.py" in document["file_system"]
 
     (name,) = document["systems"]
     system = document["systems"][name]
@@ -61,6 +62,8 @@ def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: s
     for workload, result in results.items():
         assert result["system"] == "spoold-files" and result["every_job_done"] is True
         assert result["records_kept_runs"] == [result["n"]], workload
+        assert result["fs_probe_pairs_per_s"]["median"] > 0, workload  # the disk before it
+        assert 0 <= result["settle_s"]["median"] <= 2 + 1, workload  # --settle, one probe more
     for workload in ("W1", "W3"):
         rate = results[workload]["jobs_per_s"]
         assert all(isinstance(rate[k], Real) and rate[k] > 0 for k in ("median", "min", "max"))
