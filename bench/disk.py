@@ -1,20 +1,27 @@
 """The disk's speed right before a run, and a gate that waits for it to be back.
 
-On this kind of VM the ext4 root (mounted with ``discard``) swings from about
-35,000 create-and-rename pairs per second to 1,000 within seconds: by itself,
-and for seconds after thousands of files that hold data are deleted (as many
-empty files do not slow it). A system timed in such a spell is timed on the
-disk, not on its own work, and it may be paying for the run before it.
+This kind of VM's ext4 root has no journal, and without one ext4 does not
+reuse an inode deleted in the last 60 s (300 s while its inode table block is
+dirty): each new file checks the free inodes one by one and skips those
+(``recently_deleted`` in fs/ext4/ialloc.c). After thousands of deletions,
+making a file costs about 1 ms of kernel CPU instead of 30 us, for a minute
+or more. A system timed then is timed on the deletions before it, not on
+its own work. So bench.peers deletes nothing between runs, and
 ``DiskGate.settle`` probes until the disk is back to at least half the best
-speed seen in the invocation, so that every system starts at speed and pays
-for its own writes and deletions only. docs/PERFORMANCE.md has the
-measurements.
+speed seen in the invocation: every system starts at speed and pays for its
+own deletions only. docs/PERFORMANCE.md has the measurements;
+``python -m bench.disk`` makes the one after a deletion.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import json
 import os
+import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +74,45 @@ class DiskGate:
             if rate >= SHARE * self.best or waited >= self.limit:
                 return rate, waited
             time.sleep(PAUSE)
+
+
+def after_deleting(root: Path, files: int, seconds: float) -> list[dict[str, float]]:
+    """Make ``files`` files of one byte in ``root``, sync, delete them, and probe
+    the disk every PAUSE s for ``seconds``: [{"t": seconds since the deletion,
+    "pairs_per_s": ...}]. ``files`` 0: the disk with nothing deleted."""
+    doomed = root / "doomed"
+    doomed.mkdir(parents=True)
+    for i in range(files):
+        (doomed / str(i)).write_bytes(b"x")
+    os.sync()
+    shutil.rmtree(doomed)
+    deleted = time.monotonic()
+    timeline: list[dict[str, float]] = []
+    count = itertools.count()
+    while (at := time.monotonic() - deleted) < seconds:
+        timeline.append({"t": round(at, 3), "pairs_per_s": round(probe(root / str(next(count))))})
+        time.sleep(PAUSE)  # as the gate probes: the probes' own files are load too
+    return timeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.disk",
+        description="How fast the disk makes files, probe by probe, after deleting "
+        "--files files (0: none). One JSON line per probe.",
+    )
+    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--tmp", type=Path, default=None, help="where the temp folder goes")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="spoold-disk-", dir=args.tmp))
+    try:
+        for point in after_deleting(root, args.files, args.seconds):
+            print(json.dumps(point), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -124,16 +124,16 @@ JOB_BODY = (
 )
 FILE_SYSTEM = (
     "each run in a fresh folder under the bench's temp folder, kept until the invocation "
-    "ends: deleting thousands of files that hold data slows this kind of VM's ext4 (mounted "
-    "with discard; as many empty files do not) for seconds afterwards (docs/PERFORMANCE.md), "
-    "which would be timed in the next system's run; and its speed swings by itself, 1,000 to "
-    "35,000 pairs/s within seconds. Before "
-    "each run (bench/disk.py): os.sync(), then probes of 200 create + write + rename pairs in "
-    "a fresh folder, every 0.2 s until one is at least half the best probe of the invocation "
-    "(at most --settle seconds, 30 by default; the best starts from 10 s of probes before "
-    "the first run): "
-    "every system starts on a disk at speed, and pays for its own writes and deletions. "
-    "fs_probe_pairs_per_s: the last probe before each run; settle_s: the wait"
+    "ends: this kind of VM's ext4 has no journal, and without one ext4 skips every inode "
+    "deleted in the last 60 to 300 s when it makes a file (fs/ext4/ialloc.c, "
+    "recently_deleted), so after thousands of deletions a file costs about 1 ms to make "
+    "instead of 30 us (docs/PERFORMANCE.md): deleting a run's folder would slow the next "
+    "system's run. Before each run (bench/disk.py): os.sync(), then probes of 200 create + "
+    "write + rename pairs in a fresh folder, every 0.2 s until one is at least half the best "
+    "probe of the invocation (at most --settle seconds, 30 by default; the best starts from "
+    "10 s of probes before the first run): every system starts on a disk at speed, and pays "
+    "for its own deletions. fs_probe_pairs_per_s: the last probe before each run; settle_s: "
+    "the wait"
 )
 READINESS = (
     "spoold: READY=1, its launcher up, then 1 s idle (bench/workloads.py running_daemon). "

@@ -74,8 +74,8 @@ class Context:
     jobs_per_process: int
     backends: tuple[str, ...] = ("files",)
     # False: a run's folder stays until the invocation's temp folder goes (bench.peers).
-    # Deleting thousands of files slows this VM's ext4 (mounted with discard) for
-    # seconds afterwards, and that would be timed in the next system's run.
+    # After thousands of deletions, making a file on an ext4 without a journal is
+    # slow for a minute or more (bench/disk.py), and the next run would be timed on it.
     remove_folders: bool = True
     disk: DiskGate | None = None  # bench.peers: each run first waits for the disk (bench/disk.py)
     redis: RedisServer | None = None
