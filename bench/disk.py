@@ -60,7 +60,8 @@ class DiskGate:
     def settle(self, folder: Path) -> tuple[float, float]:
         """Probe in ``folder`` until the disk is at speed: (the last probe's pairs/s,
         seconds waited). The first call probes for BASELINE seconds (at most ``limit``)
-        first: the slow spells last seconds, and the best must not start inside one."""
+        first: a slow spell lasts seconds to minutes, and the best must not start inside
+        one if a faster moment comes soon."""
         started = time.monotonic()
         count = itertools.count()
         if not self.best and self.limit > 0:
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.disk",
         description="How fast the disk makes files, probe by probe, after deleting "
-        "--files files (0: none). One JSON line per probe.",
+        "--files files (0: none). One JSON line per probe. It deletes its own files at "
+        "the end: on an ext4 without a journal, wait some minutes before timing anything.",
     )
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=8.0)

@@ -63,7 +63,7 @@ def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: s
         assert result["system"] == "spoold-files" and result["every_job_done"] is True
         assert result["records_kept_runs"] == [result["n"]], workload
         assert result["fs_probe_pairs_per_s"]["median"] > 0, workload  # the disk before it
-        assert 0 <= result["settle_s"]["median"] <= 2 + 1, workload  # --settle, one probe more
+        assert 0 <= result["settle_s"]["median"] < 2 + 10, workload  # --settle, a slow probe more
     for workload in ("W1", "W3"):
         rate = results[workload]["jobs_per_s"]
         assert all(isinstance(rate[k], Real) and rate[k] > 0 for k in ("median", "min", "max"))
