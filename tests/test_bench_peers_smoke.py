@@ -77,7 +77,12 @@ def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: s
     assert ceilings["W1"]["n"] == 5 and ceilings["W1"]["jobs_per_s"]["median"] > 0
     assert ceilings["W2"]["n"] == 5 and ceilings["W2"]["latency_ms"]["p50"]["median"] > 0
     for item in ceilings.values():
-        assert item["compared_with"] == "spoold-files" and item["ratio"]["median"] > 0
+        assert item["compared_with"] == "spoold-files"
+    assert ceilings["W1"]["ratio"]["median"] > 0
+    # W2's ratio counts spoold from the moment its durable enqueue call returned, and
+    # the job may start before the call's last fsync does: below zero is a real value.
+    assert isinstance(ceilings["W2"]["ratio"]["median"], Real)
+    assert ceilings["W2"]["ratio_with_call"]["median"] > 0  # from before the call: never
     assert "ceilings (bench/ceilings.py" in done.stderr
 
     assert "keeps a record of a no-op" in done.stderr
