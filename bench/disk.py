@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.ceilings import write_file
+
 PROBE_PAIRS = 200  # create + write + rename pairs in one probe
 PROBE_BODY = b'{"class": "probe.Probe", "method": "probe", "params": {}}\n'
 SHARE = 0.5  # a run starts once a probe is at least this share of the best so far
@@ -34,18 +36,13 @@ BASELINE = 10.0  # seconds of probes before the first run: where "the best so fa
 
 
 def probe(folder: Path) -> float:
-    """Create + write + rename pairs per second in a fresh ``folder`` (kept: deleting its
-    files would slow the disk again)."""
-    (folder / "in").mkdir(parents=True)
+    """Create + write + rename pairs per second in a fresh ``folder``, as the file
+    client's (``bench.ceilings.write_file``, no fsync); kept: deleting its files would
+    slow the disk again."""
+    folder.mkdir(parents=True)
     started = time.perf_counter()
     for i in range(PROBE_PAIRS):
-        path = folder / f"{i}.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, PROBE_BODY)
-        finally:
-            os.close(fd)
-        os.rename(path, folder / "in" / path.name)
+        write_file(folder, f"{i}.json", PROBE_BODY, fsync=False)
     return PROBE_PAIRS / (time.perf_counter() - started)
 
 

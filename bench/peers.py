@@ -263,7 +263,6 @@ def measure(
     """One run of one workload on one system: its figures."""
     interval = W2_INTERVAL if workload == "W2" else 0.0
     sleep = W3_SLEEP if workload == "W3" else 0.0
-    os.sync()  # the last run's dirty pages are not written back during this one
     probe, waited = settle(ctx, folder)
     with open_session(system, ctx, peers, folder) as session:
         log = LineLog(session.log)
@@ -300,8 +299,10 @@ def measure(
 
 
 def settle(ctx: Context, folder: Path) -> tuple[float, float]:
-    """Wait for the disk before a run (bench/disk.py): its speed then, and the wait."""
+    """Before a run: the last run's dirty pages written back (not during this one), then
+    the disk waited for (bench/disk.py). Its speed then, and the wait."""
     assert ctx.disk is not None, "main() gives the context its gate"
+    os.sync()
     return ctx.disk.settle(folder / "disk-probes")
 
 
@@ -368,7 +369,6 @@ def run_ceiling(
         return
     progress(f"  {workload} ceiling: {n} jobs")
     try:
-        os.sync()
         with ctx.folder(f"{workload.lower()}-ceiling") as folder:
             probe, waited = settle(ctx, folder)
             result: dict[str, Any] = {"fs_probe_pairs_per_s": probe, "settle_s": waited}
