@@ -7,13 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import snapshots
-from harness import Spool, write_config
+from conftest import StartDaemon
+from harness import Spool, job, wait_for, write_config
 from snapshots import NOW
 
 from spoold.backends import open_catalog
@@ -393,6 +395,37 @@ def test_gather_falls_back_to_the_jobs_in_active(spool: Spool, file_catalog: Any
         (RUN_ID, "testjobs.Sleeper.run", 1, None)
     ]
     assert "7s/?" in text(render(view, 120, 30))
+
+
+def test_the_running_list_is_the_jobs_in_active_not_an_old_snapshot(
+    spool: Spool, start_daemon: StartDaemon, file_catalog: Any
+) -> None:
+    """A snapshot is up to an interval old. The list is read with the counts, so both agree:
+    an attempt the snapshot lists that has ended since is left out, one it does not list
+    yet is shown (timeout unknown), and one it lists gets its start and timeout from it."""
+    _, catalog = file_catalog
+    start_daemon(metrics={"interval": 60})  # no new snapshot while the test writes its own
+    spool.drop_job("napping", job("Sleeper", params=[30]))
+    wait_for(lambda: spool.job_ids("active") == ["napping"], 15, spool.summary)
+    stats = spool.root / "stats.json"
+    wait_for(stats.exists, 15, spool.summary)
+    published = Snapshot.from_json(stats.read_bytes())
+    now = time.time()
+    ended = RunningAttempt(RUN_ID, "testjobs.Sleeper.run", 1, now - 5, 30.0)
+    stats.write_bytes(replace(published, taken_at=now, busy=1, running=[ended]).to_json())
+    view = gather(catalog, str(spool.root), time.time())
+    assert view.status is not None and view.status.counts["active"] == 1
+    assert [(r.job_id, r.attempt, r.timeout) for r in view.running] == [("napping", 1, None)]
+    assert view.running_from_snapshots
+    screen = text(render(view, 120, 30))
+    assert "RUNNING 1" in screen and RUN_ID not in screen and "/?" in screen
+    napping = RunningAttempt("napping", "testjobs.Sleeper.run", 1, now - 2, 45.0)
+    stats.write_bytes(replace(published, taken_at=now, busy=1, running=[napping]).to_json())
+    view = gather(catalog, str(spool.root), now + 1)
+    assert [(r.job_id, r.started_at, r.timeout) for r in view.running] == [
+        ("napping", now - 2, 45.0)
+    ]
+    assert "3s/45s" in text(render(view, 120, 30))
 
 
 def test_gather_reads_only_the_newest_ids_of_a_large_failed_folder(

@@ -303,7 +303,7 @@ def _running_section(
 ) -> _Section:
     """ID, ELAPSED/TIMEOUT, TRY, CLASS.METHOD (and HOST with several daemons): what a narrow
     screen cuts off comes last."""
-    hosts = len({row.host for row in rows}) > 1
+    hosts = len({row.host for row in rows if row.host}) > 1  # "": claimed since the snapshot
     times = [_elapsed_text(view, row) for row in rows]
     time_w = max([len("ELAPSED/TIMEOUT"), *map(len, times)])
     host_w = max([4, *(len(row.host) for row in rows)]) + 2 if hosts else 0

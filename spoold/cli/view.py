@@ -121,21 +121,31 @@ def read_part(errors: list[str], read: Callable[[], T]) -> T | None:
 
 
 def _running(catalog: Catalog, view: TopView, errors: list[str]) -> tuple[list[RunningRow], bool]:
-    """From the fresh snapshots (which know each attempt's timeout), else from the jobs."""
+    """The jobs the backend holds as running, each with its timeout and host where a fresh
+    snapshot lists it; True if there was a fresh snapshot to ask.
+
+    The jobs are read in the same refresh as the counts, so the list and the header agree:
+    a snapshot is up to an interval old, and by itself it would list an attempt that has
+    ended since, or miss one that began. Only if the jobs cannot be read are the snapshots'
+    attempts shown as they are.
+    """
     fresh = view.fresh()
-    if fresh:
-        rows = [
-            RunningRow(a.job_id, a.target, a.attempt, a.started_at, a.timeout, snapshot.host)
-            for snapshot in fresh
-            for a in snapshot.running
-        ]
-        return sorted(rows, key=lambda row: row.started_at), True
-    jobs = read_part(errors, lambda: catalog.running(view.now)) or []
-    rows = [
-        RunningRow(job.id, job.target, job.attempt, view.now - job.running_for, None)
-        for job in jobs
-    ]
-    return rows, False
+    listed = {a.job_id: (a, snapshot.host) for snapshot in fresh for a in snapshot.running}
+    jobs = read_part(errors, lambda: catalog.running(view.now))
+    if jobs is None:
+        rows = [RunningRow(a.job_id, a.target, a.attempt, a.started_at, a.timeout, host)
+                for a, host in listed.values()]  # fmt: skip
+        return sorted(rows, key=lambda row: row.started_at), bool(fresh)
+    rows = []
+    for job in jobs:
+        attempt, host = listed.get(job.id, (None, ""))
+        if attempt is not None and attempt.attempt == job.attempt:
+            rows.append(RunningRow(job.id, job.target, job.attempt, attempt.started_at,
+                                   attempt.timeout, host))  # fmt: skip
+        else:  # claimed since the snapshot (or sent ahead): its timeout is not known here
+            rows.append(RunningRow(job.id, job.target, job.attempt,
+                                   view.now - job.running_for, None))  # fmt: skip
+    return sorted(rows, key=lambda row: row.started_at), bool(fresh)
 
 
 def _failures(
