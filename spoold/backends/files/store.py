@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from spoold.backends.files.fsio import (
+    exists,
     fsync_dir,
     link_count,
     rename_noreplace,
@@ -79,7 +80,7 @@ class JobStore:
         """True if another job or record already uses ``job_id``."""
         name = f"{job_id}.json"
         for state in ("active", "scheduled", "done", "failed"):
-            if (state, name) != source and os.path.lexists(self.spool.file(state, name)):
+            if (state, name) != source and exists(self.spool.file(state, name)):
                 return True
         return False
 
