@@ -141,7 +141,14 @@ class RedisEngine:
     def open_locked(cls, live: Live) -> RedisEngine:
         """Lock this host's folder and connect (the first call is made by ``open``)."""
         spool, lock = SpoolLock.taken(live.config.spool.dir)
-        return cls(live, spool, lock, connect(live.config.spool))
+        settings = live.config.spool
+        try:  # one connection for the daemon's own calls (``single``), made now
+            client = call(connect, settings, single=True)
+        except RedisUnavailable as exc:
+            lock.release()
+            where = safe_url(settings.url)
+            raise RedisUnavailable(exc.errno, f"{exc.strerror} ({where})") from None
+        return cls(live, spool, lock, client)
 
     def clock(self) -> float:
         return time.time() + self.offset
