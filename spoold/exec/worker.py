@@ -78,6 +78,11 @@ def serve_attempts(
             last = done == max_jobs or _over_memory(setup)
             write_all(report_fd, _report_frame(report, last=last))
             if last:
+                # The report woke the launcher, and the kernel likes to queue a woken
+                # process on its waker's CPU. Exiting (freeing this process's copies of
+                # the launcher's pages) takes about a millisecond, which the launcher
+                # would wait out: let it run first (docs/PERFORMANCE.md, W3).
+                os.sched_yield()
                 break
             job = _next_request(request_fd, requests)
         code = EXIT_OK
