@@ -139,10 +139,12 @@ class RedisEngine:
 
     @classmethod
     def open_locked(cls, live: Live) -> RedisEngine:
-        """Lock this host's folder and connect (the first call is made by ``open``)."""
+        """Lock this host's folder and connect: the one connection of the daemon's own
+        calls (``single``), made now, so that a Redis that is down is said here, in one
+        line naming it."""
         spool, lock = SpoolLock.taken(live.config.spool.dir)
         settings = live.config.spool
-        try:  # one connection for the daemon's own calls (``single``), made now
+        try:
             client = call(connect, settings, single=True)
         except RedisUnavailable as exc:
             lock.release()
