@@ -1107,6 +1107,18 @@ def test_a_stopped_daemon_is_shown_as_down_not_as_an_error(
     assert "stopped" in card or "down" in card, card
 
 
+def test_the_running_list_shows_each_attempt_against_its_timeout(site: Site, anon: Web) -> None:
+    """The list is the backend's; the daemon's snapshot (every 0.2 s here) adds the timeout."""
+    running = site.run("views-timeout", job("Sleeper", params=[3.0], timeout=90))
+
+    def shown() -> bool:
+        html = fetch(anon.base + "/jobs/running").html
+        return f'href="/job/{running}"' in html and "/ 1 min 30 s" in html
+
+    wait_for(shown, 15.0, f"{running} is not listed with its 90 s timeout in /jobs/running")
+    site.spool.wait_record(running, "done")
+
+
 def test_every_list_answers_and_shows_jobs_waiting_running_and_scheduled(
     site: Site, anon: Web, readonly: Web
 ) -> None:

@@ -9,14 +9,14 @@ refresh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TypeVar
 
 from spoold.backends.files import admin
 from spoold.config import Config
-from spoold.core.backend import Catalog, CatalogError, JobSummary, SpoolStatus
+from spoold.core.backend import Catalog, CatalogError, JobSummary, RunningJob, SpoolStatus
 from spoold.errors import describe_os_error
 from spoold.snapshot import Snapshot
 
@@ -121,31 +121,38 @@ def read_part(errors: list[str], read: Callable[[], T]) -> T | None:
 
 
 def _running(catalog: Catalog, view: TopView, errors: list[str]) -> tuple[list[RunningRow], bool]:
-    """The jobs the backend holds as running, each with its timeout and host where a fresh
-    snapshot lists it; True if there was a fresh snapshot to ask.
-
-    The jobs are read in the same refresh as the counts, so the list and the header agree:
-    a snapshot is up to an interval old, and by itself it would list an attempt that has
-    ended since, or miss one that began. Only if the jobs cannot be read are the snapshots'
-    attempts shown as they are.
-    """
+    """The running jobs (``running_rows``), read in the same refresh as the counts, so the
+    list and the header agree; True if a fresh snapshot could say their timeouts. Only if
+    the jobs cannot be read are the fresh snapshots' attempts shown as they are."""
     fresh = view.fresh()
-    listed = {a.job_id: (a, snapshot.host) for snapshot in fresh for a in snapshot.running}
     jobs = read_part(errors, lambda: catalog.running(view.now))
-    if jobs is None:
-        rows = [RunningRow(a.job_id, a.target, a.attempt, a.started_at, a.timeout, host)
-                for a, host in listed.values()]  # fmt: skip
-        return sorted(rows, key=lambda row: row.started_at), bool(fresh)
+    if jobs is not None:
+        return running_rows(jobs, fresh, view.now), bool(fresh)
+    rows = [RunningRow(a.job_id, a.target, a.attempt, a.started_at, a.timeout, snapshot.host)
+            for snapshot in fresh for a in snapshot.running]  # fmt: skip
+    return sorted(rows, key=lambda row: row.started_at), bool(fresh)
+
+
+def running_rows(
+    jobs: Iterable[RunningJob], snapshots: Iterable[Snapshot], now: float
+) -> list[RunningRow]:
+    """The jobs the backend holds as running, longest first. Each takes its attempt's start,
+    timeout and host from a snapshot that lists that very attempt; one claimed since the
+    snapshot (or sent ahead) has its claim's time and no timeout.
+
+    The list is the backend's, not a snapshot's: a snapshot is up to an interval old, and
+    would list an attempt that has ended since, or miss one that began.
+    """
+    listed = {(a.job_id, a.attempt): (a, s.host) for s in snapshots for a in s.running}
     rows = []
     for job in jobs:
-        attempt, host = listed.get(job.id, (None, ""))
-        if attempt is not None and attempt.attempt == job.attempt:
+        attempt, host = listed.get((job.id, job.attempt), (None, ""))
+        if attempt is None:
+            rows.append(RunningRow(job.id, job.target, job.attempt, now - job.running_for, None))
+        else:
             rows.append(RunningRow(job.id, job.target, job.attempt, attempt.started_at,
                                    attempt.timeout, host))  # fmt: skip
-        else:  # claimed since the snapshot (or sent ahead): its timeout is not known here
-            rows.append(RunningRow(job.id, job.target, job.attempt,
-                                   view.now - job.running_for, None))  # fmt: skip
-    return sorted(rows, key=lambda row: row.started_at), bool(fresh)
+    return sorted(rows, key=lambda row: row.started_at)
 
 
 def _failures(

@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 
 import jinja2
 
-from spoold.cli.view import place_of
+from spoold.cli.view import RunningRow, place_of, running_rows
 from spoold.config import Config, parse_age
 from spoold.core.backend import Catalog, CatalogError
 from spoold.errors import describe_os_error
@@ -90,15 +90,6 @@ class Problem(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class RunningRow:
-    id: str
-    target: str
-    attempt: int
-    running_for: float
-    timeout: float | None  # 0: no limit; None: not known (no fresh snapshot)
 
 
 @dataclass(frozen=True)
@@ -241,19 +232,13 @@ class App:
         )
 
     def _running(self, now: float, filters: browse.Filters) -> list[RunningRow]:
-        """The attempts running now, longest first, each with its timeout where its
-        daemon's snapshot says it (the claim's time is the backend's)."""
-        timeouts: dict[str, float] = {}
-        for snapshot in self.catalog.stats():
-            for attempt in snapshot.running:
-                timeouts[attempt.job_id] = attempt.timeout
+        """The attempts running now, longest first, as ``spoold top`` lists them (with the
+        timeout where a daemon's snapshot says it), narrowed by class and method."""
         rows = []
-        for job in self.catalog.running(now):
-            cls, _, method = job.target.rpartition(".")
-            if filters.cls not in ("", cls) or filters.method not in ("", method):
-                continue
-            rows.append(RunningRow(job.id, job.target, job.attempt, job.running_for,
-                                   timeouts.get(job.id)))  # fmt: skip
+        for row in running_rows(self.catalog.running(now), self.catalog.stats(), now):
+            cls, _, method = row.target.rpartition(".")
+            if filters.cls in ("", cls) and filters.method in ("", method):
+                rows.append(row)
         return rows
 
     def _job(self, request: Request, viewer: Viewer, job_id: str) -> Response:
