@@ -12,6 +12,7 @@ and its counts and done-checks read whichever it is.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import importlib.util
 import json
@@ -255,6 +256,16 @@ def precompile_jobs() -> None:
     py_compile.compile(
         str(source), cfile=importlib.util.cache_from_source(str(source)), doraise=True
     )
+    precompile_spoold()
+
+
+def precompile_spoold() -> None:
+    """spoold's own modules compiled too, as ``pip install`` leaves them: a spare imports
+    ``spoold.exec.rehearsal`` while it waits, which without its .pyc would be compiled
+    from source in every process (the attempt's start does not wait for it, but W1's CPU
+    per job would count it)."""
+    if not compileall.compile_dir(str(ROOT / "spoold"), quiet=1):
+        raise RuntimeError(f"could not compile {ROOT / 'spoold'}")
 
 
 def daemon_env(notify: str | None = None) -> dict[str, str]:

@@ -47,6 +47,7 @@ from bench.common import (
     git_commit,
     machine_info,
     percentile,
+    precompile_spoold,
     progress,
     spread,
 )
@@ -252,6 +253,7 @@ def precompile() -> None:
     for name in ("__init__", "peerjobs", "peer_celery", "peer_huey", "peerclient", "benchjobs"):
         source = str(BENCH_DIR / f"{name}.py")
         py_compile.compile(source, cfile=importlib.util.cache_from_source(source), doraise=True)
+    precompile_spoold()
 
 
 # -- the runs --

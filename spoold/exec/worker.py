@@ -5,7 +5,8 @@ session and process group (so the whole group can be killed), restores
 default signal handling, closes every inherited file but its two pipes,
 applies the memory limit and switches to the job user *before* any job code
 is imported. A spare (forked before its request) then walks the first steps
-of an attempt while it waits, importing nothing (``_rehearse``). Then, for
+of an attempt while it waits, importing nothing of a job's (``_rehearse``:
+only ``spoold.exec.rehearsal``, a module of spoold's own). Then, for
 each attempt: it reads the request (one frame on the
 request pipe, unless the fork brought the first one), imports the class,
 calls the method, kills whatever the job left running, and writes one
@@ -118,6 +119,7 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
 
 
 _REHEARSAL_NAME = "-spoold-rehearsal-"  # not an identifier: no import statement names it
+_REHEARSAL_MODULE = "spoold.exec.rehearsal"  # spoold's own, holding no job's code
 _REHEARSAL_REQUEST: JobRequest = {"job_id": "-", "class": "-.-", "method": "-", "params": [0, {}]}
 
 
@@ -127,10 +129,12 @@ def _rehearse(python_path: list[str]) -> None:
     Right after the fork, each page of the launcher's that the child's Python
     touches is copied (reference counts), and a fresh attempt's start paid for
     those copies after its request came: decoding it, finding its module on
-    ``python_path``. Here the spare pays while it waits. It looks up a name no
-    module can have (``find_spec`` only lists the folders; nothing is
-    imported, so the allowlist's rule holds) and forgets a folder it found
-    missing, so that one created later is searched.
+    ``python_path``, importing it. Here the spare pays while it waits. It looks
+    up a name no module can have (``find_spec`` only lists the folders) and
+    forgets a folder it found missing, so that one created later is searched.
+    Then it imports ``spoold.exec.rehearsal``, spoold's own module shaped like a
+    small job module, through the same machinery (loader, bytecode, class
+    building): nothing of a job's is imported, so the allowlist's rule holds.
     """
     for _ in FrameReader().feed(encode_frame(_REHEARSAL_REQUEST)):
         pass
@@ -140,6 +144,9 @@ def _rehearse(python_path: list[str]) -> None:
         for folder in python_path:  # a missing folder is cached as None: no finder, ever
             if folder in sys.path_importer_cache and sys.path_importer_cache[folder] is None:
                 del sys.path_importer_cache[folder]
+    # Best effort: a job user who may not read spoold's folder only loses the head start.
+    with contextlib.suppress(ImportError, OSError):
+        importlib.import_module(_REHEARSAL_MODULE)
 
 
 def _next_request(request_fd: int, requests: FrameReader) -> JobRequest | None:
