@@ -68,7 +68,7 @@ def serve_attempts(
         _set_up(setup, keep=(report_fd, request_fd))
         requests: FrameReader = FrameReader()
         if job is None:
-            _rehearse(setup.get("python_path", []))
+            _rehearse(setup)
             job = _next_request(request_fd, requests)
         for done in range(1, max_jobs + 1):
             if job is None:  # the launcher let this worker go (a spare: before it ran anything)
@@ -123,7 +123,7 @@ _REHEARSAL_MODULE = "spoold.exec.rehearsal"  # spoold's own, holding no job's co
 _REHEARSAL_REQUEST: JobRequest = {"job_id": "-", "class": "-.-", "method": "-", "params": [0, {}]}
 
 
-def _rehearse(python_path: list[str]) -> None:
+def _rehearse(setup: WorkerSetup) -> None:
     """Walk, before a spare's job comes, the first steps its start will take.
 
     Right after the fork, each page of the launcher's that the child's Python
@@ -135,10 +135,12 @@ def _rehearse(python_path: list[str]) -> None:
     Then it imports ``spoold.exec.rehearsal``, spoold's own module shaped like a
     small job module, through the same machinery (loader, bytecode, class
     building): nothing of a job's is imported, so the allowlist's rule holds.
+    Last, the steps between a job's end and its report (a spare has no
+    leftovers to find yet).
     """
     for _ in FrameReader().feed(encode_frame(_REHEARSAL_REQUEST)):
         pass
-    _report_frame({"ok": True, "result": None}, last=False)
+    python_path = setup.get("python_path", [])
     if python_path:
         importlib.machinery.PathFinder.find_spec(_REHEARSAL_NAME, python_path)
         for folder in python_path:  # a missing folder is cached as None: no finder, ever
@@ -147,6 +149,10 @@ def _rehearse(python_path: list[str]) -> None:
     # Best effort: a job user who may not read spoold's folder only loses the head start.
     with contextlib.suppress(ImportError, OSError):
         importlib.import_module(_REHEARSAL_MODULE)
+    _flush_stdio()
+    _end_leftovers()
+    _over_memory(setup)
+    _report_frame({"ok": True, "result": None}, last=False)
 
 
 def _next_request(request_fd: int, requests: FrameReader) -> JobRequest | None:
