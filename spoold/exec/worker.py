@@ -118,6 +118,7 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
     os.closerange(low, _max_fd())
 
 
+JOB_ID_VARIABLE = "SPOOLD_JOB_ID"
 _REHEARSAL_NAME = "-spoold-rehearsal-"  # not an identifier: no import statement names it
 _REHEARSAL_MODULE = "spoold.exec.rehearsal"  # spoold's own, holding no job's code
 _REHEARSAL_REQUEST: JobRequest = {"job_id": "-", "class": "-.-", "method": "-", "params": [0, {}]}
@@ -135,7 +136,8 @@ def _rehearse(setup: WorkerSetup) -> None:
     Then it imports ``spoold.exec.rehearsal``, spoold's own module shaped like a
     small job module, through the same machinery (loader, bytecode, class
     building): nothing of a job's is imported, so the allowlist's rule holds.
-    Last, the steps between a job's end and its report (a spare has no
+    Last, setting the job's id in the environment (and taking it out again),
+    and the steps between a job's end and its report (a spare has no
     leftovers to find yet).
     """
     for _ in FrameReader().feed(encode_frame(_REHEARSAL_REQUEST)):
@@ -149,6 +151,8 @@ def _rehearse(setup: WorkerSetup) -> None:
     # Best effort: a job user who may not read spoold's folder only loses the head start.
     with contextlib.suppress(ImportError, OSError):
         importlib.import_module(_REHEARSAL_MODULE)
+    os.environ[JOB_ID_VARIABLE] = "-"  # as ``_call`` sets it; then the environment as it was
+    del os.environ[JOB_ID_VARIABLE]
     _flush_stdio()
     _end_leftovers()
     _over_memory(setup)
@@ -215,7 +219,7 @@ def _apply_limits(setup: WorkerSetup) -> None:
 
 def _call(job: JobRequest) -> WorkerReport:
     """Run the job; its report: ``ok`` with the result, or the error and traceback."""
-    os.environ["SPOOLD_JOB_ID"] = str(job.get("job_id", ""))  # for the job's own use
+    os.environ[JOB_ID_VARIABLE] = str(job.get("job_id", ""))  # for the job's own use
     # A follow-up's parent (spoold/followups.py); a reused worker's last job's is dropped.
     if "parent" in job:
         os.environ["SPOOLD_PARENT"] = job["parent"]
