@@ -144,3 +144,19 @@ def test_the_web_bench_runs_on_a_tiny_spool(tmp_path: Path, leak_check: str) -> 
     assert pages["done_class_none"]["matches"] == 0
     assert pages["done_class_1_in_10"]["matches"] > 0
     assert not list(tmp_path.iterdir()), "the temp spool was left behind"
+
+
+def test_the_relay_floor_runs_on_a_few_jobs(leak_check: str) -> None:
+    """bench/relay.py on 6 jobs a run: both shapes at each amount of work, and the workers
+    and the relay reaped (it fails if a job's line is missing)."""
+    returncode, out, err = run_module("bench.relay", leak_check, "--jobs", "6", "--runs", "1",
+                                      "--work-ms", "0,0.5")  # fmt: skip
+    assert returncode == 0, err[-5000:]
+    document = json.loads(out)
+    assert document["suite"] == "relay" and document["jobs"] == 6
+    shapes = [(entry["shape"], entry["daemon_work_ms"]) for entry in document["results"]]
+    assert shapes == [("direct", 0.0), ("relay", 0.0), ("direct", 0.5), ("relay", 0.5)]
+    for entry in document["results"]:
+        ratio = entry["ratio_to_ideal"]["median"]
+        assert 0 < ratio <= 1, entry  # (a job's 50 ms sleep is a floor: never above ideal)
+        assert entry["gap_p50_ms"]["median"] >= 0, entry

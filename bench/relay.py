@@ -1,0 +1,208 @@
+"""W3's round-trip floor: how close to ideal 50 ms jobs on 2 slots can get on this machine
+when every job's end must reach a deciding process before the slot's next job starts.
+
+``python -m bench.relay [--jobs 400] [--runs 3] [--work-ms 0,0.75]`` (about a minute).
+
+No spoold here, and no files: plain Python processes and socketpairs. Two workers each
+sleep 50 ms per job, then report; a "daemon" process answers each report by sending that
+slot its next job, after ``work`` ms of busy work (0: the floor of the trip alone; 0.75:
+about what spoold's daemon spends filing an outcome and claiming the next job with reused
+workers, measured hop by hop in docs/PERFORMANCE.md). Two shapes:
+
+- ``direct``: worker <-> daemon;
+- ``relay``: worker <-> relay <-> daemon, where the relay only passes messages on, as
+  spoold's launcher does between its workers and the daemon.
+
+Each figure is jobs/s from the first request to the last job's end (as W3 counts it, from
+the jobs' own time stamps) over the ideal 40, and the median gap between a slot's job end
+and its next start. Prints one JSON document; a summary on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import select
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SLOTS = 2
+SLEEP = 0.05
+IDEAL = SLOTS / SLEEP
+QUIT = b"quit"
+
+
+def _worker(sock: socket.socket, log_fd: int) -> None:
+    """Sleep 50 ms per request, append "start end", report; exit at QUIT."""
+    while True:
+        message = sock.recv(64)
+        if not message or message == QUIT:
+            os._exit(0)
+        start = time.time()
+        time.sleep(SLEEP)
+        os.write(log_fd, f"{start!r} {time.time()!r}\n".encode())
+        sock.sendall(b"done")
+
+
+def _relay(up: socket.socket, downs: list[socket.socket]) -> None:
+    """Pass each worker's report up, tagged with its slot, and each request down."""
+    poller = select.poll()
+    for sock in (up, *downs):
+        poller.register(sock, select.POLLIN)
+    slot_of = {sock.fileno(): slot for slot, sock in enumerate(downs)}
+    while True:
+        for fd, _event in poller.poll():
+            if fd == up.fileno():
+                data = up.recv(4096)
+                if not data:
+                    os._exit(0)
+                for frame in filter(None, data.split(b";")):
+                    slot, body = frame.split(b":", 1)
+                    downs[int(slot)].sendall(body)
+            else:
+                data = os.read(fd, 64)
+                if not data:  # the workers exit after QUIT
+                    os._exit(0)
+                up.sendall(b"%d:%s;" % (slot_of[fd], data))
+
+
+def _busy(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+class Direct:
+    """The daemon talks to each worker on the worker's own socket."""
+
+    def __init__(self, socks: list[socket.socket]) -> None:
+        self.socks = socks
+        self.children: list[int] = []
+
+    def send(self, slot: int, body: bytes) -> None:
+        self.socks[slot].sendall(body)
+
+    def reports(self) -> list[int]:
+        ready, _, _ = select.select(self.socks, [], [])
+        for sock in ready:
+            sock.recv(64)
+        return [self.socks.index(sock) for sock in ready]
+
+
+class Relayed:
+    """The daemon talks to one relay process, which talks to the workers."""
+
+    def __init__(self, socks: list[socket.socket]) -> None:
+        self.up, relay_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            self.up.close()
+            _relay(relay_end, socks)
+        relay_end.close()
+        self.children = [pid]
+
+    def send(self, slot: int, body: bytes) -> None:
+        self.up.sendall(b"%d:%s;" % (slot, body))
+
+    def reports(self) -> list[int]:
+        return [int(f.split(b":")[0]) for f in filter(None, self.up.recv(4096).split(b";"))]
+
+
+SHAPES: dict[str, type[Direct] | type[Relayed]] = {"direct": Direct, "relay": Relayed}
+
+
+def _start_workers(log_fd: int) -> tuple[list[socket.socket], list[int]]:
+    pairs = [socket.socketpair() for _ in range(SLOTS)]
+    pids = []
+    for ours, theirs in pairs:
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            _worker(theirs, log_fd)
+        theirs.close()
+        pids.append(pid)
+    return [ours for ours, _theirs in pairs], pids
+
+
+def run_once(jobs: int, shape: str, work: float, log: Path) -> dict[str, float]:
+    """One run: the jobs through 2 workers, the daemon in this process."""
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    socks, pids = _start_workers(log_fd)
+    channel = SHAPES[shape](socks)
+    started = time.time()
+    for slot in range(SLOTS):
+        channel.send(slot, b"job")
+    sent, done = SLOTS, 0
+    while done < jobs:
+        for slot in channel.reports():
+            _busy(work)
+            done += 1
+            if sent < jobs:
+                channel.send(slot, b"job")
+                sent += 1
+    for slot in range(SLOTS):
+        channel.send(slot, QUIT)
+    for pid in pids + channel.children:
+        os.waitpid(pid, 0)
+    os.close(log_fd)
+    return _figures(log, jobs, started)
+
+
+def _figures(log: Path, jobs: int, started: float) -> dict[str, float]:
+    spans = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+    if len(spans) != jobs:
+        raise RuntimeError(f"{len(spans)} job lines for {jobs} jobs")
+    frees = [end for _start, end in spans[:SLOTS]]
+    heapq.heapify(frees)
+    gaps = []
+    for start, end in spans[SLOTS:]:
+        gaps.append(start - heapq.heappop(frees))
+        heapq.heappush(frees, end)
+    last_end = max(end for _start, end in spans)
+    return {
+        "ratio_to_ideal": jobs / (last_end - started) / IDEAL,
+        "gap_p50_ms": statistics.median(gaps) * 1000,
+        "gap_mean_ms": statistics.mean(gaps) * 1000,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--work-ms", default="0,0.75", help="comma-separated daemon work, ms")
+    args = parser.parse_args(argv)
+    works = [float(value) for value in args.work_ms.split(",")]
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "jobs.log"
+        for work in works:
+            runs: dict[str, list[dict[str, float]]] = {shape: [] for shape in SHAPES}
+            for _ in range(args.runs):
+                for shape, figures in runs.items():  # alternating: the machine's drift hits both
+                    figures.append(run_once(args.jobs, shape, work / 1000, log))
+            for shape, figures in runs.items():
+                entry: dict[str, Any] = {"shape": shape, "daemon_work_ms": work}
+                for key in ("ratio_to_ideal", "gap_p50_ms", "gap_mean_ms"):
+                    values = [f[key] for f in figures]
+                    entry[key] = {"median": round(statistics.median(values), 3),
+                                  "runs": [round(v, 3) for v in values]}  # fmt: skip
+                results.append(entry)
+                print(f"{shape:6s} work {work} ms: {entry['ratio_to_ideal']['median']:.3f} of "
+                      f"ideal, gap p50 {entry['gap_p50_ms']['median']:.2f} ms, mean "
+                      f"{entry['gap_mean_ms']['median']:.2f} ms", file=sys.stderr)  # fmt: skip
+    document = {"suite": "relay", "jobs": args.jobs, "runs": args.runs, "slots": SLOTS,
+                "sleep_s": SLEEP, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "results": results}  # fmt: skip
+    print(json.dumps(document, indent=2))
+
+
+if __name__ == "__main__":
+    main()
