@@ -57,7 +57,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 
-# spoold beside RQ, Celery and Huey: W1..W3, 2 workers each, median of 3 runs (20 to 27
+# spoold beside RQ, Celery and Huey: W1..W3, 2 workers each, median of 3 runs (20 to 29
 # minutes). The peers are pip-installed into a venv of their own in the bench's temp
 # folder; a private redis-server serves spoold's Redis backend, RQ and Celery alike.
 bench-peers: $(STAMP)
