@@ -61,16 +61,17 @@ def _relay(up: socket.socket, downs: list[socket.socket]) -> None:
         for fd, _event in poller.poll():
             if fd == up.fileno():
                 data = up.recv(4096)
-                if not data:
+                if not data:  # the daemon closed its end: the run is over
                     os._exit(0)
                 for frame in filter(None, data.split(b";")):
                     slot, body = frame.split(b":", 1)
                     downs[int(slot)].sendall(body)
             else:
                 data = os.read(fd, 64)
-                if not data:  # the workers exit after QUIT
-                    os._exit(0)
-                up.sendall(b"%d:%s;" % (slot_of[fd], data))
+                if data:
+                    up.sendall(b"%d:%s;" % (slot_of[fd], data))
+                else:  # a worker exited after its QUIT
+                    poller.unregister(fd)
 
 
 def _busy(seconds: float) -> None:
@@ -95,6 +96,10 @@ class Direct:
             sock.recv(64)
         return [self.socks.index(sock) for sock in ready]
 
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
 
 class Relayed:
     """The daemon talks to one relay process, which talks to the workers."""
@@ -113,6 +118,10 @@ class Relayed:
 
     def reports(self) -> list[int]:
         return [int(f.split(b":")[0]) for f in filter(None, self.up.recv(4096).split(b";"))]
+
+    def close(self) -> None:
+        """After the QUITs: the relay passes them on, then sees this end closed and exits."""
+        self.up.close()
 
 
 SHAPES: dict[str, type[Direct] | type[Relayed]] = {"direct": Direct, "relay": Relayed}
@@ -149,6 +158,7 @@ def run_once(jobs: int, shape: str, work: float, log: Path) -> dict[str, float]:
                 sent += 1
     for slot in range(SLOTS):
         channel.send(slot, QUIT)
+    channel.close()
     for pid in pids + channel.children:
         os.waitpid(pid, 0)
     os.close(log_fd)
