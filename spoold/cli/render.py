@@ -328,12 +328,13 @@ def _running_section(
 
 
 def _elapsed_text(view: TopView, row: RunningRow) -> str:
-    elapsed = short_duration(view.now - row.started_at)
+    seconds = row.elapsed(view.now)
+    elapsed = short_duration(seconds)
     if row.timeout is None:
         return f"{elapsed}/?"
     if row.timeout <= 0:
         return f"{elapsed}/no limit"
-    over = "  OVER" if view.now - row.started_at > row.timeout else ""
+    over = "  OVER" if seconds > row.timeout else ""
     return f"{elapsed}/{short_duration(row.timeout)}{over}"
 
 

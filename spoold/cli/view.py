@@ -44,6 +44,10 @@ class RunningRow:
     timeout: float | None  # seconds; 0: no limit; None: unknown (read without a snapshot)
     host: str = ""
 
+    def elapsed(self, now: float) -> float:
+        """Seconds it has run at ``now``; never below 0 (a daemon's clock may run ahead)."""
+        return max(now - self.started_at, 0.0)
+
 
 @dataclass(frozen=True)
 class FailureRow:

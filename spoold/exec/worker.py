@@ -118,7 +118,7 @@ def _isolate(keep: tuple[int, ...], launcher: int) -> None:
     os.closerange(low, _max_fd())
 
 
-JOB_ID_VARIABLE = "SPOOLD_JOB_ID"
+_JOB_ID_VARIABLE = "SPOOLD_JOB_ID"
 _REHEARSAL_NAME = "-spoold-rehearsal-"  # not an identifier: no import statement names it
 _REHEARSAL_MODULE = "spoold.exec.rehearsal"  # spoold's own, holding no job's code
 _REHEARSAL_REQUEST: JobRequest = {"job_id": "-", "class": "-.-", "method": "-", "params": [0, {}]}
@@ -151,8 +151,8 @@ def _rehearse(setup: WorkerSetup) -> None:
     # Best effort: a job user who may not read spoold's folder only loses the head start.
     with contextlib.suppress(ImportError, OSError):
         importlib.import_module(_REHEARSAL_MODULE)
-    os.environ[JOB_ID_VARIABLE] = "-"  # as ``_call`` sets it; then the environment as it was
-    del os.environ[JOB_ID_VARIABLE]
+    os.environ[_JOB_ID_VARIABLE] = "-"  # as ``_call`` sets it; then the environment as it was
+    del os.environ[_JOB_ID_VARIABLE]
     _flush_stdio()
     _end_leftovers()
     _over_memory(setup)
@@ -219,7 +219,7 @@ def _apply_limits(setup: WorkerSetup) -> None:
 
 def _call(job: JobRequest) -> WorkerReport:
     """Run the job; its report: ``ok`` with the result, or the error and traceback."""
-    os.environ[JOB_ID_VARIABLE] = str(job.get("job_id", ""))  # for the job's own use
+    os.environ[_JOB_ID_VARIABLE] = str(job.get("job_id", ""))  # for the job's own use
     # A follow-up's parent (spoold/followups.py); a reused worker's last job's is dropped.
     if "parent" in job:
         os.environ["SPOOLD_PARENT"] = job["parent"]
