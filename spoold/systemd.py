@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 
 
 def notify(*lines: str, wait: float = 1.0) -> bool:
@@ -48,31 +49,37 @@ class Notifier:
 
     ``WATCHDOG=1`` goes out at half of ``$WATCHDOG_USEC``, and only from the
     main loop, so a wedged loop really trips the watchdog. ``STATUS=`` goes
-    out when the text changes, at most once a second.
+    out when the text changes, at most once a second: the text is made (a
+    few microseconds of counting) only when it could go out, and a turn in
+    between, which may have changed it, has the loop look again when it can.
     """
 
     def __init__(self, now: float) -> None:
         self.watchdog_every = _watchdog_interval()
         self.next_watchdog = now
-        self.status = ""
         self.sent_status = ""
         self.next_status = now
+        self.look_again = False  # a turn came before next_status: the status may differ
 
-    def tick(self, now: float, status: str) -> None:
+    def tick(self, now: float, status_of: Callable[[], str]) -> None:
         if self.watchdog_every is not None and now >= self.next_watchdog:
             notify("WATCHDOG=1", wait=0.0)
             self.next_watchdog = now + self.watchdog_every
-        self.status = status
-        if status != self.sent_status and now >= self.next_status:
+        if now < self.next_status:
+            self.look_again = True
+            return
+        self.look_again = False
+        status = status_of()
+        if status != self.sent_status:
             notify(f"STATUS={status}", wait=0.0)
             self.sent_status = status
-            self.next_status = now + STATUS_EVERY
+        self.next_status = now + STATUS_EVERY  # looked: the next look in a second at most
 
     def next_wakeup(self) -> float | None:
         times = []
         if self.watchdog_every is not None:
             times.append(self.next_watchdog)
-        if self.status != self.sent_status:
+        if self.look_again:
             times.append(self.next_status)
         return min(times) if times else None
 

@@ -11,12 +11,14 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import StartDaemon
 from harness import Daemon, Spool, job, stays_false, wait_for
+
+from spoold.systemd import Notifier
 
 
 class Listener:
@@ -110,6 +112,68 @@ def test_status_updates_are_rate_limited(
     elapsed = time.monotonic() - started
     statuses = [line for line in listener.lines() if line.startswith("STATUS=")]
     assert 2 <= len(statuses) <= elapsed / 1.0 + 3, (len(statuses), elapsed)
+
+
+def test_the_status_settles_after_a_burst(
+    spool: Spool, start_daemon: StartDaemon, listener: Listener
+) -> None:
+    """The last STATUS= of a burst is the idle daemon's own, within about the rate limit,
+    although nothing else wakes the daemon then (no rescan, no snapshot for a minute)."""
+    start_daemon(
+        ready=False,
+        env={"NOTIFY_SOCKET": listener.address},
+        spool={"dir": str(spool.root), "rescan_interval": 60.0},
+        metrics={"interval": 60.0},
+    )
+    listener.wait_line("READY=1")
+    for n in range(6):
+        spool.submit("testjobs.Sleeper", params=[0.3 + n / 20], durable=False)
+    wait_for(lambda: len(spool.job_ids("done")) == 6, 30, spool.summary)
+
+    def said() -> list[str]:
+        return [line for line in listener.lines() if line.startswith("STATUS=")]
+
+    assert any(not line.startswith("STATUS=0/2 busy") for line in said()), said()
+    wait_for(lambda: said()[-1].startswith("STATUS=0/2 busy, 0 ready, 0 scheduled"), 3, said)
+
+
+class TestTheNotifiersStatus:
+    """``Notifier`` alone, on the clock a test chooses, to a real socket: STATUS= at most
+    once a second, its text made only when it could go out, and the loop woken to look
+    again when a turn came in between."""
+
+    @pytest.fixture
+    def notifier(self, listener: Listener, monkeypatch: pytest.MonkeyPatch) -> Notifier:
+        monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
+        monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+        return Notifier(now=100.0)
+
+    def test_a_change_in_the_same_second_goes_out_when_the_loop_looks_again(
+        self, notifier: Notifier, listener: Listener
+    ) -> None:
+        made: list[str] = []
+
+        def status(text: str) -> Callable[[], str]:
+            return lambda: made.append(text) or text
+
+        notifier.tick(100.0, status("one busy"))
+        assert listener.lines() == ["STATUS=one busy"]
+        notifier.tick(100.4, status("two busy"))
+        assert made == ["one busy"], "the text was made inside the rate limit"
+        assert notifier.next_wakeup() == 101.0
+        notifier.tick(101.0, status("two busy"))
+        assert listener.lines() == ["STATUS=one busy", "STATUS=two busy"]
+
+    def test_no_wake_up_once_the_status_is_as_sent(
+        self, notifier: Notifier, listener: Listener
+    ) -> None:
+        notifier.tick(100.0, lambda: "idle")
+        assert notifier.next_wakeup() is None
+        notifier.tick(100.5, lambda: "idle")
+        assert notifier.next_wakeup() == 101.0  # a turn came: it may have changed
+        notifier.tick(101.0, lambda: "idle")
+        assert notifier.next_wakeup() is None
+        assert listener.lines() == ["STATUS=idle"]
 
 
 def test_sigusr1_lists_the_running_jobs_in_the_log(spool: Spool, start_daemon: StartDaemon) -> None:

@@ -293,7 +293,7 @@ class Daemon:
         read between turns (``_wait``), by the dispatcher.
         """
         self._handle_flags(now)
-        self.notifier.tick(now, self._status())
+        self.notifier.tick(now, self._status)
         self.publisher.tick(now)  # the watchers' figures: never a job's business
         self._keep_claims(now)  # even while waiting out trouble: a lapsed lease reruns a job
         if self.trouble.waiting(now):

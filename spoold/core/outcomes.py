@@ -69,8 +69,8 @@ class Filer:
 
     def succeeded(self, claim: Claim, job: Job, entry: Attempt) -> None:
         attempt = {key: value for key, value in entry.items() if key != "result"}
-        job = replace(job, history=(*job.history, cast("Attempt", attempt)))
-        record = job.record("done", entry["finished_at"], result=entry.get("result"))
+        record = job.record("done", entry["finished_at"], last=cast("Attempt", attempt),
+                            result=entry.get("result"))  # fmt: skip
         filed_as, record = self._file(claim, "done", record)
         took = entry["finished_at"] - entry["started_at"]
         job_logger(filed_as).success("job {} succeeded in {}", filed_as, seconds(took))

@@ -256,7 +256,7 @@ class Launcher:
 
     def _start(self, key: str, request: RunRequest, timeout: float) -> None:
         job, setup = _split(request)
-        profile = json.dumps(setup, sort_keys=True, default=repr)
+        profile = _PROFILE_ENCODER.encode(setup)
         try:
             proc = self._process_for(job, setup, profile)
         except OSError as exc:
@@ -395,6 +395,11 @@ class Launcher:
         del self.children[child.key]
         child.proc.attempt = None
         self.writer.send({"op": Op.FINISHED, "key": child.key, **outcome})
+
+
+# A worker's setup as text (``profile``): json.dumps(setup, sort_keys=True, default=repr)
+# without building an encoder at every start.
+_PROFILE_ENCODER = json.JSONEncoder(sort_keys=True, default=repr)
 
 
 def _max_jobs(setup: WorkerSetup) -> int:

@@ -265,10 +265,14 @@ def _describe(exc: BaseException) -> str:
 
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value, allow_nan=False)
+        _STRICT_ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError):
         return repr(value)
     return value
+
+
+# json.dumps(value, allow_nan=False), without building an encoder at every report.
+_STRICT_ENCODER = json.JSONEncoder(allow_nan=False)
 
 
 def _report_frame(report: WorkerReport, *, last: bool) -> bytes:
