@@ -613,6 +613,70 @@ def test_finish_files_the_record_once_and_refuses_a_second_finish(backend: Backe
     assert backend.counts() == Counts(ready=0, waiting=0, again=0, busy=False)
 
 
+def finish_prefetching(backend: Backend, taken: Taken) -> None:
+    """File ``taken`` done as the core files a finished attempt's outcome (``prefetch``)."""
+    backend.engine.prefetch(True)
+    try:
+        backend.engine.finish(taken.claim, "done", done_record(taken.job, backend.now))
+    finally:
+        backend.engine.prefetch(False)
+
+
+def test_a_finish_while_prefetching_leaves_the_next_job_to_the_next_take(
+    backend: Backend,
+) -> None:
+    """The next take hands out the best ready job, once, as without ``prefetch`` (the
+    Redis engine has claimed it with the finish: below)."""
+    first, second, third = backend.submit(), backend.submit(), backend.submit(priority=5)
+    accept_all(backend)
+    assert take(backend).job.id == third
+    taken = take(backend)
+    assert taken.job.id == first
+    finish_prefetching(backend, taken)
+    assert backend.record(first) is not None
+    following = take(backend)
+    assert (following.job.id, following.job.history) == (second, ())
+    assert backend.engine.take_ready(backend.now) is None
+    backend.engine.finish(following.claim, "done", done_record(following.job, backend.now))
+    assert backend.record(second) is not None
+
+
+def test_end_turn_puts_back_what_a_prefetching_finish_claimed_and_no_take_wanted(
+    backend: Backend,
+) -> None:
+    """The daemon began to stop, or cannot launch: the job claimed with the finish waits
+    again as it was (no attempt counted) and is taken again later, with a new claim."""
+    first, second = backend.submit(), backend.submit()
+    accept_all(backend)
+    finish_prefetching(backend, take(backend))
+    backend.engine.end_turn()
+    assert backend.counts().ready == 1
+    again = take(backend)
+    assert (again.job.id, again.job.history, again.job.attempts) == (second, (), 0)
+    assert backend.engine.take_ready(backend.now) is None
+    backend.engine.finish(again.claim, "done", done_record(again.job, backend.now))
+    assert backend.record(second) is not None and backend.record(first) is not None
+
+
+def test_redis_a_prefetching_finish_claims_the_next_job_in_the_same_call(
+    redis_backend: RedisBackend,
+) -> None:
+    """One FCALL files the record and claims the next job (the server's slow log, set to
+    log every command, says which calls were made); the take that follows asks nothing."""
+    backend = redis_backend
+    first, second = backend.submit(), backend.submit()
+    accept_all(backend)
+    taken = take(backend)
+    backend.redis.config_set("slowlog-log-slower-than", 0)
+    backend.redis.slowlog_reset()
+    finish_prefetching(backend, taken)
+    assert take(backend).job.id == second
+    called = [entry["command"].split()[1] for entry in backend.redis.slowlog_get(100)
+              if entry["command"].startswith(b"FCALL ")]  # fmt: skip
+    assert called == [b"spoold_finish_claim"], called
+    assert backend.record(first) is not None
+
+
 def test_a_job_put_back_and_taken_again_has_a_larger_token_and_the_old_claim_is_stale(
     backend: Backend,
 ) -> None:

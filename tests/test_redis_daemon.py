@@ -50,6 +50,33 @@ def test_client_jobs_run_by_priority_then_age_and_are_recorded_as_on_files(
     assert record["id"] == low and all(redis_spool.record(job_id) for job_id in high)
 
 
+def test_each_finish_claims_the_slots_next_job_in_the_same_call(
+    start_daemon: Callable[..., Daemon],
+    redis_config: Callable[..., Path],
+    redis_spool: RedisSpool,
+    tmp_path: Path,
+) -> None:
+    """With jobs waiting, the daemon files an outcome and claims the freed slot's next job
+    in one call (``spoold_finish_claim``; the server's slow log, set to log every
+    command, lists the calls): each job still runs once, in order, and nothing is left
+    claimed."""
+    config = redis_config(worker={"concurrency": 1})
+    log = tmp_path / "order.log"
+    ids = [submit("Recorder", str(log), f"job{i}") for i in range(4)]
+    redis_spool.client.config_set("slowlog-log-slower-than", 0)
+    redis_spool.client.config_set("slowlog-max-len", 10000)
+    start_daemon(config=config)
+    records = [redis_spool.wait_record(job_id) for job_id in ids]
+    assert [json.loads(line)["label"] for line in log.read_text().splitlines()] == [
+        f"job{i}" for i in range(4)
+    ]
+    assert all(r["status"] == "done" and r["attempts"] == 1 for r in records), records
+    called = [entry["command"].split()[1] for entry in redis_spool.client.slowlog_get(10000)
+              if entry["command"].startswith(b"FCALL ")]  # fmt: skip
+    assert called.count(b"spoold_finish_claim") >= 3, called
+    assert redis_spool.ids("active") == []
+
+
 def test_a_failing_job_is_retried_after_its_delay_without_holding_a_slot(
     start_daemon: Callable[..., Daemon],
     redis_config: Callable[..., Path],

@@ -257,6 +257,13 @@ class Engine(Protocol):
         it, once: a crash between the two neither loses nor doubles it."""
         ...
 
+    def prefetch(self, on: bool) -> None:
+        """While on, the core means to take a job for each slot a finish frees, this turn:
+        a backend whose calls are round trips may claim it with the finish, once the record
+        is filed, and hand it out at the next ``take_ready``; ``end_turn`` puts back, as
+        it was, what no take wanted. (Where a claim costs no trip, nothing to do.)"""
+        ...
+
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
         """Extend running claims' leases; return those that are lost (stale or lapsed)."""
         ...

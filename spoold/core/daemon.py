@@ -551,9 +551,18 @@ class Daemon:
             elif key.data == "watch":
                 pass  # the watch's events are read at the start of the turn
             elif key.data is self.dispatcher:
-                self.dispatcher.on_readable(self.engine.clock())
+                self._on_reports(self.engine.clock())
             elif self.answering is not None:
                 self.answering.on_event(key.data, mask)
+
+    def _on_reports(self, now: float) -> None:
+        """What the launcher reported: the finishes among it may claim the freed slots'
+        next jobs in the same trip (``Engine.prefetch``), taken by this turn's launches."""
+        self.engine.prefetch(self.stopping_since is None and self.dispatcher.can_launch(now))
+        try:
+            self.dispatcher.on_readable(now)
+        finally:
+            self.engine.prefetch(False)
 
     # -- signals --
 

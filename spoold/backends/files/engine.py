@@ -279,6 +279,9 @@ class FileEngine:
         self.holds.let_go(claim)
         self.gate.ended(claim.job_id)
 
+    def prefetch(self, on: bool) -> None:
+        pass  # a claim is a rename at take_ready: no trip to save
+
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
         return []  # one daemon holds the spool: its claims never lapse
 

@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     from redis.client import PubSub
 
 # Calls that may have claimed a job for this daemon when their answer is lost.
-UNSURE_IF_LOST = frozenset({"spoold_claim", "spoold_adopt"})
+UNSURE_IF_LOST = frozenset({"spoold_claim", "spoold_adopt", "spoold_finish_claim"})
 RECEIVED_KEPT = 10_000  # ids this daemon received at intake and has not claimed yet
 HOUR_MS = 3_600_000  # a daemon not heard of for this long is gone
 SWEEP_EVERY = 1.0  # seconds between claims asked for without a bell (a missed one)
@@ -122,6 +122,10 @@ class RedisEngine:
         # already (the server fences other daemons' stale claims).
         self.holds: dict[str, int] = {}
         self.unsure = False  # a claim's answer was lost: Redis may hold a claim of ours
+        self.prefetching = False  # the core takes a job after each finish now (``prefetch``)
+        # Handouts claimed with a finish, for the next take_ready; unjudged, so not in
+        # ``holds`` until taken: end_turn gives back what no take wanted.
+        self.claimed_ahead: list[list[Any]] = []
         self.url = safe_url(settings.url)
         self.counted = Counts(0, 0, 0, False)
         self.next_count = 0.0
@@ -242,6 +246,8 @@ class RedisEngine:
         if self.receiver is not None:
             self.receiver.stop()
         self._drop_bell()
+        with contextlib.suppress(OSError):
+            self._give_back_claimed_ahead()
         with contextlib.suppress(OSError):
             call(self.client.hdel, self.key + "daemons", self.owner)
         self.client.close()
@@ -405,24 +411,34 @@ class RedisEngine:
             os.unlink(self.spool.file("incoming", name))
 
     def take_ready(self, now: float) -> Taken | Refusal | None:
+        if self.claimed_ahead:  # claimed with a finish, this turn
+            return self._taken(self.claimed_ahead.pop(0), now)
         if self.unsure:
             self._settle()
-        if not self.ready_hint:
-            return None
-        limits = _limit_args(self.live.config.limits)
-        while True:
+        while self.ready_hint:
             answer = self._fcall("spoold_claim", self.owner, self.lease_ms, PROMOTE_BATCH,
-                                 *limits)  # fmt: skip
-            *handout, next_due, next_token, more = answer
-            # On the server's clock: when the next due job, or held-back job, may start.
-            self.next_due = next_due / 1000 if next_due >= 0 else None
-            self.next_token = next_token / 1000 if next_token >= 0 else None
-            if handout[0]:
+                                 *_limit_args(self.live.config.limits))  # fmt: skip
+            handout = self._claimed(answer)
+            if handout is not None:
                 return self._taken(handout, now)
-            self._seen(handout[1])
-            if not more:  # (more: a claim set jobs aside and stopped; there may be others)
-                self.ready_hint = False
-                return None
+        return None
+
+    def _claimed(self, answer: list[Any]) -> list[Any] | None:
+        """A claim's answer: its handout, or None (then ``ready_hint`` says if another
+        claim could find one: it set jobs aside and stopped before it saw them all)."""
+        *handout, next_due, next_token, more = answer
+        # On the server's clock: when the next due job, or held-back job, may start.
+        self.next_due = next_due / 1000 if next_due >= 0 else None
+        self.next_token = next_token / 1000 if next_token >= 0 else None
+        if handout[0]:
+            return handout
+        self._seen(handout[1])
+        self.ready_hint = bool(more)
+        return None
+
+    def prefetch(self, on: bool) -> None:
+        """While on, each finish also claims the best ready job, in the same call."""
+        self.prefetching = on
 
     def _taken(self, answer: list[Any], now: float) -> Taken | Refusal:
         """A handout of ``spoold_claim`` or ``spoold_cancel``, judged."""
@@ -502,10 +518,30 @@ class RedisEngine:
         self._check(claim)
         record = {**record, "id": claim.job_id}
         follow_ups = [part for child in children(record) for part in (child.job_id, child.payload)]
+        if self.prefetching and self.ready_hint and not self.unsure:
+            self._finish_and_claim(claim, status, encode(record), follow_ups)
+            return claim.job_id
         answer = self._fcall("spoold_finish", claim.job_id, claim.token, status, encode(record),
                              *follow_ups)  # fmt: skip
         self._let_go(claim, answer)  # "already": filed by this call's earlier, unanswered send
         return claim.job_id
+
+    def _finish_and_claim(
+        self, claim: Claim, status: str, record: bytes, follow_ups: list[str | bytes]
+    ) -> None:
+        """File, and claim the best ready job for the slot the filing freed, in one call.
+
+        The claim is made only once the record is filed (``'fenced'``: neither). Its
+        handout waits for ``take_ready``, which judges it as any other."""
+        limits = _limit_args(self.live.config.limits)
+        filed, *answer = self._fcall(
+            "spoold_finish_claim", claim.job_id, claim.token, status, record, self.owner,
+            self.lease_ms, PROMOTE_BATCH, len(follow_ups), *follow_ups, *limits,
+        )  # fmt: skip
+        self._let_go(claim, filed)
+        handout = self._claimed(answer)
+        if handout is not None:
+            self.claimed_ahead.append(handout)
 
     def _let_go(self, claim: Claim, answer: Any) -> None:
         """The move was made (or fenced on the server): this daemon holds the claim no more."""
@@ -515,6 +551,8 @@ class RedisEngine:
     def renew(self, claims: Sequence[Claim], now: float) -> list[Claim]:
         """Renew the claims, and say this daemon is alive (``spoold status`` lists it)."""
         pairs = [part for claim in claims for part in (claim.job_id, claim.token)]
+        for handout in self.claimed_ahead:  # (not the core's yet: kept here)
+            pairs.extend((text(handout[0]), handout[1]))
         answer = self._fcall("spoold_renew", self.owner, self.lease_ms, self._heartbeat(), *pairs)
         self._seen(answer[0])
         said = [text(pair) for pair in answer[1:]]
@@ -538,7 +576,16 @@ class RedisEngine:
         return Recovered(claim, verdict, claimed_ms / 1000, source=job_id)
 
     def end_turn(self) -> None:
-        pass  # every call was made durable by Redis before it answered (appendfsync always)
+        # Every call was made durable by Redis before it answered (appendfsync always).
+        self._give_back_claimed_ahead()
+
+    def _give_back_claimed_ahead(self) -> None:
+        """Jobs claimed with a finish that no take wanted this turn (the daemon began to
+        stop, or cannot launch now) go back to wait as they were: no attempt counted."""
+        if self.claimed_ahead:
+            self.claimed_ahead = []
+            self._fcall("spoold_release", self.owner, *self.holds)
+            self.ready_hint = True
 
     def purge_records(self, status: str, finished_before: float, limit: int) -> int:
         before_ms = round(finished_before * 1000)

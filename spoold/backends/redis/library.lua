@@ -361,9 +361,7 @@ end
 -- claim(owner, lease_ms, batch, limits...): release what is due, then take the best
 -- ready job whose class is not at its limit: {handout..., next_due, next_token, more},
 -- or {false, now, next_due, next_token, more} (more: call again, jobs were left unseen).
-redis.register_function('spoold_claim', function(keys, args)
-  local p, owner, lease, batch = keys[1], args[1], tonumber(args[2]), tonumber(args[3])
-  local limits = read_limits(args, 4)
+local function claim_best(p, owner, lease, batch, limits)
   local now = now_ms()
   local next_due = promote(p, now, batch)
   local best, more = best_ready(p, limits, now)
@@ -381,14 +379,18 @@ redis.register_function('spoold_claim', function(keys, args)
   table.insert(out, next_token(p, limits, now))
   table.insert(out, more and 1 or 0)
   return out
+end
+
+redis.register_function('spoold_claim', function(keys, args)
+  return claim_best(keys[1], args[1], tonumber(args[2]), tonumber(args[3]), read_limits(args, 4))
 end)
 
 -- finish(id, epoch, status, record, follow-up id, its spec, ...): 'ok', 'already'
 -- (this claim filed this very record: a finish re-sent after its answer was lost) or
 -- 'fenced' (a stale claim, or another record: nothing changed). The follow-ups are
--- submitted with the record, in this one function: exactly once.
-redis.register_function('spoold_finish', function(keys, args)
-  local p, id, epoch, status, record = keys[1], args[1], args[2], args[3], args[4]
+-- submitted with the record, in this one function: exactly once. (finish_job: the
+-- follow-ups are args[first..last].)
+local function finish_job(p, id, epoch, status, record, args, first, last)
   local key = job_key(p, id)
   local fields = redis.call('HMGET', key, 'state', 'final_epoch', 'record')
   if fields[1] == status and tonumber(fields[2]) == tonumber(epoch) and fields[3] == record then
@@ -403,10 +405,29 @@ redis.register_function('spoold_finish', function(keys, args)
   release_key(p, id)
   redis.call('ZADD', p .. 'idx:' .. status, now, id)
   redis.call('PUBLISH', p .. 'filed:' .. id, status)
-  for i = 5, #args, 2 do  -- the follow-ups the record names, each submitted once
+  for i = first, last, 2 do  -- the follow-ups the record names, each submitted once
     if redis.call('EXISTS', job_key(p, args[i])) == 0 then enqueue(p, args[i], args[i + 1]) end
   end
   return 'ok'
+end
+
+redis.register_function('spoold_finish', function(keys, args)
+  return finish_job(keys[1], args[1], args[2], args[3], args[4], args, 5, #args)
+end)
+
+-- finish_claim(id, epoch, status, record, owner, lease_ms, batch, n, n follow-up args,
+-- limits...): finish, then, if the record is filed ('ok' or 'already'), claim, in one
+-- trip: {finish's answer, claim's answer...}, or {'fenced'} and no claim. A daemon that
+-- files an attempt's outcome and has the slot for another job saves a round trip (and
+-- Redis an fsync of its log) per job.
+redis.register_function('spoold_finish_claim', function(keys, args)
+  local p, n = keys[1], tonumber(args[8])
+  local answer = finish_job(p, args[1], args[2], args[3], args[4], args, 9, 8 + n)
+  if answer == 'fenced' then return {answer} end
+  local out = claim_best(p, args[5], tonumber(args[6]), tonumber(args[7]),
+                         read_limits(args, 9 + n))
+  table.insert(out, 1, answer)
+  return out
 end)
 
 -- schedule(id, epoch, due_ms, doc): wait until due_ms, with the daemon's new
