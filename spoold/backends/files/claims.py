@@ -81,17 +81,23 @@ class Claims:
         if self.store.id_taken(job.id, source=(state, name)):
             if state == "incoming" and self._retry_under_way(job.id, name):
                 raise RetryUnderWay(name)
-            fresh = self.store.fresh_id()
-            job_logger(job.id).warning(
-                "job {} renamed to {}: the id is already taken", job.id, fresh
-            )
-            # Only the name changes: a file's "id" field is never read (the name is the id).
-            job = replace(job, id=fresh)
+            job = self._under_a_free_id(state, name, job)
         try:
             job = self.store.claim(state, name, job)
         except FileNotFoundError:
             return None  # removed by hand meanwhile
         return Taken(self.holds.take(job.id), job, source=name)
+
+    def _under_a_free_id(self, state: str, name: str, job: Job) -> Job:
+        """The job, renamed if its id is still taken. Asked again: a retry may have removed
+        its record between the two looks before (seen once in a full test run: the retried
+        job ran under a fresh id)."""
+        if not self.store.id_taken(job.id, source=(state, name)):
+            return job
+        fresh = self.store.fresh_id()
+        job_logger(job.id).warning("job {} renamed to {}: the id is already taken", job.id, fresh)
+        # Only the name changes: a file's "id" field is never read (the name is the id).
+        return replace(job, id=fresh)
 
     def _retry_under_way(self, job_id: str, name: str) -> bool:
         """The id is taken by its own failed record, and the job came into incoming/ just
