@@ -40,6 +40,7 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -315,17 +316,21 @@ class RedisBackend(_DropsFiles):
     tolerance = REDIS_TOLERANCE
     releases_on_receive = False  # spoold_claim releases due jobs, in the claim that takes one
 
-    def __init__(self, tmp_path: Path, server: RedisServer, *, lease: float) -> None:
+    def __init__(
+        self, tmp_path: Path, server: RedisServer, *, lease: float, **spool: float
+    ) -> None:
         import redis
 
         from spoold.backends.redis.connection import prefix
 
         self.spool = Spool(tmp_path / "spool").create()
-        settings = {"backend": "redis", "url": server.url, "name": REDIS_NAME, "lease": lease}
+        settings = {"backend": "redis", "url": server.url, "name": REDIS_NAME, "lease": lease,
+                    **spool}  # fmt: skip
         path = write_config(tmp_path / "config.toml", self.spool, {"spool": settings})
         self.config = load_config(path)
         live = Live(self.config, JobIdentity())
         self.key = prefix(self.config.spool)
+        self.url = server.url
         self.redis = redis.Redis.from_url(server.url)  # the test's own: records, CONFIG SET
         self.redis_engine: RedisEngine = open_engine(live)  # type: ignore[assignment]
         self.engine: Engine = self.redis_engine
@@ -675,6 +680,60 @@ def test_redis_a_prefetching_finish_claims_the_next_job_in_the_same_call(
               if entry["command"].startswith(b"FCALL ")]  # fmt: skip
     assert called == [b"spoold_finish_claim"], called
     assert backend.record(first) is not None
+
+
+# Keeps the server busy for ARGV[1] ms: every other client waits (as tests/test_redis_chaos.py).
+BUSY_SCRIPT = """
+local function ms() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end
+local stop, n = ms() + tonumber(ARGV[1]), 0
+while ms() < stop and n < 1e9 do n = n + 1 end
+return n
+"""
+
+
+def _busy(backend: RedisBackend) -> bool:
+    """True once a ping goes unanswered: a script holds the server."""
+    import redis
+
+    probe = redis.Redis.from_url(backend.url, socket_timeout=0.05)
+    try:
+        probe.ping()
+    except redis.TimeoutError:
+        return True
+    finally:
+        probe.close()
+    return False
+
+
+def test_redis_a_lost_answer_of_a_prefetching_finish_puts_its_claim_back(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The server runs the finish and its claim after the daemon gave up on the answer:
+    the finish, held and sent again, is answered "already"; the next take puts the job
+    Redis gave the daemon unknown back (``spoold_release``) and takes it under a new
+    claim, with no attempt counted."""
+    backend = RedisBackend(tmp_path, request.getfixturevalue("redis_server"), lease=REDIS_LEASE,
+                           redis_timeout=0.3)  # fmt: skip
+    try:
+        first, second = backend.submit(), backend.submit()
+        accept_all(backend)
+        taken = take(backend)
+        stall = threading.Thread(target=backend.redis.eval, args=(BUSY_SCRIPT, 0, 1500))
+        stall.start()
+        wait_for(lambda: _busy(backend), 5.0, "the script never took the server")
+        with pytest.raises(OSError):  # the finish waits behind the script, past its timeout
+            finish_prefetching(backend, taken)
+        stall.join()
+        assert backend.redis_engine.unsure
+        record = done_record(taken.job, backend.now)
+        assert backend.engine.finish(taken.claim, "done", record) == first  # "already"
+        again = take(backend)
+        assert (again.job.id, again.job.attempts) == (second, 0)
+        assert backend.engine.take_ready(backend.now) is None
+        backend.engine.finish(again.claim, "done", done_record(again.job, backend.now))
+        assert backend.record(first) is not None and backend.record(second) is not None
+    finally:
+        backend.close()
 
 
 def test_a_job_put_back_and_taken_again_has_a_larger_token_and_the_old_claim_is_stale(
