@@ -35,10 +35,27 @@ from harness import wait_for
 from bench import redisserver
 from bench.redisserver import free_port, request
 
-__all__ = ["KEY", "NAME", "RedisServer", "RedisSpool", "free_port", "request", "require"]
+__all__ = [
+    "BUSY_SCRIPT",
+    "KEY",
+    "NAME",
+    "RedisServer",
+    "RedisSpool",
+    "free_port",
+    "request",
+    "require",
+]
 
 NAME = "test"  # the spool's name in the daemon tests' configs
 KEY = f"spoold:{{{NAME}}}:"  # its keys' prefix
+
+# Keeps the server busy for ARGV[1] ms: every other client waits (TIME advances in a script).
+BUSY_SCRIPT = """
+local function ms() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end
+local stop, n = ms() + tonumber(ARGV[1]), 0
+while ms() < stop and n < 1e9 do n = n + 1 end
+return n
+"""
 
 
 def unavailable() -> str | None:

@@ -682,15 +682,6 @@ def test_redis_a_prefetching_finish_claims_the_next_job_in_the_same_call(
     assert backend.record(first) is not None
 
 
-# Keeps the server busy for ARGV[1] ms: every other client waits (as tests/test_redis_chaos.py).
-BUSY_SCRIPT = """
-local function ms() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end
-local stop, n = ms() + tonumber(ARGV[1]), 0
-while ms() < stop and n < 1e9 do n = n + 1 end
-return n
-"""
-
-
 def _busy(backend: RedisBackend) -> bool:
     """True once a ping goes unanswered: a script holds the server."""
     import redis
@@ -712,6 +703,8 @@ def test_redis_a_lost_answer_of_a_prefetching_finish_puts_its_claim_back(
     the finish, held and sent again, is answered "already"; the next take puts the job
     Redis gave the daemon unknown back (``spoold_release``) and takes it under a new
     claim, with no attempt counted."""
+    from redis_server import BUSY_SCRIPT
+
     backend = RedisBackend(tmp_path, request.getfixturevalue("redis_server"), lease=REDIS_LEASE,
                            redis_timeout=0.3)  # fmt: skip
     try:

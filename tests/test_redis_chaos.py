@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from harness import Daemon, wait_for
-from redis_server import KEY, RedisServer, RedisSpool
+from redis_server import BUSY_SCRIPT, KEY, RedisServer, RedisSpool
 
 from spoold.client import job_payload, run_background_job
 from spoold.ids import new_job_id
@@ -240,15 +240,6 @@ def test_a_daemon_started_while_redis_is_down_says_so_in_one_line(
     assert errors[0].startswith("spoold: ") and "Redis" in errors[0], text
     assert redis_server.url in errors[0], f"the error does not name {redis_server.url}: {text}"
     assert took < 10.0, f"the daemon took {took:.1f}s to give up"
-
-
-# Keeps the server busy for ARGV[1] ms: every other client waits (TIME advances in a script).
-BUSY_SCRIPT = """
-local function ms() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end
-local stop, n = ms() + tonumber(ARGV[1]), 0
-while ms() < stop and n < 1e9 do n = n + 1 end
-return n
-"""
 
 
 @pytest.mark.chaos
