@@ -557,8 +557,10 @@ class Daemon:
 
     def _on_reports(self, now: float) -> None:
         """What the launcher reported: the finishes among it may claim the freed slots'
-        next jobs in the same trip (``Engine.prefetch``), taken by this turn's launches."""
-        self.engine.prefetch(self.stopping_since is None and self.dispatcher.can_launch(now))
+        next jobs in the same trip (``Engine.prefetch``), taken by this turn's launches,
+        which a stop or trouble being waited out (the turn skips them) would not make."""
+        launching = self.stopping_since is None and not self.trouble.waiting(now)
+        self.engine.prefetch(launching and self.dispatcher.can_launch(now))
         try:
             self.dispatcher.on_readable(now)
         finally:
