@@ -16,7 +16,11 @@ import os
 import signal
 
 _PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
+# The C function itself, looked up here, in the launcher, as this module is imported.
+# Looked up in a fresh child instead, ctypes builds the function object there (Python
+# code of ctypes' own, whose pages are copied): about 95 us and 38 page faults more per
+# attempt, measured in forked children (docs/PERFORMANCE.md). worker.py calls it too.
+prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def become_subreaper() -> None:
@@ -24,7 +28,7 @@ def become_subreaper() -> None:
 
     That is what lets the sweep find them: they become this process's children.
     """
-    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def sweep_escaped(running_leaders: set[int]) -> bool:

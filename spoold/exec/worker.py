@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # no stubs: see _DEFAULT_HANDLING
 import contextlib
-import ctypes
 import importlib
 import importlib.machinery
 import json
@@ -34,7 +33,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from spoold.exec.protocol import READ_SIZE, FrameReader, encode_frame, write_all
-from spoold.exec.sweep import become_subreaper, sweep_escaped
+from spoold.exec.sweep import become_subreaper, prctl, sweep_escaped
 
 if TYPE_CHECKING:
     from spoold.exec.messages import JobRequest, WorkerReport, WorkerSetup
@@ -48,7 +47,6 @@ _DEFAULT_HANDLING = tuple(
     int(signum)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE)
 )
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded once in the launcher, not in every child
 EXIT_OK = 0
 EXIT_ERROR = 1
 MAX_REPORT = 16 * 1024 * 1024  # a report larger than this is cut; the attempt is an error
@@ -199,7 +197,7 @@ def _data_bytes() -> int:
 
 def _die_with_parent(launcher: int) -> None:
     """If the launcher dies, this process gets SIGKILL rather than running on unwatched."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != launcher:  # it died before the signal was armed
         os._exit(EXIT_ERROR)
 
