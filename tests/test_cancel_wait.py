@@ -285,6 +285,43 @@ def test_a_wait_returns_when_the_job_ends(cli: Callable[..., Cli], tmp_path: Pat
     assert '"status": "cancelled"' in out
 
 
+def test_a_job_between_active_and_its_record_is_shown_and_waited_for(
+    spool: Spool,
+    start_daemon: StartDaemon,
+    daemon_config: Callable[..., Path],
+) -> None:
+    """While its record is filed, a job is for a moment only ``active/<id>.to-done``: its
+    ``<id>.json`` unlinked, the rename to done/ not yet made (store.py). A daemon killed
+    right there (``SPOOLD_FAULT=after_unlink``) holds that moment still. ``show`` finds
+    the job in active/, ``wait`` waits rather than say "no job" (a dashboard's retry hit
+    that moment once, and its page said the job was gone), and both end on the record
+    once a restarted daemon's recovery finishes the move."""
+    config = daemon_config()
+    run = Cli(spool, config, start_daemon(config=config, env={"SPOOLD_FAULT": "after_unlink"}))
+    job_id = spool.submit("testjobs.Echo", params=["between"])
+    assert run.daemon.wait_exit(15) == -9, run.daemon.log_text()
+    assert spool.names("active") == [f"{job_id}.to-done"], spool.summary()
+    assert spool.where(job_id) == []
+
+    shown = run("show", job_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    found = json.loads(shown.stdout)
+    assert (found["id"], found["state"]) == (job_id, "active")
+    assert found["path"].endswith(f"active/{job_id}.to-done")
+    assert found["document"]["status"] == "done"
+    timed_out = run("wait", job_id, "--timeout", "0.5")
+    assert (timed_out.returncode, timed_out.stdout) == (2, ""), timed_out.stderr
+    assert timed_out.stderr == f"spoold: job {job_id} has not ended after 0.5s (it is in active)\n"
+
+    with run.start("wait", job_id, "--json", "--timeout", "30") as waiting:
+        assert stays_false(lambda: waiting.poll() is not None, 0.5)
+        start_daemon(config=config)
+        out, err = waiting.communicate(timeout=20)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["document"] == spool.record(job_id, "done")
+    assert spool.where(job_id) == ["done"] and spool.names("active") == []
+
+
 # -- retry --
 
 

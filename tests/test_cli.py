@@ -252,6 +252,21 @@ def test_show_finds_a_waiting_job(cli: Cli) -> None:
     assert shown["document"]["params"] == ["x"]
 
 
+@pytest.mark.parametrize("name", ["{id}.claiming", "{id}.to-scheduled", "{id}.to-failed"])
+def test_show_finds_a_job_under_its_name_between_two_states(cli: Cli, name: str) -> None:
+    """Claimed from a file to be cleaned (``.claiming``), or moved out of active/ after its
+    ``.json`` is unlinked (``.to-<state>``), a job is in active/ under another name for a
+    moment (or until recovery, after a crash): show finds it there, not "no job"."""
+    document = failed_record(FAILED_ID)
+    path = cli.root / "active" / name.format(id=FAILED_ID)
+    path.write_text(json.dumps(document))
+    shown = cli("show", FAILED_ID, "--json")
+    assert shown.returncode == 0, shown.stderr
+    found = json.loads(shown.stdout)
+    assert (found["id"], found["state"], found["path"]) == (FAILED_ID, "active", str(path))
+    assert found["document"] == document
+
+
 def test_show_does_not_follow_a_symlink(cli: Cli, tmp_path: Path) -> None:
     secret = tmp_path / "secret.json"
     secret.write_text('{"secret": "do not print"}')

@@ -17,6 +17,7 @@ from typing import Any
 
 from spoold.backends.files.fsio import FileContent, UnsafeFile, read_regular
 from spoold.backends.files.spool import STATES, Spool, running_daemon_pid
+from spoold.backends.files.store import MOVE_STATES, claiming_name, marker_name
 from spoold.core.backend import (
     CatalogError,
     JobSummary,
@@ -46,16 +47,17 @@ class JobNotFound(AdminError, NoSuchJob):
 # -- reading --
 
 
-def read_job(spool: Spool, state: str, name: str) -> StoredJob:
+def read_job(spool: Spool, state: str, name: str, job_id: str | None = None) -> StoredJob:
     """Read ``state/name`` without following links; raise FileNotFoundError if it is gone,
     PermissionError if the folder itself refuses the caller (it cannot tell either way).
+    The job's id is the name without ``.json``, unless ``job_id`` says it.
 
     A file the caller may not read in a folder it may read is reported, not
     raised: a watcher (``spoold init --view-group``) reads what the daemon wrote,
     but a job claimed by a rename is still the submitter's (0640, the submit group).
     """
     path = spool.path(state, name)
-    job_id = name.removesuffix(".json")
+    job_id = job_id or name.removesuffix(".json")
     try:
         content = read_regular(path, RECORD_READ_LIMIT)
     except UnsafeFile as exc:
@@ -96,6 +98,8 @@ def find_job(spool: Spool, job_id: str) -> StoredJob:
             try:
                 return read_job(spool, state, f"{job_id}.json")
             except FileNotFoundError:
+                if state == "active" and (between := _in_between(spool, job_id)) is not None:
+                    return between
                 continue
             except PermissionError:
                 if state not in refused:
@@ -104,6 +108,21 @@ def find_job(spool: Spool, job_id: str) -> StoredJob:
         closed = ", ".join(f"{state}/" for state in refused)
         raise AdminError(f"no job {job_id} in {spool.root} ({closed}: permission denied)")
     raise JobNotFound(f"no job {job_id} in {spool.root}")
+
+
+def _in_between(spool: Spool, job_id: str) -> StoredJob | None:
+    """The job in active/ under the name it has for a moment between two states: being
+    cleaned as it is claimed (``<id>.claiming``), or moved out whole as its next file
+    (``<id>.to-<state>``, after its ``<id>.json`` is unlinked and before the rename;
+    store.py). Without this look, ``spoold show``, ``spoold wait`` and the job's web
+    page could say "no job" for a job that is being filed (or that a crash left there,
+    for recovery to finish)."""
+    for name in (claiming_name(job_id), *(marker_name(job_id, state) for state in MOVE_STATES)):
+        try:
+            return read_job(spool, "active", name, job_id)
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def stored_jobs(spool: Spool, state: str) -> list[StoredJob]:
