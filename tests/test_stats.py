@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import Daemon, Spool, job, wait_for
+from harness import Daemon, Spool, job, stays_false, wait_for
 
 from spoold.backends import open_catalog
 from spoold.client import run_background_job
@@ -203,4 +203,33 @@ def test_a_job_retried_while_the_daemon_runs_keeps_its_id(
         assert retried.returncode == 0, retried.stderr
         record = spool.wait_record(name, "done")
         assert record["attempts"] == 1 and record["result"] == 2
+    assert "renamed to" not in daemon.log_text()
+
+
+def test_a_retry_whose_record_goes_late_is_received_once(
+    spool: Spool,
+    start_daemon: Callable[..., Daemon],
+    daemon_config: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """``spoold retry`` has put the job back into incoming/ and not yet removed its failed
+    record: the daemon looks at the job again every 10 ms until the record goes, and it
+    was received once, not at every look (a retry from the dashboard was logged twice,
+    and each look counted in ``received``). Held here for half a second."""
+    config = daemon_config(**FAST, worker={"max_retries": 0})
+    daemon = start_daemon(config=config)
+    counter = tmp_path / "counter"
+    document = job("Flaky", params=[str(counter), 1])
+    spool.drop_job("slow-retry", document)
+    spool.wait_record("slow-retry", "failed")
+
+    spool.drop_job("slow-retry", document)  # as the retry does, before the unlink
+    assert stays_false(lambda: spool.record("slow-retry", "done") is not None, 0.5)
+    (spool.folder("failed") / "slow-retry.json").unlink()
+    record = spool.wait_record("slow-retry", "done")
+    assert record["attempts"] == 1 and record["result"] == 2
+    received = [line for line in daemon.log_lines() if "job slow-retry received" in line]
+    assert len(received) == 2, received  # its submission and its retry
+    published_with(config, lambda s: s.jobs_finished.get("testjobs.Flaky", {}).get("done") == 1)
+    assert snapshots(config)[0].received == {"testjobs.Flaky": 2}
     assert "renamed to" not in daemon.log_text()

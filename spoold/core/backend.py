@@ -161,6 +161,9 @@ class Arrival:
     ref: str  # the backend's handle on it, handed back to ``accept`` / ``claim_arrival``
     verdict: Verdict
     received_at: float
+    # Judged again: the backend put it back to be looked at anew (a retry whose record is
+    # still going), so the core said it was received the first time, not again.
+    again: bool = False
 
 
 @dataclass(frozen=True, slots=True)

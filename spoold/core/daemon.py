@@ -334,7 +334,8 @@ class Daemon:
             self._file_claimed(self.engine.claim_arrival(arrival, now), now)
             return
         job = arrival.verdict.job
-        self._received(job)
+        if not arrival.again:
+            self._received(job)
         if job.run_at is not None and job.run_at > now:
             self._file_claimed(self.engine.claim_arrival(arrival, now), now)
         else:

@@ -246,7 +246,7 @@ class FileEngine:
 
     def _look_again_soon(self, name: str, now: float) -> None:
         """A job ``spoold retry`` put back whose record is still going: judged anew soon."""
-        self._receiver.incomplete[name] = now + RETRY_LOOK_AGAIN
+        self._receiver.look_again(name, now + RETRY_LOOK_AGAIN)
 
     @property
     def _judge(self) -> Judge:

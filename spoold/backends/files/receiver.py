@@ -41,6 +41,7 @@ class Receiver:
         # is handed out once.
         self.arrivals: dict[str, Arrival] = {}
         self.incomplete: dict[str, float] = {}  # name -> when to look at it again
+        self.judged_before: set[str] = set()  # put back by ``look_again``: received already
         self.next_rescan = 0.0
         self.unread: list[str] = []  # listed by the last rescan, not looked at yet (oldest last)
         self.trouble = Backoff()  # reading or listing failed for a reason of the daemon's own
@@ -138,8 +139,17 @@ class Receiver:
         self.trouble.clear()
         if isinstance(verdict, NotYet):
             self.incomplete[name] = verdict.look_again_at
-        elif verdict is not None:
-            self.arrivals[name] = Arrival(name, verdict, now)
+            return
+        again = name in self.judged_before
+        self.judged_before.discard(name)
+        if verdict is not None:
+            self.arrivals[name] = Arrival(name, verdict, now, again=again)
+
+    def look_again(self, name: str, at: float) -> None:
+        """Judge ``name`` anew at ``at``, a file that was received already (its arrival
+        then says ``again``, so the core does not say it was received twice)."""
+        self.judged_before.add(name)
+        self.incomplete[name] = at
 
     def not_now(self, name: str, now: float, error: OSError, step: str) -> None:
         """The daemon could not take the file (its own trouble): leave it, look again later."""
