@@ -1139,3 +1139,23 @@ def test_every_list_answers_and_shows_jobs_waiting_running_and_scheduled(
             assert answer.page.has("summary"), view
     site.spool.wait_record(running, "done")
     assert fetch(anon.base + f"/job/{later}").page.text("job-state") == "scheduled"
+
+
+def test_a_job_being_filed_has_its_page_not_a_404(
+    site: Site, start_web: Callable[..., Web], tmp_path: Path
+) -> None:
+    """Between the unlink of ``active/<id>.json`` and the rename of its record into done/,
+    a job is only its marker ``active/<id>.to-done`` (store.py), as a crash there leaves
+    it, for recovery to finish. Its page shows it, in active/ with the record's status;
+    it answered 404 "no job" (a browser test's retry landed in that moment)."""
+    spool = Spool(tmp_path / "spool").create()
+    job_id = new_job_id()
+    record = {**job("Echo", params=["filing"]), "id": job_id, "status": "done",
+              "attempts": 1, "history": []}  # fmt: skip
+    (spool.folder("active") / f"{job_id}.to-done").write_text(json.dumps(record))
+    web = start_web(site.config("between", spool={**site.sections["spool"],
+                                                  "dir": str(spool.root)}))  # fmt: skip
+    answer = fetch(web.base + f"/job/{job_id}")
+    assert answer.status == 200, answer.html[:2000]
+    assert answer.page.text("job-state") == "done"
+    assert f"active/{job_id}.to-done" in answer.html
