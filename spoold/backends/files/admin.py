@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from spoold.backends.files.fsio import FileContent, UnsafeFile, read_regular
-from spoold.backends.files.spool import STATES, Spool, running_daemon_pid
-from spoold.backends.files.store import MOVE_STATES, claiming_name, marker_name
+from spoold.backends.files.spool import (
+    MOVE_STATES,
+    STATES,
+    Spool,
+    claiming_name,
+    marker_name,
+    running_daemon_pid,
+)
 from spoold.core.backend import (
     CatalogError,
     JobSummary,

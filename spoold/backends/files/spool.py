@@ -1,8 +1,10 @@
 """The spool on disk: its six folders, their listing, and the one-daemon lock.
 
 The disk is the truth. A job is ``<id>.json`` in exactly one of the state
-folders; this module names the folders and lists what is in them, and
-``fsio`` does every write and move.
+folders, but for a moment in active/ on its way in or out, under the names
+below (``claiming_name``, ``marker_name``); this module names the folders and
+those names and lists what is in the folders, and ``fsio`` does every write
+and move (``store.py`` says in which order).
 """
 
 from __future__ import annotations
@@ -236,6 +238,20 @@ def _give_file(path: Path, gid: int) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+MOVE_STATES = ("scheduled", "done", "failed")  # where a job goes from active/ by a marker
+CLAIMING_SUFFIX = ".claiming"
+
+
+def marker_name(job_id: str, state: str) -> str:
+    """The job's next file, made whole in active/ before it is moved to ``state``/."""
+    return f"{job_id}.to-{state}"
+
+
+def claiming_name(job_id: str) -> str:
+    """A claimed job whose file is being cleaned, in active/ (``JobStore.claim``)."""
+    return f"{job_id}{CLAIMING_SUFFIX}"
 
 
 def is_job_name(name: str) -> bool:

@@ -46,7 +46,13 @@ from spoold.backends.files.fsio import (
     write_new,
     write_whole,
 )
-from spoold.backends.files.spool import Spool
+from spoold.backends.files.spool import (
+    CLAIMING_SUFFIX,
+    MOVE_STATES,
+    Spool,
+    claiming_name,
+    marker_name,
+)
 from spoold.core.backend import StaleClaim
 from spoold.faults import crash_point
 from spoold.followups import children
@@ -320,19 +326,7 @@ class JobStore:
             os.unlink(self.spool.file("active", f"{job_id}.json"))
 
 
-MOVE_STATES = ("scheduled", "done", "failed")
 RECORD_STATES = ("done", "failed")
-
-
-def marker_name(job_id: str, state: str) -> str:
-    return f"{job_id}.to-{state}"
-
-
-CLAIMING_SUFFIX = ".claiming"
-
-
-def claiming_name(job_id: str) -> str:
-    return f"{job_id}{CLAIMING_SUFFIX}"
 
 
 def _markers(folder: Path) -> list[tuple[str, str]]:
