@@ -14,8 +14,12 @@ launcher is a fresh, small interpreter too.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import os
+import resource
+import select
 import sys
 import time
 from pathlib import Path
@@ -62,10 +66,13 @@ def write_file(folder: Path, name: str, data: bytes, *, fsync: bool) -> None:
 # -- the client's side --
 
 
-def enqueue(root: Path, n: int, log: str, *, fsync: bool, dir_fsync: bool = False) -> float:
+def enqueue(
+    root: Path, n: int, log: str, *, fsync: bool, dir_fsync: bool = False, notify: int = -1
+) -> float:
     """N times: json.dumps a job, write tmp/<id>.json, [fsync], rename into incoming/,
-    [fsync incoming/]. Returns jobs per second. String paths: pathlib costs more than
-    the no-fsync loop's own file operations, and the client does without it."""
+    [fsync incoming/], [a byte to the ``notify`` descriptor, the waiting side's inotify].
+    Returns jobs per second. String paths: pathlib costs more than the no-fsync loop's
+    own file operations, and the client does without it."""
     tmp, incoming = f"{root}/tmp", f"{root}/incoming"
     start = time.perf_counter()
     for i in range(n):
@@ -80,6 +87,8 @@ def enqueue(root: Path, n: int, log: str, *, fsync: bool, dir_fsync: bool = Fals
         os.rename(f"{tmp}/{name}", f"{incoming}/{name}")
         if dir_fsync:
             fsync_dir(Path(incoming))
+        if notify >= 0:
+            os.write(notify, b".")
     return n / (time.perf_counter() - start)
 
 
@@ -170,6 +179,203 @@ def dispatch(root: Path, *, fork: bool, fsync: bool) -> float:
     return len(names) / (time.perf_counter() - start)
 
 
+def _record(job: dict[str, Any], name: str, started: float) -> bytes:
+    return json.dumps({
+        **job, "id": name[:-5], "status": "done", "attempts": 1,
+        "history": [{"attempt": 1, "started_at": started, "finished_at": time.time(),
+                     "outcome": "ok"}],
+    }).encode()  # fmt: skip
+
+
+class GuardedSpool:
+    """The least a spool does on disk to keep SPEC.md's "Nothing lost" through a
+    power cut, as spoold's file store keeps it (spoold/backends/files/store.py):
+
+    * a claim is a rename into active/; before any record is filed, the folders
+      the claims changed (incoming/, active/) are fsynced, so that a power cut
+      cannot bring back a job whose record survived (it would run twice);
+    * a record is written whole beside the job as ``active/<id>.to-done``
+      (fsynced), the job is unlinked and the record renamed into done/;
+    * done/ is fsynced once at the end of the turn, for every record of it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.incoming, self.active, self.done = (f"{root}/{n}" for n in FOLDERS[1:])
+        self.claims_unsynced = False
+        self.records_unsynced = False
+        self.reports: dict[int, int] = {}  # a child's pid: the pipe it reports on (--run-job)
+
+    def claim(self, name: str) -> dict[str, Any]:
+        with open(f"{self.incoming}/{name}", "rb") as handle:
+            job: dict[str, Any] = json.loads(handle.read())
+        os.rename(f"{self.incoming}/{name}", f"{self.active}/{name}")
+        self.claims_unsynced = True
+        return job
+
+    def waiting(self) -> list[str]:
+        with os.scandir(self.incoming) as entries:
+            return sorted(e.name for e in entries if e.name[0] != "." and e.name.endswith(".json"))
+
+    def sync_claims(self) -> None:
+        if self.claims_unsynced:
+            fsync_dir(Path(self.incoming))
+            fsync_dir(Path(self.active))
+            self.claims_unsynced = False
+
+    def outcome(self, pid: int) -> None:
+        """Read the report of a child that ran its job (--run-job): one JSON line."""
+        report = self.reports.pop(pid, -1)
+        if report >= 0:
+            try:
+                if json.loads(os.read(report, 4096))["outcome"] != "ok":
+                    raise RuntimeError(f"child {pid} did not report ok")
+            finally:
+                os.close(report)
+
+    def file(self, name: str, job: dict[str, Any], started: float) -> None:
+        marker = f"{self.active}/{name[:-5]}.to-done"
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            os.write(fd, _record(job, name, started))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.sync_claims()
+        os.unlink(f"{self.active}/{name}")
+        os.rename(marker, f"{self.done}/{name}")
+        self.records_unsynced = True
+
+    def end_turn(self) -> None:
+        """What spoold's daemon does after a turn has handed out the next attempts."""
+        self.sync_claims()
+        if self.records_unsynced:
+            fsync_dir(Path(self.done))
+            self.records_unsynced = False
+
+
+def guarded_dispatch(root: Path, n: int, log: str, *, client: bool, run_job: bool) -> float:
+    """The W1 ceiling with spoold's guarantees: ``dispatch --fork --fsync`` doing
+    GuardedSpool's file operations, in turns as spoold's daemon takes them (reap
+    what has ended and file it, claim up to 2 and fork, then the turn's folder
+    fsyncs). Children exit at once; with ``run_job`` each runs the bench's job body
+    in Python and reports (``_run_job``). With ``client``, a forked process submits the
+    N jobs durably meanwhile (tmp, fsync, rename, fsync incoming/, as spoold's
+    client does by default) and the time runs from its start, as W1 times spoold;
+    without, the N jobs wait in incoming/ already (prefilled, untimed) and it runs
+    from the first listing. Returns jobs per second, to the last turn's end."""
+    spool = GuardedSpool(root)
+    start = time.perf_counter()
+    submitter, news = 0, -1
+    if client:
+        news, notify = os.pipe()
+        submitter = os.fork()
+        if submitter == 0:
+            try:
+                enqueue(root, n, log, fsync=True, dir_fsync=True, notify=notify)
+            finally:
+                os._exit(0)
+        os.close(notify)
+    running: dict[int, tuple[str, dict[str, Any], float]] = {}
+    waiting: list[str] = []
+    filed = 0
+    while filed < n:
+        ended = [pid for pid in _reap(block=len(running) >= CHILDREN) if pid in running]
+        for pid in ended:
+            spool.outcome(pid)
+            spool.file(*running.pop(pid))
+        filed += len(ended)
+        if not waiting and len(running) < CHILDREN:
+            waiting = spool.waiting()
+        launched = _launch(spool, waiting, running, run_job)
+        spool.end_turn()
+        if not ended and not launched:
+            news = _wait_for_news(news, bool(running))
+    elapsed = time.perf_counter() - start
+    if submitter:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(submitter, 0)
+    return n / elapsed
+
+
+def _wait_for_news(news: int, running: bool) -> int:
+    """A slot is free and nothing new waits: sleep until the client says it submitted
+    (as spoold sleeps in epoll until inotify says so), for at most 0.1 ms while a child
+    runs (it exits at once). Returns the descriptor, or -1 once the client has closed it."""
+    if news < 0:
+        time.sleep(0.0001)
+        return news
+    readable, _, _ = select.select([news], [], [], 0.0001 if running else None)
+    if readable and not os.read(news, 65536):
+        os.close(news)
+        return -1
+    return news
+
+
+def cpu_per_job(n: int) -> dict[str, float]:
+    """This process's CPU (user + system) per job so far, and its reaped children's."""
+    return {
+        who: round((usage.ru_utime + usage.ru_stime) * 1000 / n, 3)
+        for who, usage in (
+            ("self", resource.getrusage(resource.RUSAGE_SELF)),
+            ("children", resource.getrusage(resource.RUSAGE_CHILDREN)),
+        )
+    }
+
+
+def _launch(
+    spool: GuardedSpool,
+    waiting: list[str],
+    running: dict[int, tuple[str, dict[str, Any], float]],
+    run_job: bool,
+) -> int:
+    """Claim the first waiting jobs into the free slots, a child forked for each."""
+    launched = 0
+    while waiting and len(running) < CHILDREN:
+        name = waiting.pop(0)
+        job = spool.claim(name)
+        started = time.time()
+        report, out = os.pipe() if run_job else (-1, -1)
+        pid = os.fork()
+        if pid == 0:
+            if run_job:
+                _run_job(job, out)
+            os._exit(0)
+        if run_job:
+            os.close(out)
+            spool.reports[pid] = report
+        running[pid] = (name, job, started)
+        launched += 1
+    return launched
+
+
+def _run_job(job: dict[str, Any], out: int) -> None:
+    """What a child of a runner with a process per attempt does at the least: import the
+    job's module (not imported before the fork: nothing is imported for a job before its
+    check), call the bench's job body (bench/peerjobs.py, one line to the log), and
+    report the outcome to its parent as a line of JSON."""
+    try:
+        module = importlib.import_module("bench.peerjobs")
+        module.Record().record(job["params"][0], job["enqueued_at"])
+        os.write(out, json.dumps({"outcome": "ok", "result": None}).encode() + b"\n")
+    finally:
+        os._exit(0)
+
+
+def _reap(*, block: bool) -> list[int]:
+    """The pids of the children that have ended: waits for one if ``block``."""
+    ended: list[int] = []
+    flags = 0 if block else os.WNOHANG
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, flags)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        ended.append(pid)
+        flags = os.WNOHANG
+
+
 def fork_only(n: int) -> float:
     """Fork N children that exit at once, 2 at a time, reaping each: children per second."""
     start = time.perf_counter()
@@ -236,16 +442,31 @@ def first_job(root: Path, log: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ceilings")
-    parser.add_argument("kind", choices=("dispatch", "fork", "poll", "first"))
+    parser.add_argument("kind", choices=("dispatch", "guarded", "fork", "poll", "first"))
     parser.add_argument("--root", type=Path, default=Path("."))
     parser.add_argument("--n", type=int, default=0)
     parser.add_argument("--log", default="/dev/null")
     parser.add_argument("--fork", action="store_true")
     parser.add_argument("--fsync", action="store_true")
+    parser.add_argument(
+        "--client",
+        action="store_true",
+        help="guarded: a forked client submits the N jobs durably meanwhile",
+    )
+    parser.add_argument(
+        "--run-job",
+        action="store_true",
+        help="guarded: each child runs the bench's job body and reports it",
+    )
     args = parser.parse_args(argv)
     result: dict[str, Any] = {}
     if args.kind == "dispatch":
         result["rate"] = dispatch(args.root, fork=args.fork, fsync=args.fsync)
+    elif args.kind == "guarded":
+        result["rate"] = guarded_dispatch(
+            args.root, args.n, args.log, client=args.client, run_job=args.run_job
+        )
+        result["cpu_ms_per_job"] = cpu_per_job(args.n)
     elif args.kind == "fork":
         result["rate"] = fork_only(args.n)
     elif args.kind == "poll":

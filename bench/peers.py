@@ -10,9 +10,11 @@ comes from those lines, never from a system's own log, and every run checks
 that each enqueued job wrote exactly one line. In the same invocation, once
 per run: the W1 and W2 ceilings of ``make bench`` (bench/workloads.py's
 ``dispatch_ceiling`` and ``w2_ceiling``; ``--no-ceilings`` skips them), with
-spoold-files' ratio to each; and ``spoold-redis-4daemons`` runs W3 (2 x N
-jobs) on 4 daemons sharing one Redis queue, with the CPU of their process
-trees and of the redis-server. See bench/README.md.
+spoold-files' ratio to each, and beside W1 an informative one that does the
+fsyncs spoold's guarantees need with a durable client beside it
+(``guarded_ceiling``: how much of the ceiling the guarantees leave); and
+``spoold-redis-4daemons`` runs W3 (2 x N jobs) on 4 daemons sharing one
+Redis queue, with the CPU of their process trees and of the redis-server. See bench/README.md.
 
 Prints one JSON document on stdout (progress and a table on stderr) and
 writes it to bench/results/peers-latest.json and peers-<UTC time>.json.
@@ -70,6 +72,7 @@ from bench.workloads import (
     W3_SLEEP,
     Context,
     dispatch_ceiling,
+    guarded_ceiling,
     median,
     w2_ceiling,
 )
@@ -91,6 +94,11 @@ WHAT = {
     "4 daemons x 2, which runs 2 x N jobs and also reports the CPU of its 4 daemons' process "
     "trees and of the redis-server over the run)",
 }
+CEILING_NAMES = {
+    "W1": "W1 fork+fsync, 2 children (jobs/s)",
+    "W1-guarded": "W1 guarded: spoold's fsyncs, a durable client beside (jobs/s)",
+    "W1-guarded-job": "W1 guarded, each child running the job in Python (jobs/s)",
+}
 CEILING_OF = "spoold-files"  # spoold's default: the system the ceilings are compared with
 CEILINGS = {
     "W1": {
@@ -101,6 +109,28 @@ CEILINGS = {
         "rename) after the reap; jobs/s over its own loop",
         "target": ">= 0.6",
         "ratio_meaning": "spoold-files' W1 jobs/s over the ceiling's (the same run)",
+    },
+    "W1-guarded": {
+        "what": "bench/ceilings.py guarded --client (bench.workloads.guarded_ceiling): the W1 "
+        "ceiling's loop doing on disk what spoold's guarantees need (a power cut loses no job "
+        "and runs none twice), as spoold's file store does it: before a record is filed the "
+        "claims' folders (incoming/, active/) are fsynced; each record is written beside the "
+        "job as active/<id>.to-done (fsync), the job unlinked, the record renamed into done/, "
+        "and done/ fsynced once a turn; turns as spoold's daemon takes them; children exit at "
+        "once. A forked client submits the N jobs durably meanwhile (tmp, fsync, rename, fsync "
+        "incoming/) and the time runs from its start, as W1 times spoold",
+        "target": "informative",
+        "ratio_meaning": "spoold-files' W1 jobs/s over this ceiling's (the same run): the share "
+        "of what the guarantees leave that spoold's own processes and Python take",
+    },
+    "W1-guarded-job": {
+        "what": "bench/ceilings.py guarded --client --run-job: W1-guarded, with each child "
+        "doing the least a runner with a Python process per attempt does: import the job's "
+        "module after the fork (nothing is imported for a job before its check), call the "
+        "bench's job body (one line to the log, as every system's W1 job), and report the "
+        "outcome to its parent as a line of JSON on a pipe",
+        "target": "informative",
+        "ratio_meaning": "spoold-files' W1 jobs/s over this ceiling's (the same run)",
     },
     "W2": {
         "what": "bench/ceilings.py poll, as make bench's W2 ceiling (bench.workloads.w2_ceiling): "
@@ -171,8 +201,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"speed (bench/disk.py; default {SETTLE_LIMIT:g}; 0: probe once, "
                         "no wait)")  # fmt: skip
     parser.add_argument("--no-ceilings", action="store_true",
-                        help="do not run the W1 and W2 ceilings (bench/ceilings.py) beside "
-                        "the systems (run by default with W1, W2)")  # fmt: skip
+                        help="do not run the ceilings (bench/ceilings.py: W1, W1-guarded, "
+                        "W1-guarded-job, W2) beside the systems (run by default with W1, "
+                        "W2)")  # fmt: skip
     parser.add_argument("--report", type=Path, default=None,
                         help="print the table of a saved document (Markdown) and exit")  # fmt: skip
     args = parser.parse_args(argv)
@@ -187,7 +218,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.selected = [n for n, k in kinds.items() if not wanted or n in wanted or k in wanted]
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
-    args.ceilings = [] if args.no_ceilings else [w for w in ("W1", "W2") if w in args.workloads]
+    args.ceilings = (
+        []
+        if args.no_ceilings
+        else [name for name in CEILINGS if ceiling_workload(name) in args.workloads]
+    )
     args.sizes = dict(QUICK if args.quick else FULL)
     for item in args.size:
         key, _, value = item.partition("=")
@@ -313,9 +348,9 @@ def run_all(
     sizes: dict[str, int], runs: int, ceilings: list[str],
 ) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[tuple[str, str], str]]:  # fmt: skip
     """Every run: each workload on each system (the systems' order reversed every other
-    run), and, for the workloads in ``ceilings``, one run of its ceiling (last, or first
-    every other run: key ("ceiling", workload)). A system that fails a workload is not run
-    on it again."""
+    run), and, for the workloads in ``ceilings``, one run of each of its ceilings (last,
+    or first every other run, and then in the reverse order: key ("ceiling", name)). A
+    system that fails a workload is not run on it again."""
     figures: dict[tuple[str, str], list[dict[str, Any]]] = {}
     errors: dict[tuple[str, str], str] = {}
     started = time.monotonic()
@@ -326,8 +361,9 @@ def run_all(
         for workload in workloads:
             for system in order:
                 if system is None:
-                    if workload in ceilings:
-                        run_ceiling(workload, sizes[workload], ctx, figures, errors)
+                    for name in ceilings if run % 2 == 0 else ceilings[::-1]:
+                        if ceiling_workload(name) == workload:
+                            run_ceiling(name, sizes[workload], ctx, figures, errors)
                     continue
                 key = (system.name, workload)
                 if key in errors or workload not in system.workloads:
@@ -361,30 +397,43 @@ def run_one(
             redis_flush(ctx)
 
 
+def ceiling_workload(name: str) -> str:
+    """The workload a ceiling stands beside: "W1" for "W1", "W1-guarded" and so on."""
+    return name.partition("-")[0]
+
+
 def run_ceiling(
-    workload: str, n: int, ctx: Context, figures: dict[tuple[str, str], list[dict[str, Any]]],
+    name: str, n: int, ctx: Context, figures: dict[tuple[str, str], list[dict[str, Any]]],
     errors: dict[tuple[str, str], str],
 ) -> None:  # fmt: skip
-    """One run of the workload's ceiling (bench/workloads.py's own code for it)."""
-    key = ("ceiling", workload)
+    """One run of a ceiling (bench/workloads.py's own code for it)."""
+    key = ("ceiling", name)
     if key in errors:
         return
-    progress(f"  {workload} ceiling: {n} jobs")
+    progress(f"  {name} ceiling: {n} jobs")
     try:
-        with ctx.folder(f"{workload.lower()}-ceiling") as folder:
+        with ctx.folder(f"{name.lower()}-ceiling") as folder:
             probe, waited = settle(ctx, folder)
             result: dict[str, Any] = {"fs_probe_pairs_per_s": probe, "settle_s": waited}
-            if workload == "W1":
+            if name == "W1":
                 result["jobs_per_s"] = dispatch_ceiling(folder / "ceiling", n, fork=True,
                                                         fsync=True)  # fmt: skip
-                progress(f"  {result['jobs_per_s']:.1f} jobs/s")
+            elif name.startswith("W1-guarded"):
+                result["jobs_per_s"] = guarded_ceiling(folder / "ceiling", n,
+                                                       run_job=name.endswith("-job"))  # fmt: skip
             else:
                 result["latency_ms"] = w2_ceiling(folder / "ceiling", n)
-                progress(f"  {brief_run('W2', result)}")
+            progress(f"  {brief_ceiling(result)}")
         figures.setdefault(key, []).append(result)
     except Exception as exc:
         errors[key] = f"{type(exc).__name__}: {exc}"
-        progress(f"{workload} ceiling FAILED:\n{traceback.format_exc()}")
+        progress(f"{name} ceiling FAILED:\n{traceback.format_exc()}")
+
+
+def brief_ceiling(result: dict[str, Any]) -> str:
+    if "jobs_per_s" in result:
+        return f"{result['jobs_per_s']:.1f} jobs/s"
+    return brief_run("W2", result)
 
 
 def brief_run(workload: str, result: dict[str, Any]) -> str:
@@ -405,12 +454,13 @@ def ceilings_doc(
 ) -> dict[str, Any]:  # fmt: skip
     """Each ceiling's runs, and spoold-files' ratio to it run by run (median, min, max)."""
     doc: dict[str, Any] = {}
-    for workload in ceilings:
-        item: dict[str, Any] = {**CEILINGS[workload], "n": sizes[workload],
+    for name in ceilings:
+        workload = ceiling_workload(name)
+        item: dict[str, Any] = {**CEILINGS[name], "n": sizes[workload],
                                 "compared_with": CEILING_OF}  # fmt: skip
-        key = ("ceiling", workload)
+        key = ("ceiling", name)
         if key in errors:
-            doc[workload] = {**item, "error": errors[key]}
+            doc[name] = {**item, "error": errors[key]}
             continue
         runs = figures.get(key, [])
         spoold = figures.get((CEILING_OF, workload), [])
@@ -439,13 +489,14 @@ def ceilings_doc(
         if len(pairs) == len(runs) and pairs:
             ratio = [s / c for s, c in pairs]
             item["ratio"] = spread(ratio, 3)
-            limit = float(item["target"].split()[1])
-            value = item["ratio"]["median"]
-            item["met"] = value >= limit if item["target"].startswith(">=") else value <= limit
+            if item["target"] != "informative":
+                limit = float(item["target"].split()[1])
+                value = item["ratio"]["median"]
+                item["met"] = value >= limit if item["target"].startswith(">=") else value <= limit
         else:
             item["ratio"] = None
             item["ratio_note"] = f"{CEILING_OF} did not run (or failed) {workload} in every run"
-        doc[workload] = item
+        doc[name] = item
     return doc
 
 
@@ -583,12 +634,13 @@ def ceilings_lines(ceilings: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "ceilings (bench/ceilings.py, one run beside each run of the systems):", ""]
     lines += ["| ceiling | n | ceiling | spoold-files | ratio | target |", "|---" * 6 + "|"]
-    for workload, item in ceilings.items():
+    for key, item in ceilings.items():
         if "error" in item:
-            lines.append(f"| {workload} | {item['n']} | ERROR: {item['error']} | | | |")
+            lines.append(f"| {key} | {item['n']} | ERROR: {item['error']} | | | |")
             continue
+        workload = ceiling_workload(key)
         if workload == "W1":
-            name, value = "W1 fork+fsync, 2 children (jobs/s)", _spread(item["jobs_per_s"])
+            name, value = CEILING_NAMES[key], _spread(item["jobs_per_s"])
             spoold = item["spoold_jobs_per_s_runs"]
         else:
             name, value = "W2 0.1 ms poll + fork (p50 ms)", _spread(item["latency_ms"]["p50"])

@@ -240,6 +240,23 @@ def dispatch_ceiling(folder: Path, n: int, *, fork: bool, fsync: bool) -> float:
     return float(ceiling_process("dispatch", *args)["rate"])
 
 
+def guarded_ceiling(folder: Path, n: int, *, run_job: bool) -> float:
+    """``python -m bench.ceilings guarded --client [--run-job]``: the W1 ceiling doing the
+    fsyncs spoold's guarantees need, with a durable client submitting beside it; with
+    ``run_job`` each child runs the bench's job body in Python (one line to a log)."""
+    root = ceilings.make_folders(folder)
+    log = folder / "job.log"
+    args = ["--root", str(root), "--n", str(n), "--log", str(log), "--client"]
+    rate = float(ceiling_process("guarded", *args, *(["--run-job"] if run_job else []))["rate"])
+    left = {name: len(os.listdir(root / name)) for name in ("incoming", "active", "done")}
+    if left != {"incoming": 0, "active": 0, "done": n}:
+        raise BenchError(f"the guarded ceiling left {left}, not {n} records and nothing else")
+    lines = len(log.read_bytes().splitlines()) if run_job else 0
+    if run_job and lines != n:
+        raise BenchError(f"the guarded ceiling's children ran {lines} of {n} jobs")
+    return rate
+
+
 def ratios(numerators: list[float], denominators: list[float]) -> list[float]:
     return [a / b for a, b in zip(numerators, denominators, strict=True)]
 

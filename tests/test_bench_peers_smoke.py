@@ -5,7 +5,9 @@ their own venv from PyPI, which a test does not install. What it checks is the
 harness and its document: W1..W3 each reported with positive figures, every
 job's line checked, spoold's records counted, the system's version and config,
 the table on stderr with its "keeps a record of a no-op" column, the W1 and W2
-ceilings beside spoold-files (run by default), the results written to
+ceilings beside spoold-files (run by default), with W1's informative guarded
+ceilings (their records and, with the job run, its lines counted by the
+harness), the results written to
 ``--out``, and the temp folder removed. The daemons carry the leak
 check's token, so one left behind fails the test. No timing assertions.
 """
@@ -73,8 +75,12 @@ def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: s
     assert 0 < latency["p50"]["median"] <= latency["max"]["median"]
 
     ceilings = document["ceilings"]  # run by default beside W1 and W2, same N
-    assert set(ceilings) == {"W1", "W2"}
-    assert ceilings["W1"]["n"] == 5 and ceilings["W1"]["jobs_per_s"]["median"] > 0
+    assert list(ceilings) == ["W1", "W1-guarded", "W1-guarded-job", "W2"]
+    for name in ("W1", "W1-guarded", "W1-guarded-job"):
+        assert ceilings[name]["n"] == 5 and ceilings[name]["jobs_per_s"]["median"] > 0, name
+        assert ceilings[name]["ratio"]["median"] > 0, name
+    for name in ("W1-guarded", "W1-guarded-job"):  # no target: the figure explains W1's
+        assert ceilings[name]["target"] == "informative" and "met" not in ceilings[name]
     assert ceilings["W2"]["n"] == 5 and ceilings["W2"]["latency_ms"]["p50"]["median"] > 0
     for item in ceilings.values():
         assert item["compared_with"] == "spoold-files"
@@ -84,6 +90,7 @@ def test_the_peers_harness_runs_spoold_on_a_tiny_n(tmp_path: Path, leak_check: s
     assert isinstance(ceilings["W2"]["ratio"]["median"], Real)
     assert ceilings["W2"]["ratio_with_call"]["median"] > 0  # from before the call: never
     assert "ceilings (bench/ceilings.py" in done.stderr
+    assert "| W1 guarded, each child running the job in Python (jobs/s) | 5 |" in done.stderr
 
     assert "keeps a record of a no-op" in done.stderr
     assert "| spoold-files |" in done.stderr and "yes (done record; W1 kept 5 of 5)" in done.stderr
