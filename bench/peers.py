@@ -10,11 +10,12 @@ comes from those lines, never from a system's own log, and every run checks
 that each enqueued job wrote exactly one line. In the same invocation, once
 per run: the W1 and W2 ceilings of ``make bench`` (bench/workloads.py's
 ``dispatch_ceiling`` and ``w2_ceiling``; ``--no-ceilings`` skips them), with
-spoold-files' ratio to each, and beside W1 an informative one that does the
-fsyncs spoold's guarantees need with a durable client beside it
-(``guarded_ceiling``: how much of the ceiling the guarantees leave); and
-``spoold-redis-4daemons`` runs W3 (2 x N jobs) on 4 daemons sharing one
-Redis queue, with the CPU of their process trees and of the redis-server. See bench/README.md.
+spoold-files' ratio to each, and beside W1 two informative ones
+(``guarded_ceiling``): its loop doing the fsyncs spoold's guarantees need
+with a durable client beside it, and the same with each child running the
+job in Python; and ``spoold-redis-4daemons`` runs W3 (2 x N jobs) on 4
+daemons sharing one Redis queue, with the CPU of their process trees and of
+the redis-server. See bench/README.md.
 
 Prints one JSON document on stdout (progress and a table on stderr) and
 writes it to bench/results/peers-latest.json and peers-<UTC time>.json.
@@ -120,8 +121,7 @@ CEILINGS = {
         "once. A forked client submits the N jobs durably meanwhile (tmp, fsync, rename, fsync "
         "incoming/) and the time runs from its start, as W1 times spoold",
         "target": "informative",
-        "ratio_meaning": "spoold-files' W1 jobs/s over this ceiling's (the same run): the share "
-        "of what the guarantees leave that spoold's own processes and Python take",
+        "ratio_meaning": "spoold-files' W1 jobs/s over this ceiling's (the same run)",
     },
     "W1-guarded-job": {
         "what": "bench/ceilings.py guarded --client --run-job: W1-guarded, with each child "
