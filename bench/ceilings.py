@@ -130,17 +130,23 @@ def _claim(root: Path, name: str) -> dict[str, Any]:
     return job
 
 
+def _record(job: dict[str, Any], name: str, started: float) -> bytes:
+    """The done record of a job that ran once, ended now."""
+    return json.dumps({
+        **job, "id": name[:-5], "status": "done", "attempts": 1,
+        "history": [{"attempt": 1, "started_at": started, "finished_at": time.time(),
+                     "outcome": "ok"}],
+    }).encode()  # fmt: skip
+
+
+def _waiting(incoming: Path | str) -> list[str]:
+    """The job files in incoming/, oldest name first."""
+    with os.scandir(incoming) as entries:
+        return sorted(e.name for e in entries if e.name.endswith(".json") and e.name[0] != ".")
+
+
 def _file_done(root: Path, name: str, job: dict[str, Any], started: float, fsync: bool) -> None:
-    record = {
-        **job,
-        "id": name[:-5],
-        "status": "done",
-        "attempts": 1,
-        "history": [
-            {"attempt": 1, "started_at": started, "finished_at": time.time(), "outcome": "ok"}
-        ],
-    }
-    write_file(root / "done", name, json.dumps(record).encode(), fsync=fsync)
+    write_file(root / "done", name, _record(job, name, started), fsync=fsync)
     os.unlink(root / "active" / name)
 
 
@@ -179,14 +185,6 @@ def dispatch(root: Path, *, fork: bool, fsync: bool) -> float:
     return len(names) / (time.perf_counter() - start)
 
 
-def _record(job: dict[str, Any], name: str, started: float) -> bytes:
-    return json.dumps({
-        **job, "id": name[:-5], "status": "done", "attempts": 1,
-        "history": [{"attempt": 1, "started_at": started, "finished_at": time.time(),
-                     "outcome": "ok"}],
-    }).encode()  # fmt: skip
-
-
 class GuardedSpool:
     """The least a spool does on disk to keep SPEC.md's "Nothing lost" through a
     power cut, as spoold's file store keeps it (spoold/backends/files/store.py):
@@ -200,21 +198,16 @@ class GuardedSpool:
     """
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.incoming, self.active, self.done = (f"{root}/{n}" for n in FOLDERS[1:])
         self.claims_unsynced = False
         self.records_unsynced = False
         self.reports: dict[int, int] = {}  # a child's pid: the pipe it reports on (--run-job)
 
     def claim(self, name: str) -> dict[str, Any]:
-        with open(f"{self.incoming}/{name}", "rb") as handle:
-            job: dict[str, Any] = json.loads(handle.read())
-        os.rename(f"{self.incoming}/{name}", f"{self.active}/{name}")
+        job = _claim(self.root, name)
         self.claims_unsynced = True
         return job
-
-    def waiting(self) -> list[str]:
-        with os.scandir(self.incoming) as entries:
-            return sorted(e.name for e in entries if e.name[0] != "." and e.name.endswith(".json"))
 
     def sync_claims(self) -> None:
         if self.claims_unsynced:
@@ -285,7 +278,7 @@ def guarded_dispatch(root: Path, n: int, log: str, *, client: bool, run_job: boo
             spool.file(*running.pop(pid))
         filed += len(ended)
         if not waiting and len(running) < CHILDREN:
-            waiting = spool.waiting()
+            waiting = _waiting(spool.incoming)
         launched = _launch(spool, waiting, running, run_job)
         spool.end_turn()
         if not ended and not launched:
@@ -415,8 +408,7 @@ def poll_and_fork(root: Path, n: int, log: str, *, fsync: bool, interval: float 
     started_jobs = 0
     print("ready", flush=True)
     while started_jobs < n or running:
-        with os.scandir(incoming) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(".json") and e.name[0] != ".")
+        names = _waiting(incoming)
         for name in names:
             job = _claim(root, name)
             running[_start_child(log, name)] = (name, job, time.time())

@@ -99,6 +99,7 @@ CEILING_NAMES = {
     "W1": "W1 fork+fsync, 2 children (jobs/s)",
     "W1-guarded": "W1 guarded: spoold's fsyncs, a durable client beside (jobs/s)",
     "W1-guarded-job": "W1 guarded, each child running the job in Python (jobs/s)",
+    "W2": "W2 0.1 ms poll + fork (p50 ms)",
 }
 CEILING_OF = "spoold-files"  # spoold's default: the system the ceilings are compared with
 CEILINGS = {
@@ -640,11 +641,10 @@ def ceilings_lines(ceilings: dict[str, Any]) -> list[str]:
             continue
         workload = ceiling_workload(key)
         if workload == "W1":
-            name, value = CEILING_NAMES[key], _spread(item["jobs_per_s"])
-            spoold = item["spoold_jobs_per_s_runs"]
+            value, spoold = _spread(item["jobs_per_s"]), item["spoold_jobs_per_s_runs"]
         else:
-            name, value = "W2 0.1 ms poll + fork (p50 ms)", _spread(item["latency_ms"]["p50"])
-            spoold = item["spoold_p50_ms_runs"]
+            value, spoold = _spread(item["latency_ms"]["p50"]), item["spoold_p50_ms_runs"]
+        name = CEILING_NAMES[key]
         spoold_text = (
             f"{median(spoold):g} (runs {', '.join(f'{v:g}' for v in spoold)})" if spoold else "-"
         )
