@@ -195,10 +195,14 @@ class GuardedSpool:
     * a record is written whole beside the job as ``active/<id>.to-done``
       (fsynced), the job is unlinked and the record renamed into done/;
     * done/ is fsynced once at the end of the turn, for every record of it.
+
+    With ``fsync`` off (spoold's ``[spool] fsync = false``) the same files are made,
+    renamed and unlinked, and nothing is fsynced.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
+        self.fsync = fsync
         self.incoming, self.active, self.done = (f"{root}/{n}" for n in FOLDERS[1:])
         self.claims_unsynced = False
         self.records_unsynced = False
@@ -210,7 +214,7 @@ class GuardedSpool:
         return job
 
     def sync_claims(self) -> None:
-        if self.claims_unsynced:
+        if self.claims_unsynced and self.fsync:
             fsync_dir(Path(self.incoming))
             fsync_dir(Path(self.active))
             self.claims_unsynced = False
@@ -230,7 +234,8 @@ class GuardedSpool:
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             os.write(fd, _record(job, name, started))
-            os.fsync(fd)
+            if self.fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         self.sync_claims()
@@ -241,7 +246,7 @@ class GuardedSpool:
     def end_turn(self) -> None:
         """What spoold's daemon does after a turn has handed out the next attempts."""
         self.sync_claims()
-        if self.records_unsynced:
+        if self.records_unsynced and self.fsync:
             fsync_dir(Path(self.done))
             self.records_unsynced = False
 

@@ -1,13 +1,17 @@
 """W3's round-trip floor: how close to ideal 50 ms jobs on 2 slots can get on this machine
 when every job's end must reach a deciding process before the slot's next job starts.
 
-``python -m bench.relay [--jobs 400] [--runs 3] [--work-ms 0,0.75]`` (about a minute).
+``python -m bench.relay [--jobs 400] [--runs 3] [--work-ms 0,0.75] [--spool]`` (about a
+minute).
 
-No spoold here, and no files: plain Python processes and socketpairs. Two workers each
-sleep 50 ms per job, then report; a "daemon" process answers each report by sending that
-slot its next job, after ``work`` ms of busy work (0: the floor of the trip alone; 0.75:
-about what spoold's daemon spends filing an outcome and claiming the next job with reused
-workers, measured hop by hop in docs/PERFORMANCE.md). Two shapes:
+No spoold here: plain Python processes and socketpairs. Two workers each sleep 50 ms per
+job, then report; a "daemon" process answers each report by sending that slot its next
+job, after ``work`` ms of busy work (0: the floor of the trip alone; 0.75: about what
+spoold's daemon spends filing an outcome and claiming the next job with reused workers,
+measured hop by hop in docs/PERFORMANCE.md). With ``--spool`` that work is done on disk
+besides: the jobs wait as files in a spool, and the daemon files each record and claims
+each next job as the least runner with spoold's guarantees does (``OnDisk``), fsync off
+as in W3's reused configuration. Two shapes:
 
 - ``direct``: worker <-> daemon;
 - ``relay``: worker <-> relay <-> daemon, where the relay only passes messages on, as
@@ -33,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import ceilings
+
 SLOTS = 2
 SLEEP = 0.05
 IDEAL = SLOTS / SLEEP
@@ -40,11 +46,12 @@ QUIT = b"quit"
 
 
 def _worker(sock: socket.socket, log_fd: int) -> None:
-    """Sleep 50 ms per request, append "start end", report; exit at QUIT."""
+    """Read a request (a job's JSON), sleep 50 ms, append "start end", report; exit at QUIT."""
     while True:
-        message = sock.recv(64)
+        message = sock.recv(4096)
         if not message or message == QUIT:
             os._exit(0)
+        json.loads(message)
         start = time.time()
         time.sleep(SLEEP)
         os.write(log_fd, f"{start!r} {time.time()!r}\n".encode())
@@ -63,13 +70,13 @@ def _relay(up: socket.socket, downs: list[socket.socket]) -> None:
                 data = up.recv(4096)
                 if not data:  # the daemon closed its end: the run is over
                     os._exit(0)
-                for frame in filter(None, data.split(b";")):
+                for frame in filter(None, data.split(b"\n")):
                     slot, body = frame.split(b":", 1)
                     downs[int(slot)].sendall(body)
             else:
                 data = os.read(fd, 64)
                 if data:
-                    up.sendall(b"%d:%s;" % (slot_of[fd], data))
+                    up.sendall(b"%d:%s\n" % (slot_of[fd], data))
                 else:  # a worker exited after its QUIT
                     poller.unregister(fd)
 
@@ -114,10 +121,10 @@ class Relayed:
         self.children = [pid]
 
     def send(self, slot: int, body: bytes) -> None:
-        self.up.sendall(b"%d:%s;" % (slot, body))
+        self.up.sendall(b"%d:%s\n" % (slot, body))
 
     def reports(self) -> list[int]:
-        return [int(f.split(b":")[0]) for f in filter(None, self.up.recv(4096).split(b";"))]
+        return [int(f.split(b":")[0]) for f in filter(None, self.up.recv(4096).split(b"\n"))]
 
     def close(self) -> None:
         """After the QUITs: the relay passes them on, then sees this end closed and exits."""
@@ -140,21 +147,64 @@ def _start_workers(log_fd: int) -> tuple[list[socket.socket], list[int]]:
     return [ours for ours, _theirs in pairs], pids
 
 
-def run_once(jobs: int, shape: str, work: float, log: Path) -> dict[str, float]:
-    """One run: the jobs through 2 workers, the daemon in this process."""
+class Tokens:
+    """No spool: a request is an empty job, and a report is only counted."""
+
+    def request(self, slot: int) -> bytes:
+        return b"{}"
+
+    def report(self, slot: int) -> None:
+        return None
+
+
+class OnDisk:
+    """The daemon's file work per job, as the least runner with spoold's guarantees and
+    reused workers does it, fsync off as in W3's reused configuration (GuardedSpool):
+    a slot's next job is claimed (read, parsed, renamed into active/) before it is sent;
+    a report files the slot's record (written beside the job in active/, the job
+    unlinked, the record renamed into done/) before anything else happens."""
+
+    def __init__(self, root: Path, jobs: int) -> None:
+        ceilings.prefill(ceilings.make_folders(root), jobs)
+        self.spool = ceilings.GuardedSpool(root, fsync=False)
+        self.waiting = ceilings._waiting(self.spool.incoming)[::-1]  # oldest last: pop()
+        self.running: dict[int, tuple[str, dict[str, Any], float]] = {}
+
+    def request(self, slot: int) -> bytes:
+        name = self.waiting.pop()
+        job = self.spool.claim(name)
+        self.running[slot] = (name, job, time.time())
+        return json.dumps(job).encode()
+
+    def report(self, slot: int) -> None:
+        self.spool.file(*self.running.pop(slot))
+
+    def check(self, jobs: int) -> None:
+        left = {name: len(os.listdir(self.spool.root / name)) for name in ceilings.FOLDERS[1:]}
+        if left != {"incoming": 0, "active": 0, "done": jobs}:
+            raise RuntimeError(f"the spool was left with {left}, not {jobs} records")
+
+
+def run_once(jobs: int, shape: str, work: float, folder: Path, spool: bool) -> dict[str, float]:
+    """One run: the jobs through 2 workers, the daemon in this process; with ``spool``,
+    the jobs wait in a fresh spool under ``folder`` and the daemon files and claims."""
+    log = folder / "jobs.log"
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    disk = OnDisk(Path(tempfile.mkdtemp(dir=folder)), jobs) if spool else None
+    work_of = disk or Tokens()
     socks, pids = _start_workers(log_fd)
     channel = SHAPES[shape](socks)
     started = time.time()
     for slot in range(SLOTS):
-        channel.send(slot, b"job")
+        channel.send(slot, work_of.request(slot))
     sent, done = SLOTS, 0
     while done < jobs:
         for slot in channel.reports():
+            work_of.report(slot)
             _busy(work)
             done += 1
             if sent < jobs:
-                channel.send(slot, b"job")
+                channel.send(slot, work_of.request(slot))
                 sent += 1
     for slot in range(SLOTS):
         channel.send(slot, QUIT)
@@ -162,6 +212,8 @@ def run_once(jobs: int, shape: str, work: float, log: Path) -> dict[str, float]:
     for pid in pids + channel.children:
         os.waitpid(pid, 0)
     os.close(log_fd)
+    if disk:
+        disk.check(jobs)
     return _figures(log, jobs, started)
 
 
@@ -188,18 +240,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work-ms", default="0,0.75", help="comma-separated daemon work, ms")
+    parser.add_argument(
+        "--spool",
+        action="store_true",
+        help="the daemon also files each record and claims each job on disk",
+    )
     args = parser.parse_args(argv)
     works = [float(value) for value in args.work_ms.split(",")]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
-        log = Path(folder) / "jobs.log"
         for work in works:
             runs: dict[str, list[dict[str, float]]] = {shape: [] for shape in SHAPES}
             for _ in range(args.runs):
                 for shape, figures in runs.items():  # alternating: the machine's drift hits both
-                    figures.append(run_once(args.jobs, shape, work / 1000, log))
+                    figures.append(
+                        run_once(args.jobs, shape, work / 1000, Path(folder), args.spool)
+                    )
             for shape, figures in runs.items():
-                entry: dict[str, Any] = {"shape": shape, "daemon_work_ms": work}
+                entry: dict[str, Any] = {"shape": shape, "daemon_work_ms": work,
+                                         "on_disk": args.spool}  # fmt: skip
                 for key in ("ratio_to_ideal", "gap_p50_ms", "gap_mean_ms"):
                     values = [f[key] for f in figures]
                     entry[key] = {"median": round(statistics.median(values), 3),

@@ -160,3 +160,17 @@ def test_the_relay_floor_runs_on_a_few_jobs(leak_check: str) -> None:
         ratio = entry["ratio_to_ideal"]["median"]
         assert 0 < ratio <= 1, entry  # (a job's 50 ms sleep is a floor: never above ideal)
         assert entry["gap_p50_ms"]["median"] >= 0, entry
+        assert entry["on_disk"] is False, entry
+
+
+def test_the_relay_floor_on_disk_files_every_job(leak_check: str) -> None:
+    """``--spool``: the deciding process files each record and claims each job in a real
+    spool (bench/ceilings.py's GuardedSpool, fsync off); a run that leaves a job anywhere
+    but done/ fails (``OnDisk.check``)."""
+    returncode, out, err = run_module("bench.relay", leak_check, "--jobs", "6", "--runs", "1",
+                                      "--work-ms", "0", "--spool")  # fmt: skip
+    assert returncode == 0, err[-5000:]
+    results = json.loads(out)["results"]
+    assert [(e["shape"], e["on_disk"]) for e in results] == [("direct", True), ("relay", True)]
+    for entry in results:
+        assert 0 < entry["ratio_to_ideal"]["median"] <= 1, entry
