@@ -1,8 +1,8 @@
 """W3's round-trip floor: how close to ideal 50 ms jobs on 2 slots can get on this machine
 when every job's end must reach a deciding process before the slot's next job starts.
 
-``python -m bench.relay [--jobs 400] [--runs 3] [--work-ms 0,0.75] [--spool]`` (about a
-minute).
+``python -m bench.relay [--jobs 400] [--runs 3] [--work-ms 0,0.75] [--spool]
+[--per-attempt]`` (about a minute).
 
 No spoold here: plain Python processes and socketpairs. Two workers each sleep 50 ms per
 job, then report; a "daemon" process answers each report by sending that slot its next
@@ -11,7 +11,10 @@ spoold's daemon spends filing an outcome and claiming the next job with reused w
 measured hop by hop in docs/PERFORMANCE.md). With ``--spool`` that work is done on disk
 besides: the jobs wait as files in a spool, and the daemon files each record and claims
 each next job as the least runner with spoold's guarantees does (``OnDisk``), fsync off
-as in W3's reused configuration. Two shapes:
+as in W3's reused configuration. With ``--per-attempt`` each job runs in a process of
+its own, as by spoold's default (fsync on with ``--spool``), in two shapes of its own:
+``spares``, forked by the deciding process, and ``spares-relay``, forked by a relay
+process as spoold's launcher forks them. Otherwise, two shapes with reused workers:
 
 - ``direct``: worker <-> daemon;
 - ``relay``: worker <-> relay <-> daemon, where the relay only passes messages on, as
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import importlib
 import json
 import os
 import select
@@ -43,6 +47,7 @@ SLOTS = 2
 SLEEP = 0.05
 IDEAL = SLOTS / SLEEP
 QUIT = b"quit"
+JOB_MODULE = "bench.peerjobs"  # what W3's jobs run: imported by --per-attempt's children only
 
 
 def _worker(sock: socket.socket, log_fd: int) -> None:
@@ -87,6 +92,94 @@ def _busy(seconds: float) -> None:
         pass
 
 
+def _one_job(sock: socket.socket, log_fd: int) -> None:
+    """A spare: wait for one request, import the job's module (after the request, as
+    spoold's rule that nothing is imported before the allowlist passes has it), sleep
+    50 ms, append "start end", report, exit."""
+    message = sock.recv(4096)
+    if message and message != QUIT:
+        json.loads(message)
+        importlib.import_module(JOB_MODULE)
+        start = time.time()
+        time.sleep(SLEEP)
+        os.write(log_fd, f"{start!r} {time.time()!r}\n".encode())
+        sock.sendall(b"done")
+    os._exit(0)
+
+
+class Spares:
+    """A process per job, forked by the daemon, as spoold's default runs them: each slot
+    has a spare forked ahead (``_one_job``), which takes one request and exits after its
+    report; the slot's next spare is forked once the request has gone out, off its path."""
+
+    def __init__(self, log_fd: int) -> None:
+        if JOB_MODULE in sys.modules:
+            raise RuntimeError(f"{JOB_MODULE} is imported already: its children would not")
+        self.log_fd = log_fd
+        self.spares = [self._fork() for _ in range(SLOTS)]
+        self.running: dict[socket.socket, tuple[int, int]] = {}  # socket: (slot, pid)
+        self.children: list[int] = []  # reaped at the end of the run
+
+    def _fork(self) -> tuple[socket.socket, int]:
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            _one_job(theirs, self.log_fd)
+        theirs.close()
+        return ours, pid
+
+    def send(self, slot: int, body: bytes) -> None:
+        sock, pid = self.spares[slot]
+        sock.sendall(body)
+        if body == QUIT:
+            sock.close()
+            self.children.append(pid)
+            return
+        self.running[sock] = (slot, pid)
+        self.spares[slot] = self._fork()
+
+    def reports(self) -> list[int]:
+        ready, _, _ = select.select(list(self.running), [], [])
+        return self.take_reports(ready)
+
+    def take_reports(self, ready: list[socket.socket]) -> list[int]:
+        """The slots of the running jobs among ``ready`` (their reports read)."""
+        slots = []
+        for sock in ready:
+            if sock in self.running:
+                sock.recv(64)
+                slot, pid = self.running.pop(sock)
+                sock.close()
+                self.children.append(pid)
+                slots.append(slot)
+        return slots
+
+    def close(self) -> None:
+        return None
+
+
+def _forking_relay(up: socket.socket, log_fd: int) -> None:
+    """spoold's default shape, least: this process (the launcher) forks the spares, hands
+    each request to its slot's spare, and passes each report up; it reaps its children
+    and exits once the daemon closes its end."""
+    spares = Spares(log_fd)
+    while True:
+        ready, _, _ = select.select([up, *spares.running], [], [])
+        for slot in spares.take_reports(ready):
+            up.sendall(b"%d:done\n" % slot)
+        if up not in ready:
+            continue
+        data = up.recv(4096)
+        if not data:
+            for pid in spares.children:
+                os.waitpid(pid, 0)
+            os._exit(0)
+        for frame in filter(None, data.split(b"\n")):
+            slot, body = frame.split(b":", 1)
+            spares.send(int(slot), body)
+
+
 class Direct:
     """The daemon talks to each worker on the worker's own socket."""
 
@@ -111,12 +204,14 @@ class Direct:
 class Relayed:
     """The daemon talks to one relay process, which talks to the workers."""
 
-    def __init__(self, socks: list[socket.socket]) -> None:
+    def __init__(self, socks: list[socket.socket], log_fd: int = -1) -> None:
+        """With ``socks``, the relay passes messages to those workers; without, it forks
+        a process per job itself (``_forking_relay``), as spoold's launcher does."""
         self.up, relay_end = socket.socketpair()
         pid = os.fork()
         if pid == 0:
             self.up.close()
-            _relay(relay_end, socks)
+            _relay(relay_end, socks) if socks else _forking_relay(relay_end, log_fd)
         relay_end.close()
         self.children = [pid]
 
@@ -132,6 +227,7 @@ class Relayed:
 
 
 SHAPES: dict[str, type[Direct] | type[Relayed]] = {"direct": Direct, "relay": Relayed}
+PER_ATTEMPT = ("spares", "spares-relay")  # the same two shapes with a process per job
 
 
 def _start_workers(log_fd: int) -> tuple[list[socket.socket], list[int]]:
@@ -156,17 +252,22 @@ class Tokens:
     def report(self, slot: int) -> None:
         return None
 
+    def end_turn(self) -> None:
+        return None
+
 
 class OnDisk:
-    """The daemon's file work per job, as the least runner with spoold's guarantees and
-    reused workers does it, fsync off as in W3's reused configuration (GuardedSpool):
-    a slot's next job is claimed (read, parsed, renamed into active/) before it is sent;
-    a report files the slot's record (written beside the job in active/, the job
-    unlinked, the record renamed into done/) before anything else happens."""
+    """The daemon's file work per job, as the least runner with spoold's guarantees does
+    it (GuardedSpool): a slot's next job is claimed (read, parsed, renamed into active/)
+    before it is sent; a report files the slot's record (written beside the job in
+    active/, the job unlinked, the record renamed into done/) before anything else
+    happens. With ``fsync`` (W3's default configuration) the record is fsynced, the
+    claims' folders before it, and done/ at the end of the turn, after the requests;
+    without (W3's reused configuration), nothing is."""
 
-    def __init__(self, root: Path, jobs: int) -> None:
+    def __init__(self, root: Path, jobs: int, *, fsync: bool) -> None:
         ceilings.prefill(ceilings.make_folders(root), jobs)
-        self.spool = ceilings.GuardedSpool(root, fsync=False)
+        self.spool = ceilings.GuardedSpool(root, fsync=fsync)
         self.waiting = ceilings._waiting(self.spool.incoming)[::-1]  # oldest last: pop()
         self.running: dict[int, tuple[str, dict[str, Any], float]] = {}
 
@@ -179,6 +280,9 @@ class OnDisk:
     def report(self, slot: int) -> None:
         self.spool.file(*self.running.pop(slot))
 
+    def end_turn(self) -> None:
+        self.spool.end_turn()
+
     def check(self, jobs: int) -> None:
         left = {name: len(os.listdir(self.spool.root / name)) for name in ceilings.FOLDERS[1:]}
         if left != {"incoming": 0, "active": 0, "done": jobs}:
@@ -186,14 +290,22 @@ class OnDisk:
 
 
 def run_once(jobs: int, shape: str, work: float, folder: Path, spool: bool) -> dict[str, float]:
-    """One run: the jobs through 2 workers, the daemon in this process; with ``spool``,
-    the jobs wait in a fresh spool under ``folder`` and the daemon files and claims."""
+    """One run: the jobs through 2 slots, the daemon in this process; with ``spool``,
+    the jobs wait in a fresh spool under ``folder`` and the daemon files and claims
+    (fsynced with a process per job, as spoold's default)."""
     log = folder / "jobs.log"
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-    disk = OnDisk(Path(tempfile.mkdtemp(dir=folder)), jobs) if spool else None
+    root = Path(tempfile.mkdtemp(dir=folder))
+    disk = OnDisk(root, jobs, fsync=shape in PER_ATTEMPT) if spool else None
     work_of = disk or Tokens()
-    socks, pids = _start_workers(log_fd)
-    channel = SHAPES[shape](socks)
+    channel: Direct | Relayed | Spares
+    if shape == "spares":
+        channel, pids = Spares(log_fd), []
+    elif shape == "spares-relay":
+        channel, pids = Relayed([], log_fd), []
+    else:
+        socks, pids = _start_workers(log_fd)
+        channel = SHAPES[shape](socks)
     started = time.time()
     for slot in range(SLOTS):
         channel.send(slot, work_of.request(slot))
@@ -206,6 +318,7 @@ def run_once(jobs: int, shape: str, work: float, folder: Path, spool: bool) -> d
             if sent < jobs:
                 channel.send(slot, work_of.request(slot))
                 sent += 1
+        work_of.end_turn()
     for slot in range(SLOTS):
         channel.send(slot, QUIT)
     channel.close()
@@ -245,12 +358,19 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the daemon also files each record and claims each job on disk",
     )
+    parser.add_argument(
+        "--per-attempt",
+        action="store_true",
+        help="a process per job (spares forked by the daemon; fsync on with --spool) "
+        "instead of the two shapes with reused workers",
+    )
     args = parser.parse_args(argv)
     works = [float(value) for value in args.work_ms.split(",")]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         for work in works:
-            runs: dict[str, list[dict[str, float]]] = {shape: [] for shape in SHAPES}
+            shapes = list(PER_ATTEMPT if args.per_attempt else SHAPES)
+            runs: dict[str, list[dict[str, float]]] = {shape: [] for shape in shapes}
             for _ in range(args.runs):
                 for shape, figures in runs.items():  # alternating: the machine's drift hits both
                     figures.append(

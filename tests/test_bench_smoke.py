@@ -174,3 +174,16 @@ def test_the_relay_floor_on_disk_files_every_job(leak_check: str) -> None:
     assert [(e["shape"], e["on_disk"]) for e in results] == [("direct", True), ("relay", True)]
     for entry in results:
         assert 0 < entry["ratio_to_ideal"]["median"] <= 1, entry
+
+
+def test_the_relay_floor_with_a_process_per_job_files_every_job(leak_check: str) -> None:
+    """``--per-attempt --spool``: spares forked by the deciding process, or by a relay as
+    spoold's launcher forks them, each running one job; every job filed (fsync on), and
+    every process reaped (the leak check fails a run that leaves one)."""
+    returncode, out, err = run_module("bench.relay", leak_check, "--jobs", "6", "--runs", "1",
+                                      "--work-ms", "0", "--spool", "--per-attempt")  # fmt: skip
+    assert returncode == 0, err[-5000:]
+    results = json.loads(out)["results"]
+    assert [e["shape"] for e in results] == ["spares", "spares-relay"]
+    for entry in results:
+        assert 0 < entry["ratio_to_ideal"]["median"] <= 1, entry
