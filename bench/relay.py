@@ -108,9 +108,10 @@ def _one_job(sock: socket.socket, log_fd: int) -> None:
 
 
 class Spares:
-    """A process per job, forked by the daemon, as spoold's default runs them: each slot
-    has a spare forked ahead (``_one_job``), which takes one request and exits after its
-    report; the slot's next spare is forked once the request has gone out, off its path."""
+    """A process per job, as spoold's default runs them, forked by the process that holds
+    this (the deciding one, or the relay): each slot has a spare forked ahead
+    (``_one_job``), which takes one request and exits after its report; the slot's next
+    spare is forked once the request has gone out, off its path."""
 
     def __init__(self, log_fd: int) -> None:
         if JOB_MODULE in sys.modules:
@@ -211,7 +212,9 @@ class Relayed:
         pid = os.fork()
         if pid == 0:
             self.up.close()
-            _relay(relay_end, socks) if socks else _forking_relay(relay_end, log_fd)
+            if socks:
+                _relay(relay_end, socks)  # (neither returns: each ends with os._exit)
+            _forking_relay(relay_end, log_fd)
         relay_end.close()
         self.children = [pid]
 
@@ -289,23 +292,27 @@ class OnDisk:
             raise RuntimeError(f"the spool was left with {left}, not {jobs} records")
 
 
+def _open(shape: str, log_fd: int) -> tuple[Direct | Relayed | Spares, list[int]]:
+    """The shape's channel, and the pids of the workers it did not fork itself."""
+    if shape == "spares":
+        return Spares(log_fd), []
+    if shape == "spares-relay":
+        return Relayed([], log_fd), []
+    socks, pids = _start_workers(log_fd)
+    return SHAPES[shape](socks), pids
+
+
 def run_once(jobs: int, shape: str, work: float, folder: Path, spool: bool) -> dict[str, float]:
     """One run: the jobs through 2 slots, the daemon in this process; with ``spool``,
     the jobs wait in a fresh spool under ``folder`` and the daemon files and claims
     (fsynced with a process per job, as spoold's default)."""
     log = folder / "jobs.log"
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-    root = Path(tempfile.mkdtemp(dir=folder))
-    disk = OnDisk(root, jobs, fsync=shape in PER_ATTEMPT) if spool else None
+    disk = None
+    if spool:
+        disk = OnDisk(Path(tempfile.mkdtemp(dir=folder)), jobs, fsync=shape in PER_ATTEMPT)
     work_of = disk or Tokens()
-    channel: Direct | Relayed | Spares
-    if shape == "spares":
-        channel, pids = Spares(log_fd), []
-    elif shape == "spares-relay":
-        channel, pids = Relayed([], log_fd), []
-    else:
-        socks, pids = _start_workers(log_fd)
-        channel = SHAPES[shape](socks)
+    channel, pids = _open(shape, log_fd)
     started = time.time()
     for slot in range(SLOTS):
         channel.send(slot, work_of.request(slot))
