@@ -139,10 +139,18 @@ def _record(job: dict[str, Any], name: str, started: float) -> bytes:
     }).encode()  # fmt: skip
 
 
-def _waiting(incoming: Path | str) -> list[str]:
+def waiting_names(incoming: Path | str) -> list[str]:
     """The job files in incoming/, oldest name first."""
     with os.scandir(incoming) as entries:
         return sorted(e.name for e in entries if e.name.endswith(".json") and e.name[0] != ".")
+
+
+def unfiled(root: Path, n: int) -> str | None:
+    """What is wrong with a spool that should hold N records and nothing else, or None."""
+    left = {name: len(os.listdir(root / name)) for name in FOLDERS[1:]}
+    if left == {"incoming": 0, "active": 0, "done": n}:
+        return None
+    return f"the spool was left with {left}, not {n} records and nothing else"
 
 
 def _file_done(root: Path, name: str, job: dict[str, Any], started: float, fsync: bool) -> None:
@@ -283,7 +291,7 @@ def guarded_dispatch(root: Path, n: int, log: str, *, client: bool, run_job: boo
             spool.file(*running.pop(pid))
         filed += len(ended)
         if not waiting and len(running) < CHILDREN:
-            waiting = _waiting(spool.incoming)
+            waiting = waiting_names(spool.incoming)
         launched = _launch(spool, waiting, running, run_job)
         spool.end_turn()
         if not ended and not launched:
@@ -413,7 +421,7 @@ def poll_and_fork(root: Path, n: int, log: str, *, fsync: bool, interval: float 
     started_jobs = 0
     print("ready", flush=True)
     while started_jobs < n or running:
-        names = _waiting(incoming)
+        names = waiting_names(incoming)
         for name in names:
             job = _claim(root, name)
             running[_start_child(log, name)] = (name, job, time.time())

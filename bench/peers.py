@@ -95,15 +95,10 @@ WHAT = {
     "4 daemons x 2, which runs 2 x N jobs and also reports the CPU of its 4 daemons' process "
     "trees and of the redis-server over the run)",
 }
-CEILING_NAMES = {
-    "W1": "W1 fork+fsync, 2 children (jobs/s)",
-    "W1-guarded": "W1 guarded: spoold's fsyncs, a durable client beside (jobs/s)",
-    "W1-guarded-job": "W1 guarded, each child running the job in Python (jobs/s)",
-    "W2": "W2 0.1 ms poll + fork (p50 ms)",
-}
 CEILING_OF = "spoold-files"  # spoold's default: the system the ceilings are compared with
 CEILINGS = {
     "W1": {
+        "label": "W1 fork+fsync, 2 children (jobs/s)",
         "what": "bench/ceilings.py dispatch --fork --fsync, as make bench's W1 ceiling "
         "(bench.workloads.dispatch_ceiling): N no-op jobs waiting in incoming/ (written untimed); "
         "one fresh process lists incoming/, per job read + json.loads + rename into active/, "
@@ -113,6 +108,7 @@ CEILINGS = {
         "ratio_meaning": "spoold-files' W1 jobs/s over the ceiling's (the same run)",
     },
     "W1-guarded": {
+        "label": "W1 guarded: spoold's fsyncs, a durable client beside (jobs/s)",
         "what": "bench/ceilings.py guarded --client (bench.workloads.guarded_ceiling): the W1 "
         "ceiling's loop doing on disk what spoold's guarantees need (a power cut loses no job "
         "and runs none twice), as spoold's file store does it: before a record is filed the "
@@ -125,6 +121,7 @@ CEILINGS = {
         "ratio_meaning": "spoold-files' W1 jobs/s over this ceiling's (the same run)",
     },
     "W1-guarded-job": {
+        "label": "W1 guarded, each child running the job in Python (jobs/s)",
         "what": "bench/ceilings.py guarded --client --run-job: W1-guarded, with each child "
         "doing the least a runner with a Python process per attempt does: import the job's "
         "module after the fork (nothing is imported for a job before its check), call the "
@@ -134,6 +131,7 @@ CEILINGS = {
         "ratio_meaning": "spoold-files' W1 jobs/s over this ceiling's (the same run)",
     },
     "W2": {
+        "label": "W2 0.1 ms poll + fork (p50 ms)",
         "what": "bench/ceilings.py poll, as make bench's W2 ceiling (bench.workloads.w2_ceiling): "
         "the file client (durable=False) feeds one job every 20 ms; one fresh process lists "
         "incoming/ every 0.1 ms, reads + json.loads + renames each new job into active/ and forks "
@@ -644,7 +642,7 @@ def ceilings_lines(ceilings: dict[str, Any]) -> list[str]:
             value, spoold = _spread(item["jobs_per_s"]), item["spoold_jobs_per_s_runs"]
         else:
             value, spoold = _spread(item["latency_ms"]["p50"]), item["spoold_p50_ms_runs"]
-        name = CEILING_NAMES[key]
+        name = CEILINGS[key]["label"]
         spoold_text = (
             f"{median(spoold):g} (runs {', '.join(f'{v:g}' for v in spoold)})" if spoold else "-"
         )
@@ -748,7 +746,12 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     args = parse_args(argv)
     if args.report is not None:
-        print(table(json.loads(args.report.read_text())))
+        try:
+            print(table(json.loads(args.report.read_text())))
+        except (OSError, ValueError) as exc:
+            print(f"bench.peers: --report {args.report}: not a saved document ({exc})",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         return 0
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     runs = args.runs or (1 if args.quick else 3)

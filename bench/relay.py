@@ -51,16 +51,21 @@ JOB_MODULE = "bench.peerjobs"  # what W3's jobs run: imported by --per-attempt's
 
 
 def _worker(sock: socket.socket, log_fd: int) -> None:
-    """Read a request (a job's JSON), sleep 50 ms, append "start end", report; exit at QUIT."""
+    """A reused worker: run each request as it comes; exit at QUIT."""
     while True:
         message = sock.recv(4096)
         if not message or message == QUIT:
             os._exit(0)
-        json.loads(message)
-        start = time.time()
-        time.sleep(SLEEP)
-        os.write(log_fd, f"{start!r} {time.time()!r}\n".encode())
-        sock.sendall(b"done")
+        _run(message, sock, log_fd)
+
+
+def _run(request: bytes, sock: socket.socket, log_fd: int) -> None:
+    """The job: read the request (a job's JSON), sleep 50 ms, append "start end", report."""
+    json.loads(request)
+    start = time.time()
+    time.sleep(SLEEP)
+    os.write(log_fd, f"{start!r} {time.time()!r}\n".encode())
+    sock.sendall(b"done")
 
 
 def _relay(up: socket.socket, downs: list[socket.socket]) -> None:
@@ -98,12 +103,8 @@ def _one_job(sock: socket.socket, log_fd: int) -> None:
     50 ms, append "start end", report, exit."""
     message = sock.recv(4096)
     if message and message != QUIT:
-        json.loads(message)
         importlib.import_module(JOB_MODULE)
-        start = time.time()
-        time.sleep(SLEEP)
-        os.write(log_fd, f"{start!r} {time.time()!r}\n".encode())
-        sock.sendall(b"done")
+        _run(message, sock, log_fd)
     os._exit(0)
 
 
@@ -271,7 +272,7 @@ class OnDisk:
     def __init__(self, root: Path, jobs: int, *, fsync: bool) -> None:
         ceilings.prefill(ceilings.make_folders(root), jobs)
         self.spool = ceilings.GuardedSpool(root, fsync=fsync)
-        self.waiting = ceilings._waiting(self.spool.incoming)[::-1]  # oldest last: pop()
+        self.waiting = ceilings.waiting_names(self.spool.incoming)[::-1]  # oldest last: pop()
         self.running: dict[int, tuple[str, dict[str, Any], float]] = {}
 
     def request(self, slot: int) -> bytes:
@@ -287,9 +288,8 @@ class OnDisk:
         self.spool.end_turn()
 
     def check(self, jobs: int) -> None:
-        left = {name: len(os.listdir(self.spool.root / name)) for name in ceilings.FOLDERS[1:]}
-        if left != {"incoming": 0, "active": 0, "done": jobs}:
-            raise RuntimeError(f"the spool was left with {left}, not {jobs} records")
+        if (wrong := ceilings.unfiled(self.spool.root, jobs)) is not None:
+            raise RuntimeError(wrong)
 
 
 def _open(shape: str, log_fd: int) -> tuple[Direct | Relayed | Spares, list[int]]:

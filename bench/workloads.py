@@ -248,11 +248,9 @@ def guarded_ceiling(folder: Path, n: int, *, run_job: bool) -> float:
     log = folder / "job.log"
     args = ["--root", str(root), "--n", str(n), "--log", str(log), "--client"]
     rate = float(ceiling_process("guarded", *args, *(["--run-job"] if run_job else []))["rate"])
-    left = {name: len(os.listdir(root / name)) for name in ("incoming", "active", "done")}
-    if left != {"incoming": 0, "active": 0, "done": n}:
-        raise BenchError(f"the guarded ceiling left {left}, not {n} records and nothing else")
-    lines = len(log.read_bytes().splitlines()) if run_job else 0
-    if run_job and lines != n:
+    if (wrong := ceilings.unfiled(root, n)) is not None:
+        raise BenchError(f"the guarded ceiling: {wrong}")
+    if run_job and (lines := len(log.read_bytes().splitlines())) != n:
         raise BenchError(f"the guarded ceiling's children ran {lines} of {n} jobs")
     return rate
 
