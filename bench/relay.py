@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,18 @@ def _run(request: bytes, sock: socket.socket, log_fd: int) -> None:
     sock.sendall(b"done")
 
 
+def _frame(slot: int, body: bytes) -> bytes:
+    """A message between the daemon and a relay: the slot it is for or from, then its body."""
+    return b"%d:%s\n" % (slot, body)
+
+
+def _frames(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(slot, body) of each message in ``data`` (one read holds whole messages here)."""
+    for frame in filter(None, data.split(b"\n")):
+        slot, body = frame.split(b":", 1)
+        yield int(slot), body
+
+
 def _relay(up: socket.socket, downs: list[socket.socket]) -> None:
     """Pass each worker's report up, tagged with its slot, and each request down."""
     poller = select.poll()
@@ -80,13 +93,12 @@ def _relay(up: socket.socket, downs: list[socket.socket]) -> None:
                 data = up.recv(4096)
                 if not data:  # the daemon closed its end: the run is over
                     os._exit(0)
-                for frame in filter(None, data.split(b"\n")):
-                    slot, body = frame.split(b":", 1)
-                    downs[int(slot)].sendall(body)
+                for slot, body in _frames(data):
+                    downs[slot].sendall(body)
             else:
                 data = os.read(fd, 64)
                 if data:
-                    up.sendall(b"%d:%s\n" % (slot_of[fd], data))
+                    up.sendall(_frame(slot_of[fd], data))
                 else:  # a worker exited after its QUIT
                     poller.unregister(fd)
 
@@ -169,7 +181,7 @@ def _forking_relay(up: socket.socket, log_fd: int) -> None:
     while True:
         ready, _, _ = select.select([up, *spares.running], [], [])
         for slot in spares.take_reports(ready):
-            up.sendall(b"%d:done\n" % slot)
+            up.sendall(_frame(slot, b"done"))
         if up not in ready:
             continue
         data = up.recv(4096)
@@ -177,9 +189,8 @@ def _forking_relay(up: socket.socket, log_fd: int) -> None:
             for pid in spares.children:
                 os.waitpid(pid, 0)
             os._exit(0)
-        for frame in filter(None, data.split(b"\n")):
-            slot, body = frame.split(b":", 1)
-            spares.send(int(slot), body)
+        for slot, body in _frames(data):
+            spares.send(slot, body)
 
 
 class Direct:
@@ -206,31 +217,29 @@ class Direct:
 class Relayed:
     """The daemon talks to one relay process, which talks to the workers."""
 
-    def __init__(self, socks: list[socket.socket], log_fd: int = -1) -> None:
-        """With ``socks``, the relay passes messages to those workers; without, it forks
-        a process per job itself (``_forking_relay``), as spoold's launcher does."""
+    def __init__(self, serve: Callable[[socket.socket], None]) -> None:
+        """``serve``: the relay process's life on its end of the daemon's socket
+        (``_relay`` or ``_forking_relay``; neither returns, each ends with os._exit)."""
         self.up, relay_end = socket.socketpair()
         pid = os.fork()
         if pid == 0:
             self.up.close()
-            if socks:
-                _relay(relay_end, socks)  # (neither returns: each ends with os._exit)
-            _forking_relay(relay_end, log_fd)
+            serve(relay_end)
         relay_end.close()
         self.children = [pid]
 
     def send(self, slot: int, body: bytes) -> None:
-        self.up.sendall(b"%d:%s\n" % (slot, body))
+        self.up.sendall(_frame(slot, body))
 
     def reports(self) -> list[int]:
-        return [int(f.split(b":")[0]) for f in filter(None, self.up.recv(4096).split(b"\n"))]
+        return [slot for slot, _body in _frames(self.up.recv(4096))]
 
     def close(self) -> None:
         """After the QUITs: the relay passes them on, then sees this end closed and exits."""
         self.up.close()
 
 
-SHAPES: dict[str, type[Direct] | type[Relayed]] = {"direct": Direct, "relay": Relayed}
+REUSED = ("direct", "relay")  # the two shapes with reused workers
 PER_ATTEMPT = ("spares", "spares-relay")  # the same two shapes with a process per job
 
 
@@ -297,9 +306,11 @@ def _open(shape: str, log_fd: int) -> tuple[Direct | Relayed | Spares, list[int]
     if shape == "spares":
         return Spares(log_fd), []
     if shape == "spares-relay":
-        return Relayed([], log_fd), []
+        return Relayed(lambda end: _forking_relay(end, log_fd)), []
     socks, pids = _start_workers(log_fd)
-    return SHAPES[shape](socks), pids
+    if shape == "direct":
+        return Direct(socks), pids
+    return Relayed(lambda end: _relay(end, socks)), pids
 
 
 def run_once(jobs: int, shape: str, work: float, folder: Path, spool: bool) -> dict[str, float]:
@@ -376,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         for work in works:
-            shapes = list(PER_ATTEMPT if args.per_attempt else SHAPES)
+            shapes = list(PER_ATTEMPT if args.per_attempt else REUSED)
             runs: dict[str, list[dict[str, float]]] = {shape: [] for shape in shapes}
             for _ in range(args.runs):
                 for shape, figures in runs.items():  # alternating: the machine's drift hits both
