@@ -385,9 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     works = [float(value) for value in args.work_ms.split(",")]
     results: list[dict[str, Any]] = []
+    shapes = PER_ATTEMPT if args.per_attempt else REUSED
     with tempfile.TemporaryDirectory() as folder:
         for work in works:
-            shapes = list(PER_ATTEMPT if args.per_attempt else REUSED)
             runs: dict[str, list[dict[str, float]]] = {shape: [] for shape in shapes}
             for _ in range(args.runs):
                 for shape, figures in runs.items():  # alternating: the machine's drift hits both
