@@ -274,6 +274,13 @@ def _method(value: Any) -> str:
     return method
 
 
+def check_names(class_path: str, method: str) -> None:
+    """Raise ``Rejected`` as the daemon would for a class path or method name of the
+    wrong form, whatever its allowlist: for a client to refuse before it writes."""
+    _class_path(class_path)
+    _method(method)
+
+
 def _params(value: Any) -> list[Any] | dict[str, Any]:
     if isinstance(value, list | dict):
         return value

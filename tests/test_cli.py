@@ -200,6 +200,25 @@ def test_submit_refuses_bad_input_and_writes_nothing(
     assert cli.names("tmp") == []
 
 
+@pytest.mark.parametrize(
+    ("class_path", "method", "message"),
+    [
+        # The class and method run together: CLASS METHOD were meant, PARAM taken for METHOD.
+        ("clitest_jobs.Greeter.hello", '["x"]', 'field "method" must be a plain method name'),
+        ("Greeter", "hello", 'field "class" must be a dotted path'),
+        ("clitest_jobs.Greeter", "_secret", 'field "method" names a private method'),
+    ],
+)
+def test_submit_refuses_names_every_daemon_would_reject_and_writes_nothing(
+    cli: Cli, class_path: str, method: str, message: str
+) -> None:
+    result = cli("submit", class_path, method)
+    assert_one_line_error(result, 2, message)
+    assert "the daemon would reject this job" in result.stderr
+    assert cli.names("incoming") == []
+    assert cli.names("tmp") == []
+
+
 def test_submit_warns_about_a_job_off_the_allowlist_but_submits_it(cli: Cli) -> None:
     result = cli("submit", "other.Module", "run")
     assert result.returncode == 0

@@ -44,7 +44,7 @@ from spoold.config import Config, ConfigError, find_config_path, load_config, pa
 from spoold.core.backend import Catalog, CatalogError
 from spoold.errors import describe_os_error
 from spoold.identity import job_identity
-from spoold.job import CANCELLED, Rejected, constant_refuser, parse_time
+from spoold.job import CANCELLED, Rejected, check_names, constant_refuser, parse_time
 
 
 class UsageError(Exception):
@@ -147,7 +147,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     config = _config(args)
     params = submit_params(args.params, args.kwargs)
     run_at = parse_at(args.at) if args.at is not None else None
-    _check_submittable(config, f"{args.class_path}.{args.method}")
+    _check_submittable(config, args.class_path, args.method)
     now = time.time()
     if args.delay is not None:
         run_at = now + args.delay
@@ -185,17 +185,20 @@ def _submit(config: Config, payload: bytes, now: float) -> str:
         return submitter.submit(payload, now=now)
 
 
-def _check_submittable(config: Config, target: str) -> None:
+def _check_submittable(config: Config, class_path: str, method: str) -> None:
+    try:
+        check_names(class_path, method)
+    except Rejected as exc:  # any daemon would file it as rejected: say so now instead
+        raise UsageError(f"the daemon would reject this job: {exc}") from None
     if config.spool.backend == "files":  # a Redis spool takes jobs whatever this host's folder
         spool = Spool(config.spool.dir)
         missing = [f"{state}/" for state in ("tmp", "incoming") if not spool.folder(state).is_dir()]
         if missing:
             raise AdminError(f"{spool.root} has no {' or '.join(missing)}; run 'spoold init' first")
-    class_path, _, method = target.rpartition(".")
     if not config.is_allowed(class_path, method):
         # Only a warning: the daemon may run with another config than this one.
         cli_output.warn(
-            f"{target} is not on the allowlist of {config.path}; "
+            f"{class_path}.{method} is not on the allowlist of {config.path}; "
             "the daemon will reject it unless its own config allows it"
         )
 
