@@ -130,7 +130,7 @@ def _claim(root: Path, name: str) -> dict[str, Any]:
     return job
 
 
-def _record(job: dict[str, Any], name: str, started: float) -> bytes:
+def done_record(job: dict[str, Any], name: str, started: float) -> bytes:
     """The done record of a job that ran once, ended now."""
     return json.dumps({
         **job, "id": name[:-5], "status": "done", "attempts": 1,
@@ -154,7 +154,7 @@ def unfiled(root: Path, n: int) -> str | None:
 
 
 def _file_done(root: Path, name: str, job: dict[str, Any], started: float, fsync: bool) -> None:
-    write_file(root / "done", name, _record(job, name, started), fsync=fsync)
+    write_file(root / "done", name, done_record(job, name, started), fsync=fsync)
     os.unlink(root / "active" / name)
 
 
@@ -241,7 +241,7 @@ class GuardedSpool:
         marker = f"{self.active}/{name[:-5]}.to-done"
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
-            os.write(fd, _record(job, name, started))
+            os.write(fd, done_record(job, name, started))
             if self.fsync:
                 os.fsync(fd)
         finally:

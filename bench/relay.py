@@ -1,7 +1,7 @@
 """W3's round-trip floor: how close to ideal 50 ms jobs on 2 slots can get on this machine
 when every job's end must reach a deciding process before the slot's next job starts.
 
-``python -m bench.relay [--jobs 400] [--runs 3] [--work-ms 0,0.75] [--spool]
+``python -m bench.relay [--jobs 400] [--runs 3] [--work-ms 0,0.75] [--spool [--filing ...]]
 [--per-attempt]`` (about a minute).
 
 No spoold here: plain Python processes and socketpairs. Two workers each sleep 50 ms per
@@ -19,6 +19,15 @@ process as spoold's launcher forks them. Otherwise, two shapes with reused worke
 - ``direct``: worker <-> daemon;
 - ``relay``: worker <-> relay <-> daemon, where the relay only passes messages on, as
   spoold's launcher does between its workers and the daemon.
+
+With ``--spool``, ``--filing plain,spares,after-send`` runs the least runner's filing in
+up to three ways, alternating in one invocation: ``plain`` (``GuardedSpool``: the marker
+made, written, the job unlinked, the marker renamed into done/, all before the next
+request); ``spares`` (the marker written into an empty file made ahead, at the end of the
+turn before, then renamed to the marker's name: no file is made on the path);
+``after-send`` (spares, and the unlink and the rename into done/ left until after the
+turn's requests: the whole marker is the commit point, as recovery finishes its move).
+Both keep the rule that no job starts before the outcome that freed its slot is on disk.
 
 Each figure is jobs/s from the first request to the last job's end (as W3 counts it, from
 the jobs' own time stamps) over the ideal 40, and the median gap between a slot's job end
@@ -269,6 +278,67 @@ class Tokens:
         return None
 
 
+FILINGS = ("plain", "spares", "after-send")
+SPARES = SLOTS * 2  # empty files kept ready in active/: a turn files at most SLOTS records
+
+
+class LeanerSpool(ceilings.GuardedSpool):
+    """GuardedSpool's filing with the file's creation off the path (a spare made at the end
+    of the turn before) and, with ``after_send``, the unlink and the rename into done/
+    too: they wait for the end of the turn, after its requests. The marker is whole
+    before either, so a crash still loses nothing (recovery finishes a whole marker's
+    move), and the next job still starts only after its slot's outcome is on disk."""
+
+    def __init__(self, root: Path, *, fsync: bool, after_send: bool) -> None:
+        super().__init__(root, fsync=fsync)
+        self.after_send = after_send
+        self.spares: list[str] = []
+        self.made = 0
+        self.moves: list[tuple[str, str]] = []  # (job's name, its whole marker)
+        self._make_spares()
+
+    def _make_spares(self) -> None:
+        while len(self.spares) < SPARES:
+            self.made += 1
+            spare = f"{self.active}/.spare-{self.made}"
+            os.close(os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+            self.spares.append(spare)
+
+    def file(self, name: str, job: dict[str, Any], started: float) -> None:
+        marker = f"{self.active}/{name[:-5]}.to-done"
+        spare = self.spares.pop()
+        fd = os.open(spare, os.O_WRONLY)
+        try:
+            os.write(fd, ceilings.done_record(job, name, started))
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(spare, marker)
+        if self.fsync:  # a made file's fsync makes its name durable on ext4; a rename's, not
+            ceilings.fsync_dir(Path(self.active))
+        self.sync_claims()
+        self.moves.append((name, marker))
+        if not self.after_send:
+            self._move()
+
+    def _move(self) -> None:
+        for name, marker in self.moves:
+            os.unlink(f"{self.active}/{name}")
+            os.rename(marker, f"{self.done}/{name}")
+            self.records_unsynced = True
+        self.moves.clear()
+
+    def end_turn(self) -> None:
+        self._move()
+        self._make_spares()
+        super().end_turn()
+
+    def close(self) -> None:
+        for spare in self.spares:
+            os.unlink(spare)
+
+
 class OnDisk:
     """The daemon's file work per job, as the least runner with spoold's guarantees does
     it (GuardedSpool): a slot's next job is claimed (read, parsed, renamed into active/)
@@ -276,11 +346,15 @@ class OnDisk:
     active/, the job unlinked, the record renamed into done/) before anything else
     happens. With ``fsync`` (W3's default configuration) the record is fsynced, the
     claims' folders before it, and done/ at the end of the turn, after the requests;
-    without (W3's reused configuration), nothing is."""
+    without (W3's reused configuration), nothing is. ``filing``: one of FILINGS."""
 
-    def __init__(self, root: Path, jobs: int, *, fsync: bool) -> None:
+    def __init__(self, root: Path, jobs: int, *, fsync: bool, filing: str = "plain") -> None:
         ceilings.prefill(ceilings.make_folders(root), jobs)
-        self.spool = ceilings.GuardedSpool(root, fsync=fsync)
+        self.spool = (
+            ceilings.GuardedSpool(root, fsync=fsync)
+            if filing == "plain"
+            else LeanerSpool(root, fsync=fsync, after_send=filing == "after-send")
+        )
         self.waiting = ceilings.waiting_names(self.spool.incoming)[::-1]  # oldest last: pop()
         self.running: dict[int, tuple[str, dict[str, Any], float]] = {}
 
@@ -297,6 +371,8 @@ class OnDisk:
         self.spool.end_turn()
 
     def check(self, jobs: int) -> None:
+        if isinstance(self.spool, LeanerSpool):
+            self.spool.close()
         if (wrong := ceilings.unfiled(self.spool.root, jobs)) is not None:
             raise RuntimeError(wrong)
 
@@ -313,15 +389,18 @@ def _open(shape: str, log_fd: int) -> tuple[Direct | Relayed | Spares, list[int]
     return Relayed(lambda end: _relay(end, socks)), pids
 
 
-def run_once(jobs: int, shape: str, work: float, folder: Path, spool: bool) -> dict[str, float]:
+def run_once(
+    jobs: int, shape: str, work: float, folder: Path, spool: bool, filing: str = "plain"
+) -> dict[str, float]:
     """One run: the jobs through 2 slots, the daemon in this process; with ``spool``,
-    the jobs wait in a fresh spool under ``folder`` and the daemon files and claims
-    (fsynced with a process per job, as spoold's default)."""
+    the jobs wait in a fresh spool under ``folder`` and the daemon files (as ``filing``
+    says) and claims (fsynced with a process per job, as spoold's default)."""
     log = folder / "jobs.log"
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
     disk = None
     if spool:
-        disk = OnDisk(Path(tempfile.mkdtemp(dir=folder)), jobs, fsync=shape in PER_ATTEMPT)
+        root = Path(tempfile.mkdtemp(dir=folder))
+        disk = OnDisk(root, jobs, fsync=shape in PER_ATTEMPT, filing=filing)
     work_of = disk or Tokens()
     channel, pids = _open(shape, log_fd)
     started = time.time()
@@ -382,29 +461,40 @@ def main(argv: list[str] | None = None) -> None:
         help="a process per job (spares forked by the daemon; fsync on with --spool) "
         "instead of the two shapes with reused workers",
     )
+    parser.add_argument(
+        "--filing",
+        default="plain",
+        help=f"with --spool, comma-separated ways to file a record, alternated: {FILINGS}",
+    )
     args = parser.parse_args(argv)
     works = [float(value) for value in args.work_ms.split(",")]
+    filings = args.filing.split(",") if args.spool else ["plain"]
+    if unknown := set(filings) - set(FILINGS):
+        parser.error(f"--filing: {', '.join(sorted(unknown))} is not one of {FILINGS}")
     results: list[dict[str, Any]] = []
     shapes = PER_ATTEMPT if args.per_attempt else REUSED
     with tempfile.TemporaryDirectory() as folder:
         for work in works:
-            runs: dict[str, list[dict[str, float]]] = {shape: [] for shape in shapes}
+            runs: dict[tuple[str, str], list[dict[str, float]]] = {
+                (shape, filing): [] for filing in filings for shape in shapes
+            }
             for _ in range(args.runs):
-                for shape, figures in runs.items():  # alternating: the machine's drift hits both
-                    figures.append(
-                        run_once(args.jobs, shape, work / 1000, Path(folder), args.spool)
-                    )
-            for shape, figures in runs.items():
+                for (shape, filing), figures in runs.items():  # alternating: drift hits all
+                    figures.append(run_once(
+                        args.jobs, shape, work / 1000, Path(folder), args.spool, filing
+                    ))  # fmt: skip
+            for (shape, filing), figures in runs.items():
                 entry: dict[str, Any] = {"shape": shape, "daemon_work_ms": work,
-                                         "on_disk": args.spool}  # fmt: skip
+                                         "on_disk": args.spool, "filing": filing}  # fmt: skip
                 for key in ("ratio_to_ideal", "gap_p50_ms", "gap_mean_ms"):
                     values = [f[key] for f in figures]
                     entry[key] = {"median": round(statistics.median(values), 3),
                                   "runs": [round(v, 3) for v in values]}  # fmt: skip
                 results.append(entry)
-                print(f"{shape:6s} work {work} ms: {entry['ratio_to_ideal']['median']:.3f} of "
-                      f"ideal, gap p50 {entry['gap_p50_ms']['median']:.2f} ms, mean "
-                      f"{entry['gap_mean_ms']['median']:.2f} ms", file=sys.stderr)  # fmt: skip
+                ratio, p50, mean = (entry[key]["median"] for key in
+                                    ("ratio_to_ideal", "gap_p50_ms", "gap_mean_ms"))  # fmt: skip
+                print(f"{shape:6s} {filing:10s} work {work} ms: {ratio:.3f} of ideal, "
+                      f"gap p50 {p50:.2f} ms, mean {mean:.2f} ms", file=sys.stderr)  # fmt: skip
     document = {"suite": "relay", "jobs": args.jobs, "runs": args.runs, "slots": SLOTS,
                 "sleep_s": SLEEP, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "results": results}  # fmt: skip

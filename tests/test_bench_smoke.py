@@ -176,6 +176,23 @@ def test_the_relay_floor_on_disk_files_every_job(leak_check: str) -> None:
         assert 0 < entry["ratio_to_ideal"]["median"] <= 1, entry
 
 
+def test_the_relay_floor_files_every_job_with_spares_and_after_the_send(leak_check: str) -> None:
+    """``--filing plain,spares,after-send``: each way files every job and leaves no spare
+    or marker behind in active/ (``OnDisk.check``), with a process per job (fsync on) too."""
+    for extra in ([], ["--per-attempt"]):
+        returncode, out, err = run_module(
+            "bench.relay", leak_check, "--jobs", "6", "--runs", "1", "--work-ms", "0",
+            "--spool", "--filing", "plain,spares,after-send", *extra,
+        )  # fmt: skip
+        assert returncode == 0, err[-5000:]
+        results = json.loads(out)["results"]
+        assert [e["filing"] for e in results] == ["plain"] * 2 + ["spares"] * 2 + ["after-send"] * 2
+        for entry in results:
+            assert 0 < entry["ratio_to_ideal"]["median"] <= 1, entry
+    returncode, _out, err = run_module("bench.relay", leak_check, "--spool", "--filing", "fast")
+    assert returncode == 2 and "--filing: fast is not one of" in err, err[-2000:]
+
+
 def test_the_relay_floor_with_a_process_per_job_files_every_job(leak_check: str) -> None:
     """``--per-attempt --spool``: spares forked by the deciding process, or by a relay as
     spoold's launcher forks them, each running one job; every job filed (fsync on), and
