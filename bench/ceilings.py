@@ -238,18 +238,32 @@ class GuardedSpool:
                 os.close(report)
 
     def file(self, name: str, job: dict[str, Any], started: float) -> None:
-        marker = f"{self.active}/{name[:-5]}.to-done"
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        marker = self.marker(name)
+        self.write_record(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640),
+                          job, name, started)  # fmt: skip
+        self.sync_claims()
+        self.move(name, marker)
+
+    def marker(self, name: str) -> str:
+        return f"{self.active}/{name[:-5]}.to-done"
+
+    def write_record(self, fd: int, job: dict[str, Any], name: str, started: float) -> None:
+        """Write the job's done record into ``fd`` (fsynced with ``fsync``), and close it."""
         try:
             os.write(fd, done_record(job, name, started))
             if self.fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        self.sync_claims()
+
+    def move(self, name: str, marker: str) -> None:
+        """The job's file unlinked, its whole marker renamed into done/."""
         os.unlink(f"{self.active}/{name}")
         os.rename(marker, f"{self.done}/{name}")
         self.records_unsynced = True
+
+    def close(self) -> None:
+        """Remove what the filing keeps beside the jobs between turns (nothing, here)."""
 
     def end_turn(self) -> None:
         """What spoold's daemon does after a turn has handed out the next attempts."""

@@ -305,32 +305,21 @@ class LeanerSpool(ceilings.GuardedSpool):
             self.spares.append(spare)
 
     def file(self, name: str, job: dict[str, Any], started: float) -> None:
-        marker = f"{self.active}/{name[:-5]}.to-done"
-        spare = self.spares.pop()
-        fd = os.open(spare, os.O_WRONLY)
-        try:
-            os.write(fd, ceilings.done_record(job, name, started))
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        marker, spare = self.marker(name), self.spares.pop()
+        self.write_record(os.open(spare, os.O_WRONLY), job, name, started)
         os.rename(spare, marker)
         if self.fsync:  # a made file's fsync makes its name durable on ext4; a rename's, not
             ceilings.fsync_dir(Path(self.active))
         self.sync_claims()
-        self.moves.append((name, marker))
-        if not self.after_send:
-            self._move()
-
-    def _move(self) -> None:
-        for name, marker in self.moves:
-            os.unlink(f"{self.active}/{name}")
-            os.rename(marker, f"{self.done}/{name}")
-            self.records_unsynced = True
-        self.moves.clear()
+        if self.after_send:
+            self.moves.append((name, marker))
+        else:
+            self.move(name, marker)
 
     def end_turn(self) -> None:
-        self._move()
+        for name, marker in self.moves:
+            self.move(name, marker)
+        self.moves.clear()
         self._make_spares()
         super().end_turn()
 
@@ -371,8 +360,7 @@ class OnDisk:
         self.spool.end_turn()
 
     def check(self, jobs: int) -> None:
-        if isinstance(self.spool, LeanerSpool):
-            self.spool.close()
+        self.spool.close()
         if (wrong := ceilings.unfiled(self.spool.root, jobs)) is not None:
             raise RuntimeError(wrong)
 
